@@ -1,0 +1,151 @@
+"""Whole-process CPU per SQLAlchemy checkout+checkin: bare, poolwatch, and upstream, in one run.
+
+Run: ``python benchmarks/checkout_overhead.py [--cycles N] [--rounds R]``. Every variant runs in
+each round on its own engine over one SQLite file; a round ends with a metric collection so its
+cost is counted. CPU time is ``time.process_time()`` (all threads). Figures are medians over
+rounds, reported as ratios against the bare cycle measured in the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import poolwatch
+
+Cycle = Callable[[sa.Engine], None]
+
+
+def bare_cycle(engine: sa.Engine) -> None:
+    """Check a raw connection out of the pool and back in."""
+    engine.pool.connect().close()
+
+
+def query_cycle(engine: sa.Engine) -> None:
+    """Check out, run ``SELECT 1``, check in: what a tiny request does."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1").scalar()
+
+
+class Variant:
+    """One way of instrumenting an engine, set up and torn down around each measurement."""
+
+    def __init__(self, name: str, setup: Callable[[sa.Engine, dict[str, Any]], None],
+                 teardown: Callable[[sa.Engine], None], traced: bool = False) -> None:
+        self.name = name
+        self.setup = setup
+        self.teardown = teardown
+        self.traced = traced
+
+
+def _poolwatch(histograms: str) -> Callable[[sa.Engine, dict[str, Any]], None]:
+    def setup(engine: sa.Engine, providers: dict[str, Any]) -> None:
+        poolwatch.instrument_sqlalchemy(engine, histograms=histograms, **providers)  # type: ignore[arg-type]
+
+    return setup
+
+
+def _upstream_setup(engine: sa.Engine, providers: dict[str, Any]) -> None:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine,
+        meter_provider=providers["meter_provider"],
+        tracer_provider=providers["tracer_provider"],
+    )
+
+
+def _upstream_teardown(_engine: sa.Engine) -> None:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().uninstrument()
+
+
+def _nothing(*_args: Any) -> None:
+    return None
+
+
+VARIANTS = (
+    Variant("bare", _nothing, _nothing),
+    Variant("poolwatch", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy),
+    Variant("poolwatch-standard-histograms", _poolwatch("standard"),
+            poolwatch.uninstrument_sqlalchemy),
+    Variant("poolwatch+trace", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy,
+            traced=True),
+    Variant("upstream-otel-sqlalchemy", _upstream_setup, _upstream_teardown),
+)
+
+
+def measure(variant: Variant, url: str, cycle: Cycle, cycles: int) -> float:
+    """CPU microseconds per cycle for one variant, collection included."""
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=5, max_overflow=10)
+    cycle(engine)  # open the first connection outside the measurement
+    variant.setup(engine, {"meter_provider": meter_provider, "tracer_provider": tracer_provider})
+    try:
+        tracer = tracer_provider.get_tracer("benchmark")
+        start = time.process_time()
+        if variant.traced:
+            with tracer.start_as_current_span("request"):
+                for _ in range(cycles):
+                    cycle(engine)
+        else:
+            for _ in range(cycles):
+                cycle(engine)
+        reader.collect()
+        spent = time.process_time() - start
+    finally:
+        variant.teardown(engine)
+        engine.dispose()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+    return spent / cycles * 1e6
+
+
+def run(cycle: Cycle, cycles: int, rounds: int, url: str) -> dict[str, float]:
+    """Median CPU microseconds per cycle for each variant."""
+    results: dict[str, list[float]] = {variant.name: [] for variant in VARIANTS}
+    for _ in range(rounds):
+        for variant in VARIANTS:
+            results[variant.name].append(measure(variant, url, cycle, cycles))
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def report(title: str, medians: dict[str, float]) -> None:
+    """Print one table of microseconds and ratios against bare."""
+    bare = medians["bare"]
+    print(f"\n{title}")
+    print(f"{'variant':34} {'us/cycle':>9} {'x bare':>7}")
+    for name, value in medians.items():
+        print(f"{name:34} {value:9.2f} {value / bare:7.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        report("checkout + checkin", run(bare_cycle, args.cycles, args.rounds, url))
+        report("checkout + SELECT 1 + checkin", run(query_cycle, args.cycles // 2, args.rounds, url))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""poolwatch: connection-pool trouble made visible through OpenTelemetry.
+
+The public facade: one ``instrument_*`` function per library, the ``BaseInstrumentor`` classes
+the ``opentelemetry-instrument`` launcher loads, and the configuration object.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from poolwatch._version import __version__
+from poolwatch.config import Config
+from poolwatch.instrumentors import SQLAlchemyPoolInstrumentor, telemetry_from
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from poolwatch.config import HistogramMode
+
+__all__ = [
+    "Config",
+    "SQLAlchemyPoolInstrumentor",
+    "__version__",
+    "instrument_sqlalchemy",
+    "uninstrument_sqlalchemy",
+]
+
+
+def instrument_sqlalchemy(
+    engine: Any = None,
+    *,
+    pool_name: str | None = None,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    spans: bool | None = None,
+    root_spans: bool | None = None,
+    histograms: HistogramMode | None = None,
+) -> None:
+    """Record SQLAlchemy pools: ``engine``'s (sync or async) or, with no engine, every one.
+
+    Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*`` variables, then defaults.
+    Calling it again for the same engine does nothing.
+    """
+    from poolwatch.integrations.sqlalchemy import ADAPTER  # noqa: PLC0415 - optional library
+
+    telemetry = telemetry_from(
+        {
+            "meter_provider": meter_provider,
+            "tracer_provider": tracer_provider,
+            "logger_provider": logger_provider,
+            "spans": spans,
+            "root_spans": root_spans,
+            "histograms": histograms,
+        }
+    )
+    if engine is None:
+        ADAPTER.instrument_all(telemetry)
+    else:
+        ADAPTER.instrument_engine(engine, telemetry, pool_name)
+
+
+def uninstrument_sqlalchemy(engine: Any = None) -> None:
+    """Stop recording ``engine``'s pool or, with no engine, every pool; restores SQLAlchemy."""
+    from poolwatch.integrations.sqlalchemy import ADAPTER  # noqa: PLC0415
+
+    if engine is None:
+        ADAPTER.uninstrument_all()
+    else:
+        ADAPTER.uninstrument_engine(engine)

@@ -1,0 +1,44 @@
+"""The boundary between poolwatch and the application: our own errors stop here.
+
+Every hook catches its own exceptions and hands them to :func:`internal_error`, which counts
+them per hook and logs the first one of each hook with its traceback. Nothing is re-raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+_logger = logging.getLogger("poolwatch")
+_lock = threading.Lock()
+_counts: Counter[str] = Counter()
+
+
+def internal_error(hook: str, exc: BaseException) -> None:
+    """Count an error raised inside poolwatch's ``hook`` and log it the first time it is seen."""
+    try:
+        with _lock:
+            _counts[hook] += 1
+            first = _counts[hook] == 1
+        if first:
+            _logger.warning(
+                "poolwatch: internal error in %s; telemetry for it is degraded, the "
+                "application is not affected (further errors here are counted, not logged)",
+                hook,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+    except Exception:  # pragma: no cover - logging itself failed; nothing more to do safely
+        pass
+
+
+def error_counts() -> dict[str, int]:
+    """Errors caught so far, per hook."""
+    with _lock:
+        return dict(_counts)
+
+
+def reset() -> None:
+    """Forget counted errors (tests use this between cases)."""
+    with _lock:
+        _counts.clear()

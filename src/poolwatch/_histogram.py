@@ -1,0 +1,40 @@
+"""An exact fixed-bucket histogram kept in process, cheap enough for every checkout."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+
+
+class Buckets:
+    """Counts per bucket plus the sum; callers hold their own lock around :meth:`observe`."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Add one value; a value equal to a bound lands in that bound's bucket (``le``)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    @property
+    def count(self) -> int:
+        """How many values were observed."""
+        return sum(self.counts)
+
+    def cumulative(self) -> Iterator[tuple[str, int]]:
+        """``(le, count at or below le)`` pairs ending with ``+Inf``, as Prometheus lays them out."""
+        running = 0
+        for bound, count in zip(self.bounds, self.counts):
+            running += count
+            yield format_bound(bound), running
+        yield "+Inf", running + self.counts[-1]
+
+
+def format_bound(bound: float) -> str:
+    """Render a bucket bound the way Prometheus clients do (``0.005``, ``1.0``, ``30.0``)."""
+    return repr(float(bound))

@@ -1,0 +1,202 @@
+"""The one place that names what poolwatch emits: metrics, attributes, events, units, buckets.
+
+The recorder, the dashboards, the alert rules, the docs and the tests all import names from here.
+Standard names come from OpenTelemetry's semantic-convention constants; everything the
+conventions do not define lives under the ``poolwatch.`` namespace.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes import db_attributes as _db_attrs
+from opentelemetry.semconv._incubating.metrics import db_metrics as _db
+
+
+class Kind(enum.Enum):
+    """How an instrument is exported (what the OpenTelemetry API calls its type)."""
+
+    COUNTER = "counter"
+    UP_DOWN_COUNTER = "updowncounter"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its name, kind, unit and description, and whether a convention defines it."""
+
+    name: str
+    kind: Kind
+    unit: str
+    description: str
+    standard: bool = False
+
+
+def _standard(name: str, kind: Kind, unit: str, factory: object) -> Metric:
+    doc = (getattr(factory, "__doc__", None) or "").strip()
+    return Metric(name, kind, unit, doc.rstrip(".") + ".", standard=True)
+
+
+# --- attributes -------------------------------------------------------------------------------
+
+POOL_NAME: Final = _db_attrs.DB_CLIENT_CONNECTION_POOL_NAME
+STATE: Final = _db_attrs.DB_CLIENT_CONNECTION_STATE
+STATE_IDLE: Final = "idle"
+STATE_USED: Final = "used"
+
+#: Bucket upper bound on the aggregated histogram series, as in Prometheus.
+LE: Final = "le"
+#: Which hook an internal error happened in.
+HOOK: Final = "poolwatch.hook"
+#: Outcome of a checkout attempt: ok, timeout or error.
+OUTCOME: Final = "poolwatch.checkout.outcome"
+OUTCOME_OK: Final = "ok"
+OUTCOME_TIMEOUT: Final = "timeout"
+OUTCOME_ERROR: Final = "error"
+
+# Pool state when a checkout began (span attributes and event attributes).
+POOL_USED: Final = "poolwatch.pool.used"
+POOL_IDLE: Final = "poolwatch.pool.idle"
+POOL_MAX: Final = "poolwatch.pool.max"
+POOL_PENDING: Final = "poolwatch.pool.pending_requests"
+WAIT_DURATION: Final = "poolwatch.checkout.wait_time"
+POOL_TIMEOUT_SETTING: Final = "poolwatch.pool.timeout_setting"
+POOL_KIND: Final = "poolwatch.pool.kind"
+ERROR_TYPE: Final = "error.type"
+
+# --- units ------------------------------------------------------------------------------------
+
+UNIT_SECONDS: Final = "s"
+UNIT_CONNECTION: Final = "{connection}"
+UNIT_REQUEST: Final = "{request}"
+UNIT_TIMEOUT: Final = "{timeout}"
+UNIT_CHECKOUT: Final = "{checkout}"
+UNIT_ERROR: Final = "{error}"
+
+# --- standard pool metrics ----------------------------------------------------------------------
+
+CONNECTION_COUNT: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_COUNT,
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    _db.create_db_client_connection_count,
+)
+CONNECTION_IDLE_MAX: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_IDLE_MAX,
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    _db.create_db_client_connection_idle_max,
+)
+CONNECTION_IDLE_MIN: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_IDLE_MIN,
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    _db.create_db_client_connection_idle_min,
+)
+CONNECTION_MAX: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_MAX,
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    _db.create_db_client_connection_max,
+)
+CONNECTION_PENDING_REQUESTS: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+    Kind.UP_DOWN_COUNTER,
+    UNIT_REQUEST,
+    _db.create_db_client_connection_pending_requests,
+)
+CONNECTION_TIMEOUTS: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_TIMEOUTS,
+    Kind.COUNTER,
+    UNIT_TIMEOUT,
+    _db.create_db_client_connection_timeouts,
+)
+CONNECTION_CREATE_TIME: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_CREATE_TIME,
+    Kind.HISTOGRAM,
+    UNIT_SECONDS,
+    _db.create_db_client_connection_create_time,
+)
+CONNECTION_WAIT_TIME: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_WAIT_TIME,
+    Kind.HISTOGRAM,
+    UNIT_SECONDS,
+    _db.create_db_client_connection_wait_time,
+)
+CONNECTION_USE_TIME: Final = _standard(
+    _db.DB_CLIENT_CONNECTION_USE_TIME,
+    Kind.HISTOGRAM,
+    UNIT_SECONDS,
+    _db.create_db_client_connection_use_time,
+)
+
+STANDARD_METRICS: Final = (
+    CONNECTION_COUNT,
+    CONNECTION_IDLE_MAX,
+    CONNECTION_IDLE_MIN,
+    CONNECTION_MAX,
+    CONNECTION_PENDING_REQUESTS,
+    CONNECTION_TIMEOUTS,
+    CONNECTION_CREATE_TIME,
+    CONNECTION_WAIT_TIME,
+    CONNECTION_USE_TIME,
+)
+
+# --- bucket boundaries (seconds) ----------------------------------------------------------------
+
+#: Resolves sub-millisecond checkouts and tells a 30 s pool timeout apart from a 10 s wait.
+WAIT_BUCKETS: Final[tuple[float, ...]] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 60.0,
+)  # fmt: skip
+#: Hold times run from a fast query to a leaked connection held for minutes.
+USE_BUCKETS: Final[tuple[float, ...]] = (
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+#: Opening a connection: a local socket in a millisecond to a remote TLS handshake in seconds.
+CREATE_BUCKETS: Final[tuple[float, ...]] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+# --- poolwatch's own metrics ----------------------------------------------------------------------
+
+
+def _aggregated(standard: Metric, what: str) -> tuple[Metric, Metric]:
+    """The Prometheus-shaped pair (cumulative ``le`` buckets and sum) for a standard histogram."""
+    base = "poolwatch." + standard.name.removeprefix("db.client.")
+    bucket = Metric(
+        base + ".bucket",
+        Kind.COUNTER,
+        UNIT_CHECKOUT,
+        f"Cumulative count of {what} at or below the `le` bound (same data as {standard.name}).",
+    )
+    total = Metric(
+        base + ".sum",
+        Kind.COUNTER,
+        UNIT_SECONDS,
+        f"Sum of {what} in seconds (same data as {standard.name}).",
+    )
+    return bucket, total
+
+
+WAIT_TIME_BUCKET, WAIT_TIME_SUM = _aggregated(CONNECTION_WAIT_TIME, "checkout waits")
+USE_TIME_BUCKET, USE_TIME_SUM = _aggregated(CONNECTION_USE_TIME, "connection hold times")
+CREATE_TIME_BUCKET, CREATE_TIME_SUM = _aggregated(CONNECTION_CREATE_TIME, "connection opens")
+
+INTERNAL_ERRORS: Final = Metric(
+    "poolwatch.internal.errors",
+    Kind.COUNTER,
+    UNIT_ERROR,
+    "Errors raised inside poolwatch's own hooks, caught before they reached the application.",
+)
+
+# --- spans and events -------------------------------------------------------------------------------
+
+SPAN_CHECKOUT: Final = "poolwatch.checkout"
+EVENT_POOL_TIMEOUT: Final = "poolwatch.pool.timeout"
+
+INSTRUMENTATION_SCOPE: Final = "poolwatch"

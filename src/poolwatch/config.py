@@ -1,0 +1,110 @@
+"""Configuration: one frozen object built from keyword arguments, then the environment, then defaults.
+
+Every environment variable is ``OTEL_PYTHON_POOLWATCH_<FIELD>``. A value that cannot be parsed
+produces one warning naming the variable and the default used, and never an exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+_logger = logging.getLogger("poolwatch")
+
+ENV_PREFIX = "OTEL_PYTHON_POOLWATCH_"
+
+HistogramMode = Literal["aggregated", "standard"]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Settings shared by every integration; see the configuration table in the README."""
+
+    #: Make a span around each checkout that happens inside a recording trace.
+    spans: bool = True
+    #: Also make a (root) span for checkouts outside any trace. Off: that would flood tracing.
+    root_spans: bool = False
+    #: ``aggregated`` keeps exact buckets in process and exports them at collection time (cheap);
+    #: ``standard`` records the ``db.client.connection.*_time`` SDK histograms per checkout.
+    histograms: HistogramMode = "aggregated"
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Config:
+        """Build a config: keyword arguments win over environment variables, which win over defaults."""
+        env = os.environ if environ is None else environ
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown poolwatch setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in overrides and overrides[field.name] is not None:
+                values[field.name] = overrides[field.name]
+                continue
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[field.name] = _parse(field, raw)
+        return cls(**values)
+
+
+def _parse(field: dataclasses.Field[Any], raw: str) -> Any:
+    variable = ENV_PREFIX + field.name.upper()
+    parser = _PARSERS.get(_type_key(field))
+    if parser is None:  # pragma: no cover - every field type has a parser
+        raise TypeError(f"no parser for {field.name}")
+    try:
+        return parser(field, raw.strip())
+    except ValueError as exc:
+        _logger.warning(
+            "poolwatch: ignoring %s=%r (%s); using the default %r",
+            variable,
+            raw,
+            exc,
+            field.default,
+        )
+        return field.default
+
+
+def _type_key(field: dataclasses.Field[Any]) -> str:
+    annotation = str(field.type)
+    if annotation.startswith("HistogramMode") or annotation.startswith("Literal"):
+        return "choice"
+    return annotation
+
+
+def _parse_bool(_field: dataclasses.Field[Any], raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_float(_field: dataclasses.Field[Any], raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a finite number of seconds, zero or more")
+    return value
+
+
+def _parse_choice(field: dataclasses.Field[Any], raw: str) -> str:
+    choices = _CHOICES[field.name]
+    lowered = raw.lower()
+    if lowered not in choices:
+        raise ValueError("expected one of " + ", ".join(choices))
+    return lowered
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {"histograms": get_args(HistogramMode)}
+
+_PARSERS: dict[str, Callable[[dataclasses.Field[Any], str], Any]] = {
+    "bool": _parse_bool,
+    "float": _parse_float,
+    "choice": _parse_choice,
+}

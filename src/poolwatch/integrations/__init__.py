@@ -1,0 +1,1 @@
+"""One adapter module per library; each translates that library's hooks into recorder facts."""

@@ -1,0 +1,372 @@
+"""SQLAlchemy adapter: translates pool hooks (sync and async engines) into recorder facts.
+
+SQLAlchemy fires no event before a checkout waits nor on a pool timeout, so ``Pool.connect`` is
+wrapped at class level; checkins, detaches and new connections come from pool events. Counts are
+read from the pool itself at collection time, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import (
+    AssertionPool,
+    AsyncAdaptedQueuePool,
+    NullPool,
+    Pool,
+    QueuePool,
+    SingletonThreadPool,
+    StaticPool,
+)
+
+from poolwatch import _guard
+from poolwatch.naming import NameRegistry, url_pool_name
+from poolwatch.recorder import PoolRecorder, PoolState, Telemetry, Traced
+
+_ATTR = "_poolwatch_recorder"
+_perf = time.perf_counter
+
+
+class _Binding:
+    """Ties one recorder to the pool it watches, following the engine across ``dispose()``."""
+
+    def __init__(self, pool: Pool, engine: Engine | None) -> None:
+        self.pool_ref = weakref.ref(pool)
+        self.engine_ref = weakref.ref(engine) if engine is not None else None
+        self.recorder: PoolRecorder | None = None
+        self.listeners: list[tuple[str, Callable[..., None]]] = []
+        self.opening: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def pool(self) -> Pool | None:
+        if self.engine_ref is not None:
+            engine = self.engine_ref()
+            return engine.pool if engine is not None else None
+        return self.pool_ref()
+
+    def read_state(self) -> PoolState | None:
+        pool = self.pool()
+        if pool is None or self.recorder is None:
+            return None
+        return pool_state(pool, len(self.recorder.loans))
+
+
+def pool_state(pool: Pool, loans: int) -> PoolState:
+    """The state SQLAlchemy reports for ``pool``; ``loans`` is poolwatch's count of checkouts."""
+    if type(pool) in _QUEUE_POOLS or isinstance(pool, QueuePool):
+        return _queue_pool_state(pool)  # type: ignore[arg-type]
+    if isinstance(pool, SingletonThreadPool):
+        opened = len(pool._all_conns)  # noqa: SLF001
+        return PoolState(loans, max(opened - loans, 0), pool.size, pool.size, 0)
+    if isinstance(pool, (StaticPool, AssertionPool)):
+        opened = 1 if ("connection" in vars(pool) or loans) else 0
+        used = min(loans, 1)
+        return PoolState(used, max(opened - used, 0), 1, 1, 0)
+    if isinstance(pool, NullPool):
+        return PoolState(used=loans, idle=0, max=None, idle_max=0, idle_min=0)
+    return PoolState(used=loans, idle=0)
+
+
+_QUEUE_POOLS = frozenset({QueuePool, AsyncAdaptedQueuePool})
+
+
+def _queue_pool_state(pool: QueuePool) -> PoolState:
+    size = pool.size()
+    overflow = pool._max_overflow  # noqa: SLF001 - no public accessor for the setting
+    return PoolState(
+        used=pool.checkedout(),
+        idle=pool.checkedin(),
+        max=size + overflow if overflow >= 0 else None,
+        idle_max=size,
+        idle_min=0,
+    )
+
+
+class SQLAlchemyAdapter:
+    """Installs the class-level wrappers once and attaches recorders to pools."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._installed = False
+        self._auto: Telemetry | None = None
+        self._bindings: dict[int, _Binding] = {}
+        self.names = NameRegistry()
+
+    # --- public ------------------------------------------------------------------------------
+
+    def instrument_all(self, telemetry: Telemetry) -> None:
+        """Record every pool from now on (and every engine already attached stays attached)."""
+        with self._lock:
+            self._install()
+            self._auto = telemetry
+
+    def instrument_engine(
+        self, engine: Any, telemetry: Telemetry, pool_name: str | None = None
+    ) -> PoolRecorder:
+        """Record one engine's pool (an ``AsyncEngine`` is unwrapped to its sync engine)."""
+        sync_engine: Engine = getattr(engine, "sync_engine", engine)
+        with self._lock:
+            self._install()
+            existing = getattr(sync_engine.pool, _ATTR, None)
+            if existing is not None:
+                return existing  # type: ignore[no-any-return]
+            return self._attach(sync_engine.pool, sync_engine, telemetry, pool_name)
+
+    def instrument_pool(
+        self, pool: Pool, telemetry: Telemetry, pool_name: str | None = None
+    ) -> PoolRecorder:
+        """Record a pool made without an engine."""
+        with self._lock:
+            self._install()
+            existing = getattr(pool, _ATTR, None)
+            if existing is not None:
+                return existing  # type: ignore[no-any-return]
+            return self._attach(pool, None, telemetry, pool_name)
+
+    def uninstrument_engine(self, engine: Any) -> None:
+        """Stop recording one engine's pool."""
+        sync_engine: Engine = getattr(engine, "sync_engine", engine)
+        recorder = getattr(sync_engine.pool, _ATTR, None)
+        with self._lock:
+            for key, binding in list(self._bindings.items()):
+                if binding.recorder is recorder:
+                    self._detach(key, binding)
+            self._maybe_uninstall()
+
+    def uninstrument_all(self) -> None:
+        """Stop recording every pool and restore SQLAlchemy exactly as it was."""
+        with self._lock:
+            self._auto = None
+            for key, binding in list(self._bindings.items()):
+                self._detach(key, binding)
+            self._maybe_uninstall()
+
+    @property
+    def installed(self) -> bool:
+        """Whether SQLAlchemy's classes are wrapped right now."""
+        return self._installed
+
+    # --- attaching ----------------------------------------------------------------------------
+
+    def _attach(
+        self, pool: Pool, engine: Engine | None, telemetry: Telemetry, pool_name: str | None
+    ) -> PoolRecorder:
+        binding = _Binding(pool, engine)
+        name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
+        recorder = telemetry.pool(name, binding.read_state)
+        binding.recorder = recorder
+        self._listen(binding, pool, engine)
+        setattr(pool, _ATTR, recorder)
+        self._bindings[id(binding)] = binding
+        weakref.finalize(engine if engine is not None else pool, self._gone, id(binding))
+        return recorder
+
+    def _gone(self, key: int) -> None:
+        """The engine (or standalone pool) was garbage-collected: free its name and recorder."""
+        with self._lock:
+            binding = self._bindings.get(key)
+            if binding is not None:
+                self._detach(key, binding)
+
+    def _listen(self, binding: _Binding, pool: Pool, engine: Engine | None) -> None:
+        recorder = binding.recorder
+        assert recorder is not None
+        opening = binding.opening
+
+        def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+            try:
+                recorder.checked_in(record)
+            except Exception as error:  # noqa: BLE001 - the hook boundary
+                _guard.internal_error("sqlalchemy.checkin", error)
+
+        def on_detach(_dbapi_connection: Any, record: Any) -> None:
+            try:
+                recorder.forget(record)
+            except Exception as error:  # noqa: BLE001
+                _guard.internal_error("sqlalchemy.detach", error)
+
+        def on_connect(_dbapi_connection: Any, record: Any) -> None:
+            try:
+                started = opening.pop(record, None)
+                if started is not None:
+                    recorder.connection_created(_perf() - started)
+            except Exception as error:  # noqa: BLE001
+                _guard.internal_error("sqlalchemy.connect", error)
+
+        def on_do_connect(_dialect: Any, record: Any, _cargs: Any, _cparams: Any) -> None:
+            try:
+                opening[record] = _perf()
+            except Exception as error:  # noqa: BLE001
+                _guard.internal_error("sqlalchemy.do_connect", error)
+
+        for name, fn in (("checkin", on_checkin), ("detach", on_detach), ("connect", on_connect)):
+            event.listen(pool, name, fn)
+            binding.listeners.append((name, fn))
+        if engine is not None:
+            event.listen(engine, "do_connect", on_do_connect)
+            binding.listeners.append(("do_connect", on_do_connect))
+
+    def _detach(self, key: int, binding: _Binding) -> None:
+        del self._bindings[key]
+        pool = binding.pool()
+        engine = binding.engine_ref() if binding.engine_ref is not None else None
+        for name, fn in binding.listeners:
+            target: Any = engine if name == "do_connect" else pool
+            if target is not None and event.contains(target, name, fn):
+                event.remove(target, name, fn)
+        for candidate in (pool, binding.pool_ref()):
+            if candidate is not None and _ATTR in vars(candidate):
+                delattr(candidate, _ATTR)
+        if binding.recorder is not None:
+            binding.recorder.telemetry.drop(binding.recorder)
+        self.names.release(binding)
+
+    def auto_attach(self, pool: Pool, engine: Engine | None = None) -> PoolRecorder | None:
+        """Attach a pool first seen after :meth:`instrument_all` (zero-code mode), else None."""
+        telemetry = self._auto
+        if telemetry is None:
+            return None
+        with self._lock:
+            existing = getattr(pool, _ATTR, None)
+            if existing is not None or self._auto is None:
+                return existing  # type: ignore[no-any-return]
+            return self._attach(pool, engine, telemetry, None)
+
+    def rebind(self, old: Pool, new: Pool) -> None:
+        """``Pool.recreate()`` made ``new`` to replace ``old``: keep recording under the same name."""
+        recorder = getattr(old, _ATTR, None)
+        if recorder is None:
+            return
+        setattr(new, _ATTR, recorder)
+        for binding in self._bindings.values():
+            if binding.recorder is recorder and binding.engine_ref is None:
+                binding.pool_ref = weakref.ref(new)
+
+    # --- class-level wrappers -------------------------------------------------------------------
+
+    def _install(self) -> None:
+        if self._installed:
+            return
+        for cls in _pool_classes():
+            if "connect" in vars(cls):
+                cls.connect = _make_connect(vars(cls)["connect"])  # type: ignore[method-assign]
+            if "recreate" in vars(cls):
+                wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
+        wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
+        self._installed = True
+
+    def _maybe_uninstall(self) -> None:
+        if not self._installed or self._auto is not None or self._bindings:
+            return
+        for cls in _pool_classes():
+            connect = vars(cls).get("connect")
+            if getattr(connect, "_poolwatch", False):
+                cls.connect = connect.__wrapped__  # type: ignore[union-attr, method-assign]
+            if isinstance(vars(cls).get("recreate"), wrapt.ObjectProxy):
+                unwrap(cls, "recreate")
+        unwrap(Engine, "__init__")
+        self._installed = False
+
+
+def _pool_classes() -> list[type[Pool]]:
+    """``Pool`` and every subclass SQLAlchemy ships, in a stable order."""
+    found: list[type[Pool]] = []
+    pending: list[type[Pool]] = [Pool]
+    while pending:
+        cls = pending.pop(0)
+        if cls.__module__.startswith("sqlalchemy.") and cls not in found:
+            found.append(cls)
+            pending.extend(sorted(cls.__subclasses__(), key=lambda c: c.__qualname__))
+    return found
+
+
+def _default_name(pool: Pool, engine: Engine | None) -> str:
+    chosen = getattr(pool, "logging_name", None)
+    if chosen:
+        return str(chosen)
+    if engine is not None:
+        return url_pool_name(engine.url)
+    return type(pool).__name__
+
+
+ADAPTER = SQLAlchemyAdapter()
+
+
+# --- the hot path ------------------------------------------------------------------------------
+
+
+def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A replacement for a pool class's ``connect``.
+
+    A plain function rather than a ``wrapt`` proxy: this runs on every checkout, and a proxy
+    call costs about 0.6 us, a tenth of a bare SQLite checkout+checkin.
+    """
+
+    def connect(pool: Any) -> Any:
+        recorder: PoolRecorder | None = getattr(pool, _ATTR, None)
+        if recorder is None:
+            recorder = _first_sight(pool)
+            if recorder is None:
+                return original(pool)
+        try:
+            started = recorder.begin()
+            traced = recorder.trace() if recorder.spans else None
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.checkout", error)
+            return original(pool)
+        try:
+            fairy = original(pool)
+        except BaseException as failure:
+            _checkout_failed(recorder, started, traced, failure)
+            raise
+        try:
+            recorder.succeeded(started, traced, fairy._connection_record)  # noqa: SLF001
+        except Exception as error:  # noqa: BLE001
+            _guard.internal_error("sqlalchemy.checkout", error)
+        return fairy
+
+    connect.__wrapped__ = original  # type: ignore[attr-defined]
+    connect.__doc__ = original.__doc__
+    connect._poolwatch = True  # type: ignore[attr-defined]
+    return connect
+
+
+def _checkout_failed(
+    recorder: PoolRecorder, started: float, traced: Traced | None, failure: BaseException
+) -> None:
+    try:
+        recorder.failed(started, traced, failure, isinstance(failure, exc.TimeoutError))
+    except Exception as error:  # noqa: BLE001
+        _guard.internal_error("sqlalchemy.checkout", error)
+
+
+def _first_sight(pool: Any) -> PoolRecorder | None:
+    try:
+        return ADAPTER.auto_attach(pool)
+    except Exception as error:  # noqa: BLE001
+        _guard.internal_error("sqlalchemy.attach", error)
+        return None
+
+
+def _wrap_recreate(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:
+    new = wrapped(*args, **kwargs)
+    try:
+        ADAPTER.rebind(pool, new)
+    except Exception as error:  # noqa: BLE001
+        _guard.internal_error("sqlalchemy.recreate", error)
+    return new
+
+
+def _wrap_engine_init(wrapped: Any, engine: Any, args: Any, kwargs: Any) -> None:
+    wrapped(*args, **kwargs)
+    try:
+        ADAPTER.auto_attach(engine.pool, engine)
+    except Exception as error:  # noqa: BLE001
+        _guard.internal_error("sqlalchemy.attach", error)

@@ -1,0 +1,77 @@
+"""Helpers for SQLAlchemy tests: engines with known pool settings and readers of poolwatch's view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import poolwatch
+from poolwatch import catalog
+from poolwatch.testing import Capture
+
+EngineFactory = Callable[..., sa.Engine]
+
+
+@pytest.fixture
+def make_engine(sqlite_url: str) -> Iterator[EngineFactory]:
+    """Create QueuePool engines on the test's SQLite file (disposed at the end)."""
+    engines: list[sa.Engine] = []
+
+    def make(url: str | None = None, **kwargs: Any) -> sa.Engine:
+        kwargs.setdefault("poolclass", sa.pool.QueuePool)
+        engine = sa.create_engine(url or sqlite_url, **kwargs)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def instrumented(
+    make_engine: EngineFactory, telemetry: Capture
+) -> Callable[..., sa.Engine]:
+    """An engine made by ``make_engine`` and instrumented into ``telemetry``."""
+
+    def make(pool_name: str = "app", **kwargs: Any) -> sa.Engine:
+        engine = make_engine(**kwargs)
+        poolwatch.instrument_sqlalchemy(engine, pool_name=pool_name, **telemetry.providers)
+        return engine
+
+    return make
+
+
+def counts(telemetry: Capture, pool: str) -> tuple[int, int]:
+    """(used, idle) as poolwatch reports them for ``pool``."""
+    used = telemetry.value(
+        catalog.CONNECTION_COUNT.name,
+        attributes={catalog.POOL_NAME: pool, catalog.STATE: catalog.STATE_USED},
+    )
+    idle = telemetry.value(
+        catalog.CONNECTION_COUNT.name,
+        attributes={catalog.POOL_NAME: pool, catalog.STATE: catalog.STATE_IDLE},
+    )
+    return used, idle
+
+
+def gauge(telemetry: Capture, metric: catalog.Metric, pool: str) -> Any:
+    """The value of a per-pool metric."""
+    return telemetry.value(metric.name, attributes={catalog.POOL_NAME: pool})
+
+
+def buckets(telemetry: Capture, metric: catalog.Metric, pool: str) -> dict[str, int]:
+    """Cumulative counts by ``le`` for an aggregated histogram."""
+    return {
+        point.attributes[catalog.LE]: point.value
+        for point in telemetry.metrics().get(metric.name, [])
+        if point.attributes.get(catalog.POOL_NAME) == pool
+    }
+
+
+def observed(telemetry: Capture, metric: catalog.Metric, pool: str) -> int:
+    """How many values an aggregated histogram holds (its ``+Inf`` bucket)."""
+    return buckets(telemetry, metric, pool).get("+Inf", 0)

@@ -1,0 +1,154 @@
+"""The nine standard pool metrics, with exact values, for every kind of SQLAlchemy pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+import poolwatch
+from poolwatch import catalog
+from poolwatch.testing import Capture
+from tests.sqlalchemy.conftest import buckets, counts, gauge, observed
+
+
+def test_nine_standard_metrics_are_reported_with_exact_values(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """Three checkouts of a 2+1 pool, a fourth that times out, then two checkins."""
+    engine = instrumented(pool_size=2, max_overflow=1, pool_timeout=0.05)
+    held = [engine.connect() for _ in range(3)]
+    with pytest.raises(sa.exc.TimeoutError):
+        engine.connect()
+    held[0].close()
+    held[1].close()
+
+    assert counts(telemetry, "app") == (1, 2)
+    assert gauge(telemetry, catalog.CONNECTION_MAX, "app") == 3
+    assert gauge(telemetry, catalog.CONNECTION_IDLE_MAX, "app") == 2
+    assert gauge(telemetry, catalog.CONNECTION_IDLE_MIN, "app") == 0
+    assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") == 0
+    assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 1
+    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 4
+    assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == 2
+    assert observed(telemetry, catalog.CREATE_TIME_BUCKET, "app") == 3
+    held[2].close()
+
+
+def test_timed_out_wait_lands_in_the_bucket_of_the_pool_timeout(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """A 0.2 s pool timeout is recorded as a wait between 0.1 and 0.25 seconds."""
+    engine = instrumented(pool_size=1, max_overflow=0, pool_timeout=0.2)
+    with engine.connect(), pytest.raises(sa.exc.TimeoutError):
+        engine.connect()
+    wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "app")
+    assert wait["0.1"] == 1  # the first, immediate checkout
+    assert wait["0.25"] == 2  # plus the one that waited 0.2 s
+    assert gauge(telemetry, catalog.WAIT_TIME_SUM, "app") == pytest.approx(0.2, abs=0.05)
+
+
+def test_pending_requests_counts_callers_blocked_right_now(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """Two threads blocked on an exhausted pool show as two pending requests, then none."""
+    engine = instrumented(pool_size=1, max_overflow=0, pool_timeout=10)
+    holder = engine.connect()
+    done = threading.Event()
+
+    def wait_for_connection() -> None:
+        with engine.connect():
+            done.wait(5)
+
+    threads = [threading.Thread(target=wait_for_connection) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") < 2:
+        assert time.monotonic() < deadline, "waiters never showed as pending"
+        time.sleep(0.01)
+    assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") == 2
+    holder.close()
+    done.set()
+    for thread in threads:
+        thread.join(10)
+    assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") == 0
+    assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 0
+
+
+def test_use_time_measures_how_long_a_connection_was_held(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """A connection held 0.3 s lands in the (0.25, 0.5] use-time bucket."""
+    engine = instrumented()
+    with engine.connect():
+        time.sleep(0.3)
+    use = buckets(telemetry, catalog.USE_TIME_BUCKET, "app")
+    assert (use["0.25"], use["0.5"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("poolclass", "expected_max", "expected_idle_max"),
+    [(sa.pool.NullPool, None, 0), (sa.pool.StaticPool, 1, 1), (sa.pool.SingletonThreadPool, 5, 5)],
+)
+def test_pools_without_a_queue_report_sensible_values(
+    instrumented: Callable[..., sa.Engine],
+    telemetry: Capture,
+    poolclass: type[sa.pool.Pool],
+    expected_max: int | None,
+    expected_idle_max: int,
+) -> None:
+    """NullPool has no limit; StaticPool one shared connection; SingletonThreadPool one per thread."""
+    engine = instrumented(poolclass=poolclass)
+    connection = engine.connect()
+    assert counts(telemetry, "app") == (1, 0)
+    connection.close()
+    idle_after = 0 if poolclass is sa.pool.NullPool else 1
+    assert counts(telemetry, "app") == (0, idle_after)
+    maxima = telemetry.metrics().get(catalog.CONNECTION_MAX.name, [])
+    assert [point.value for point in maxima] == ([] if expected_max is None else [expected_max])
+    assert gauge(telemetry, catalog.CONNECTION_IDLE_MAX, "app") == expected_idle_max
+
+
+def test_standard_histogram_mode_records_the_sdk_histograms(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """In ``standard`` mode the three db.client.connection.*_time histograms carry the data."""
+    engine = make_engine(pool_size=1, max_overflow=0, pool_timeout=0.05)
+    poolwatch.instrument_sqlalchemy(
+        engine, pool_name="app", histograms="standard", **telemetry.providers
+    )
+    with engine.connect(), pytest.raises(sa.exc.TimeoutError):
+        engine.connect()
+    wait = telemetry.value(catalog.CONNECTION_WAIT_TIME.name, db_client_connection_pool_name="app")
+    assert wait["count"] == 2
+    assert wait["bounds"] == catalog.WAIT_BUCKETS
+    use = telemetry.value(catalog.CONNECTION_USE_TIME.name, db_client_connection_pool_name="app")
+    assert use["count"] == 1
+    metrics = telemetry.metrics()
+    assert catalog.WAIT_TIME_BUCKET.name not in metrics
+    assert metrics[catalog.CONNECTION_TIMEOUTS.name][0].value == 1
+
+
+def test_metrics_carry_the_units_and_descriptions_of_the_catalog(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """Every exported metric's unit matches the catalog, standard names from the conventions."""
+    engine = instrumented()
+    engine.connect().close()
+    data = telemetry.metric_reader.get_metrics_data()
+    assert data is not None
+    exported = {
+        metric.name: metric.unit
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    by_name = {metric.name: metric for metric in vars(catalog).values() if isinstance(metric, catalog.Metric)}
+    for name, unit in exported.items():
+        assert by_name[name].unit == unit
+    standard = {m.name for m in catalog.STANDARD_METRICS if m.kind is not catalog.Kind.HISTOGRAM}
+    assert standard <= set(exported)
