@@ -56,8 +56,9 @@ class Traced:
 
     __slots__ = ("span", "state")
 
-    def __init__(self, span: Span, state: PoolState) -> None:
+    def __init__(self, span: Span, state: dict[str, Any]) -> None:
         self.span = span
+        #: Span attributes describing the pool when the wait began (reused by the timeout event).
         self.state = state
 
 
@@ -102,8 +103,8 @@ class PoolRecorder:
         """Start a checkout span if this checkout is inside a recording trace (or roots are on)."""
         if not (self._root_spans or trace.get_current_span().is_recording()):
             return None
-        state = self.state_now()
-        return Traced(self.telemetry.start_checkout_span(self, state), state)
+        state = self.state_attributes(self.state_now(), self.pending)
+        return Traced(self.telemetry.start_checkout_span(state), state)
 
     def succeeded(self, started: float, traced: Traced | None, key: object) -> None:
         """The caller got a connection; ``key`` identifies it until it comes back."""
@@ -128,14 +129,18 @@ class PoolRecorder:
             self.wait.observe(waited)
             if timed_out:
                 self.timeouts += 1
+        state = None
+        if timed_out:
+            state = traced.state if traced is not None else self.state_attributes(
+                self.state_now(), self.pending
+            )
         self._waiting.pop()
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
             _end_with_error(traced.span, exc, waited)
-        if timed_out:
-            state = traced.state if traced is not None else self.state_now()
-            self.telemetry.emit_timeout(self, state, waited, exc)
+        if state is not None:
+            self.telemetry.emit_timeout(self.name, state, waited, exc)
 
     # --- connections coming back, being made ------------------------------------------------
 
@@ -168,13 +173,13 @@ class PoolRecorder:
         state = self.read_state()
         return state if state is not None else PoolState(used=len(self.loans), idle=0)
 
-    def state_attributes(self, state: PoolState) -> dict[str, Any]:
-        """Span/event attributes describing ``state`` for this pool."""
+    def state_attributes(self, state: PoolState, pending: int) -> dict[str, Any]:
+        """Span/event attributes describing ``state`` (and ``pending`` callers) for this pool."""
         attributes: dict[str, Any] = {
             catalog.POOL_NAME: self.name,
             catalog.POOL_USED: state.used,
             catalog.POOL_IDLE: state.idle,
-            catalog.POOL_PENDING: self.pending,
+            catalog.POOL_PENDING: pending,
         }
         if state.max is not None:
             attributes[catalog.POOL_MAX] = state.max
@@ -267,25 +272,24 @@ class Telemetry:
 
     # --- spans and events ---------------------------------------------------------------------
 
-    def start_checkout_span(self, recorder: PoolRecorder, state: PoolState) -> Span:
+    def start_checkout_span(self, state: dict[str, Any]) -> Span:
         """A span around one checkout, child of the current span."""
         return self.tracer.start_span(
-            catalog.SPAN_CHECKOUT,
-            kind=SpanKind.INTERNAL,
-            attributes=recorder.state_attributes(state),
+            catalog.SPAN_CHECKOUT, kind=SpanKind.INTERNAL, attributes=state
         )
 
     def emit_timeout(
-        self, recorder: PoolRecorder, state: PoolState, waited: float, exc: BaseException
+        self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
     ) -> None:
         """A ``poolwatch.pool.timeout`` event, as a log record and on the active span."""
-        attributes = recorder.state_attributes(state)
+        attributes = dict(state)
         attributes[catalog.WAIT_DURATION] = waited
         attributes[catalog.ERROR_TYPE] = type(exc).__qualname__
         body = (
-            f"pool {recorder.name} timed out after {waited:.3f}s: "
-            f"{state.used} used, {state.idle} idle, max {state.max}, "
-            f"{attributes[catalog.POOL_PENDING]} waiting"
+            f"pool {pool} timed out after {waited:.3f}s: "
+            f"{state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
+            f"{state[catalog.POOL_PENDING]} waiting"
         )
         self.emit_event(catalog.EVENT_POOL_TIMEOUT, body, attributes, SeverityNumber.WARN)
 

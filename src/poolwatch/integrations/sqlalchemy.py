@@ -269,7 +269,7 @@ class SQLAlchemyAdapter:
             connect = vars(cls).get("connect")
             if getattr(connect, "_poolwatch", False):
                 cls.connect = connect.__wrapped__  # type: ignore[union-attr, method-assign]
-            if isinstance(vars(cls).get("recreate"), wrapt.ObjectProxy):
+            if hasattr(vars(cls).get("recreate"), "__wrapped__"):
                 unwrap(cls, "recreate")
         unwrap(Engine, "__init__")
         self._installed = False
@@ -317,10 +317,10 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
                 return original(pool)
         try:
             started = recorder.begin()
-            traced = recorder.trace() if recorder.spans else None
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
+        traced = _start_trace(recorder) if recorder.spans else None
         try:
             fairy = original(pool)
         except BaseException as failure:
@@ -336,6 +336,14 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     connect.__doc__ = original.__doc__
     connect._poolwatch = True  # type: ignore[attr-defined]
     return connect
+
+
+def _start_trace(recorder: PoolRecorder) -> Traced | None:
+    try:
+        return recorder.trace()
+    except Exception as error:  # noqa: BLE001 - a broken tracer must not cost the bookkeeping
+        _guard.internal_error("sqlalchemy.checkout", error)
+        return None
 
 
 def _checkout_failed(

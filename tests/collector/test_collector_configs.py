@@ -1,0 +1,589 @@
+"""The collector configs in collector/, checked by the binary they are written for.
+
+A session fixture builds (or takes from its cache) the poolwatch-otelcol
+distribution with collector/build.sh. Every config must pass ``validate``; a
+broken one must be refused with the offending key named. Two tests run the real
+collector: the gateway's log pipeline turning a record's event name into the
+``event_name`` attribute, and the PostgreSQL monitor's sqlquery receiver
+reading pg_stat_activity of the PostgreSQL server the test session starts.
+
+Everything listens on and talks to loopback only, on free ports picked at run
+time; every collector started here is stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTOR_DIR = REPO / "collector"
+BUILD_SCRIPT = COLLECTOR_DIR / "build.sh"
+
+# Every config a user deploys; each one must validate.
+EXPECTED_CONFIGS = {
+    "agent.yaml",
+    "agent-loadbalancing.yaml",
+    "gateway.yaml",
+    "gateway-scrape.yaml",
+    "postgres.yaml",
+}
+CONFIGS = sorted(p.name for p in COLLECTOR_DIR.glob("*.yaml") if p.name != "manifest.yaml")
+
+# A cold build takes ~10 minutes on two cores; leave room for a slow machine.
+BUILD_TIMEOUT_S = 45 * 60
+COMMAND_TIMEOUT_S = 60
+STARTUP_TIMEOUT_S = 60
+DATA_TIMEOUT_S = 60
+
+TEST_APPLICATION_NAME = "poolwatch-collector-test"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any POOLWATCH_* setting, plus *extra*.
+
+    The configs read their endpoints from POOLWATCH_* variables; a value left in
+    the caller's environment must not decide what these tests see.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POOLWATCH_")}
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _loopback(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    kwargs.setdefault("env", _clean_env())
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+        **kwargs,
+    )
+
+
+def _wait_for(
+    what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes]
+) -> Any:
+    """Poll *check* until it returns something truthy; fail early if *proc* died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if proc.poll() is not None:
+            pytest.fail(f"collector exited with {proc.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+@dataclass
+class RunningCollector:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no collector log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture
+def start_collector(
+    otelcol: Path, tmp_path: Path
+) -> Iterator[Callable[[list[Path], Mapping[str, str]], RunningCollector]]:
+    """Start the built collector with the given config files; always stopped after."""
+    started: list[RunningCollector] = []
+
+    def start(configs: list[Path], env: Mapping[str, str]) -> RunningCollector:
+        log_path = tmp_path / f"otelcol-{len(started)}.log"
+        args = [str(otelcol), *(f"--config={c}" for c in configs)]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_clean_env(**env),
+                start_new_session=True,
+            )
+        running = RunningCollector(proc, log_path)
+        started.append(running)
+        return running
+
+    yield start
+
+    for running in started:
+        _stop(running.proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+def _health_ok(port: int) -> bool:
+    """True once the health_check extension answers 200 on loopback."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            status_line = sock.recv(64).split(b"\r\n", 1)[0]
+    except OSError:
+        return False
+    return status_line.startswith(b"HTTP/") and b" 200 " in status_line + b" "
+
+
+def _read_otlp_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The file exporter writes one OTLP/JSON document per line."""
+    if not path.exists():
+        return []
+    docs = []
+    for line in path.read_text().splitlines():
+        try:
+            docs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written right now
+    return docs
+
+
+def _attrs(kvs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        value = kv.get("value", {})
+        out[kv["key"]] = next(iter(value.values()), None) if value else None
+    return out
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    attributes: dict[str, Any]
+    value: float
+
+
+def _metric_points(docs: list[dict[str, Any]]) -> list[Point]:
+    points = []
+    for doc in docs:
+        for rm in doc.get("resourceMetrics", []):
+            for sm in rm.get("scopeMetrics", []):
+                for metric in sm.get("metrics", []):
+                    data = metric.get("gauge") or metric.get("sum") or {}
+                    for dp in data.get("dataPoints", []):
+                        raw = dp.get("asInt", dp.get("asDouble", 0))
+                        points.append(
+                            Point(metric["name"], _attrs(dp.get("attributes", [])), float(raw))
+                        )
+    return points
+
+
+def _log_records(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        record
+        for doc in docs
+        for rl in doc.get("resourceLogs", [])
+        for sl in rl.get("scopeLogs", [])
+        for record in sl.get("logRecords", [])
+    ]
+
+
+# --------------------------------------------------------------------------- build
+
+
+@pytest.fixture(scope="session")
+def otelcol() -> Path:
+    """Path of the poolwatch-otelcol binary built from collector/manifest.yaml.
+
+    Without Go the tests are skipped locally but fail under CI, so a broken CI
+    setup cannot pass silently.
+    """
+    go_found = shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")
+    if not go_found:
+        message = "no Go toolchain to build the collector with"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"collector/build.sh took longer than {exc.timeout}s", pytrace=False)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.splitlines()[-40:])
+        pytest.fail(f"collector/build.sh exited {result.returncode}:\n{tail}", pytrace=False)
+    lines = result.stdout.strip().splitlines()
+    assert lines, "collector/build.sh printed no binary path"
+    binary = Path(lines[-1])
+    assert binary.is_file() and os.access(binary, os.X_OK), binary
+    return binary
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def test_all_expected_configs_exist() -> None:
+    assert set(CONFIGS) >= EXPECTED_CONFIGS
+
+
+def test_binary_has_the_components_the_configs_use(otelcol: Path) -> None:
+    result = _run([str(otelcol), "components"])
+    assert result.returncode == 0, result.stderr
+    listing = result.stdout
+    for name in (
+        "otlp",
+        "sqlquery",
+        "postgresql",
+        "otlpjsonfile",
+        "batch",
+        "memory_limiter",
+        "resource",
+        "transform",
+        "otlp_grpc",
+        "otlp_http",
+        "prometheusremotewrite",
+        "prometheus",
+        "loadbalancing",
+        "file",
+        "debug",
+        "file_storage",
+        "health_check",
+    ):
+        assert f"name: {name}\n" in listing, f"component {name!r} missing from the build"
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_validates(otelcol: Path, config: str) -> None:
+    result = _run([str(otelcol), "validate", f"--config={COLLECTOR_DIR / config}"])
+    assert result.returncode == 0, f"{config} rejected:\n{result.stderr}"
+
+
+def test_broken_config_is_rejected_naming_the_bad_key(otelcol: Path, tmp_path: Path) -> None:
+    good = (COLLECTOR_DIR / "agent.yaml").read_text()
+    broken = good.replace("send_batch_size:", "send_batch_sise:", 1)
+    assert broken != good, "agent.yaml no longer has the key this test misspells"
+    path = tmp_path / "broken.yaml"
+    path.write_text(broken)
+
+    result = _run([str(otelcol), "validate", f"--config={path}"])
+
+    assert result.returncode != 0
+    assert "send_batch_sise" in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------- gateway logs
+
+
+@pytest.mark.slow
+def test_gateway_copies_event_name_into_an_attribute(
+    start_collector: Callable[[list[Path], Mapping[str, str]], RunningCollector],
+    tmp_path: Path,
+) -> None:
+    """The gateway's real log processors, fed from a file and written to a file."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    out = tmp_path / "logs.jsonl"
+    health_port = _free_port()
+    # Only the log pipeline is rewired; everything else in gateway.yaml still
+    # loads, so all its endpoints point at unused loopback ports.
+    override = tmp_path / "override.yaml"
+    override.write_text(
+        f"""
+receivers:
+  otlpjsonfile/test:
+    include: ["{inbox}/*.json"]
+    start_at: beginning
+    poll_interval: 200ms
+exporters:
+  file/test:
+    path: {out}
+    flush_interval: 200ms
+service:
+  pipelines:
+    logs:
+      receivers: [otlpjsonfile/test]
+      exporters: [file/test]
+"""
+    )
+    env = {
+        "POOLWATCH_OTLP_GRPC_ENDPOINT": _loopback(_free_port()),
+        "POOLWATCH_OTLP_HTTP_ENDPOINT": _loopback(_free_port()),
+        "POOLWATCH_HEALTH_ENDPOINT": _loopback(health_port),
+        "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
+        "POOLWATCH_TELEMETRY_PORT": str(_free_port()),
+        "POOLWATCH_REMOTE_WRITE_URL": f"http://{_loopback(_free_port())}/api/v1/write",
+        "POOLWATCH_TEMPO_ENDPOINT": _loopback(_free_port()),
+        "POOLWATCH_LOKI_ENDPOINT": f"http://{_loopback(_free_port())}/otlp",
+        "POOLWATCH_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    collector = start_collector([COLLECTOR_DIR / "gateway.yaml", override], env)
+    try:
+        _wait_for(
+            "health check", lambda: _health_ok(health_port), STARTUP_TIMEOUT_S, collector.proc
+        )
+
+        def record(event_name: str, body: str, attributes: dict[str, str]) -> dict[str, Any]:
+            rec: dict[str, Any] = {
+                "timeUnixNano": str(time.time_ns()),
+                "body": {"stringValue": body},
+                "attributes": [
+                    {"key": k, "value": {"stringValue": v}} for k, v in attributes.items()
+                ],
+            }
+            if event_name:
+                rec["eventName"] = event_name
+            return rec
+
+        doc = {
+            "resourceLogs": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]
+                    },
+                    "scopeLogs": [
+                        {
+                            "scope": {"name": "poolwatch"},
+                            "logRecords": [
+                                record("poolwatch.connection.leak", "leak", {"case": "event"}),
+                                record("", "plain log line", {"case": "plain"}),
+                                record(
+                                    "poolwatch.session.conflict",
+                                    "conflict",
+                                    {"case": "preset", "event_name": "kept"},
+                                ),
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+        (inbox / "events.json").write_text(json.dumps(doc) + "\n")
+
+        def three_records() -> list[dict[str, Any]] | None:
+            records = _log_records(_read_otlp_json_lines(out))
+            return records if len(records) >= 3 else None
+
+        records = _wait_for(
+            "three log records in the file exporter's output",
+            three_records,
+            DATA_TIMEOUT_S,
+            collector.proc,
+        )
+    except BaseException:
+        print(collector.log_tail())
+        raise
+
+    by_case = {_attrs(r["attributes"])["case"]: _attrs(r["attributes"]) for r in records}
+    assert by_case["event"]["event_name"] == "poolwatch.connection.leak"
+    assert "event_name" not in by_case["plain"]
+    assert by_case["preset"]["event_name"] == "kept"
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def _parse_pg_url(url: str) -> PgTarget:
+    """Accepts libpq URLs and SQLAlchemy ones (``postgresql+psycopg://``)."""
+    parts = urlsplit(url)
+    assert parts.scheme.split("+")[0] in {"postgresql", "postgres"}, url
+    host = parts.hostname or "127.0.0.1"
+    return PgTarget(
+        host=host,
+        port=parts.port or 5432,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=unquote(parts.path.lstrip("/")) or "postgres",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_postgres_monitor_reports_pg_stat_activity(
+    request: pytest.FixtureRequest,
+    start_collector: Callable[[list[Path], Mapping[str, str]], RunningCollector],
+    tmp_path: Path,
+) -> None:
+    """postgres.yaml's receivers against a real server, exported to a file."""
+    try:
+        url = request.getfixturevalue("postgres_url")
+    except pytest.FixtureLookupError:
+        pytest.skip("no postgres_url fixture registered (tests/conftest.py)")
+    target = _parse_pg_url(url)
+    assert _is_loopback(target.host), f"refusing a non-loopback PostgreSQL: {target.host}"
+    psycopg = pytest.importorskip("psycopg")
+
+    def connect() -> Any:
+        return psycopg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password or None,
+            dbname=target.database,
+            application_name=TEST_APPLICATION_NAME,
+        )
+
+    # One connection left idle, one left idle inside an open transaction: the
+    # two shapes of trouble the monitor is there to show.
+    idle = connect()
+    in_tx = connect()
+    try:
+        idle.execute("SELECT 1")
+        idle.commit()
+        in_tx.execute("SELECT 1")  # psycopg opened a transaction; it stays open
+        with connect() as probe:
+            max_connections = int(probe.execute("SHOW max_connections").fetchone()[0])
+            superuser_reserved = int(
+                probe.execute("SHOW superuser_reserved_connections").fetchone()[0]
+            )
+            row = probe.execute("SELECT current_setting('reserved_connections', true)").fetchone()
+            reserved = superuser_reserved + int(row[0] or 0)
+
+        out = tmp_path / "metrics.jsonl"
+        health_port = _free_port()
+        override = tmp_path / "override.yaml"
+        override.write_text(
+            f"""
+exporters:
+  file/test:
+    path: {out}
+    flush_interval: 200ms
+service:
+  pipelines:
+    metrics:
+      exporters: [file/test]
+"""
+        )
+        env = {
+            "POOLWATCH_PG_HOST": target.host,
+            "POOLWATCH_PG_PORT": str(target.port),
+            "POOLWATCH_PG_DATABASE": target.database,
+            "POOLWATCH_PG_USER": target.user,
+            "POOLWATCH_PG_PASSWORD": target.password,
+            "POOLWATCH_PG_INTERVAL": "1s",
+            "POOLWATCH_HEALTH_ENDPOINT": _loopback(health_port),
+            "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
+            "POOLWATCH_TELEMETRY_PORT": str(_free_port()),
+            # Not in any pipeline here, but it must still resolve to loopback.
+            "POOLWATCH_GATEWAY_ENDPOINT": _loopback(_free_port()),
+        }
+        collector = start_collector([COLLECTOR_DIR / "postgres.yaml", override], env)
+        try:
+            _wait_for(
+                "health check", lambda: _health_ok(health_port), STARTUP_TIMEOUT_S, collector.proc
+            )
+
+            def ready() -> list[Point] | None:
+                points = _metric_points(_read_otlp_json_lines(out))
+                names = {p.name for p in points}
+                wanted = {
+                    "poolwatch.postgresql.connections",
+                    "poolwatch.postgresql.oldest_idle_seconds",
+                    "poolwatch.postgresql.oldest_idle_in_transaction_seconds",
+                    "poolwatch.postgresql.max_connections",
+                    "poolwatch.postgresql.reserved_connections",
+                    "postgresql.backends",
+                }
+                mine = [
+                    p
+                    for p in points
+                    if p.name == "poolwatch.postgresql.oldest_idle_seconds"
+                    and p.attributes.get("application_name") == TEST_APPLICATION_NAME
+                    and p.value > 0
+                ]
+                return points if wanted <= names and mine else None
+
+            points = _wait_for("PostgreSQL metrics", ready, DATA_TIMEOUT_S, collector.proc)
+        except BaseException:
+            print(collector.log_tail())
+            raise
+    finally:
+        idle.close()
+        in_tx.close()
+
+    def latest(name: str, **attributes: str) -> float:
+        matching = [
+            p
+            for p in points
+            if p.name == name and all(p.attributes.get(k) == v for k, v in attributes.items())
+        ]
+        assert matching, f"no {name} point with {attributes}"
+        return matching[-1].value
+
+    mine = {"application_name": TEST_APPLICATION_NAME, "usename": target.user}
+    mine["datname"] = target.database
+    assert latest("poolwatch.postgresql.connections", state="idle", **mine) == 1
+    assert latest("poolwatch.postgresql.connections", state="idle in transaction", **mine) == 1
+    # Every standard state is reported, zero included.
+    assert latest("poolwatch.postgresql.connections", state="active", **mine) == 0
+    assert latest("poolwatch.postgresql.oldest_idle_seconds", **mine) > 0
+    assert latest("poolwatch.postgresql.oldest_idle_in_transaction_seconds", **mine) > 0
+    assert latest("poolwatch.postgresql.max_connections") == max_connections
+    assert latest("poolwatch.postgresql.reserved_connections") == reserved
+
+    sqlquery_names = {p.name for p in points if not p.name.startswith("postgresql.")}
+    assert all(n.startswith("poolwatch.postgresql.") for n in sqlquery_names), sqlquery_names
+    # The monitor's own session is not counted.
+    assert not [
+        p
+        for p in points
+        if p.name == "poolwatch.postgresql.connections"
+        and p.attributes.get("application_name") == "poolwatch-otelcol"
+        and p.value > 0
+    ]
