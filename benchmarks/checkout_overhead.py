@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import poolwatch
+import sqlalchemy as sa
 
 Cycle = Callable[[sa.Engine], None]
 
@@ -42,8 +42,13 @@ def query_cycle(engine: sa.Engine) -> None:
 class Variant:
     """One way of instrumenting an engine, set up and torn down around each measurement."""
 
-    def __init__(self, name: str, setup: Callable[[sa.Engine, dict[str, Any]], None],
-                 teardown: Callable[[sa.Engine], None], traced: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        setup: Callable[[sa.Engine, dict[str, Any]], None],
+        teardown: Callable[[sa.Engine], None],
+        traced: bool = False,
+    ) -> None:
         self.name = name
         self.setup = setup
         self.teardown = teardown
@@ -80,10 +85,12 @@ def _nothing(*_args: Any) -> None:
 VARIANTS = (
     Variant("bare", _nothing, _nothing),
     Variant("poolwatch", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy),
-    Variant("poolwatch-standard-histograms", _poolwatch("standard"),
-            poolwatch.uninstrument_sqlalchemy),
-    Variant("poolwatch+trace", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy,
-            traced=True),
+    Variant(
+        "poolwatch-standard-histograms", _poolwatch("standard"), poolwatch.uninstrument_sqlalchemy
+    ),
+    Variant(
+        "poolwatch+trace", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy, traced=True
+    ),
     Variant("upstream-otel-sqlalchemy", _upstream_setup, _upstream_teardown),
 )
 
@@ -144,7 +151,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         report("checkout + checkin", run(bare_cycle, args.cycles, args.rounds, url))
-        report("checkout + SELECT 1 + checkin", run(query_cycle, args.cycles // 2, args.rounds, url))
+        report(
+            "checkout + SELECT 1 + checkin", run(query_cycle, args.cycles // 2, args.rounds, url)
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def test_environment_overrides_defaults() -> None:
         "OTEL_PYTHON_POOLWATCH_ROOT_SPANS": "TRUE",
         "OTEL_PYTHON_POOLWATCH_HISTOGRAMS": "Standard",
     }
-    assert Config.load(environ=environ) == Config(spans=False, root_spans=True, histograms="standard")
+    assert Config.load(environ=environ) == Config(
+        spans=False, root_spans=True, histograms="standard"
+    )
 
 
 def test_keyword_arguments_override_the_environment() -> None:

@@ -5,17 +5,23 @@ from __future__ import annotations
 import gc
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+import sqlalchemy as sa
 from poolwatch.naming import NameRegistry, url_pool_name
 
 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("postgresql+psycopg://app:s3cret@db.internal:5432/orders", "postgresql://app@db.internal:5432/orders"),
-        ("postgresql://app:s3cret@db/orders?password=s3cret&sslmode=require", "postgresql://app@db/orders"),
+        (
+            "postgresql+psycopg://app:s3cret@db.internal:5432/orders",
+            "postgresql://app@db.internal:5432/orders",
+        ),
+        (
+            "postgresql://app:s3cret@db/orders?password=s3cret&sslmode=require",
+            "postgresql://app@db/orders",
+        ),
         ("mysql+pymysql://root@127.0.0.1/shop", "mysql://root@127.0.0.1/shop"),
         ("sqlite:////var/lib/app/app.db", "sqlite:////var/lib/app/app.db"),
         ("sqlite://", "sqlite://"),
@@ -36,6 +42,7 @@ def test_the_same_url_gives_the_same_name_every_time() -> None:
 
 def test_two_pools_on_one_url_stay_apart() -> None:
     """The second claimant of a name gets ``#2``, the third ``#3``."""
+
     class Owner:
         pass
 
@@ -71,6 +78,6 @@ def test_engines_on_one_url_get_distinct_names(sqlite_url: str) -> None:
     first = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool)
     second = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool)
     named = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool, pool_logging_name="reports")
-    names = [getattr(e.pool, "_poolwatch_recorder").name for e in (first, second, named)]
+    names = [e.pool._poolwatch_recorder.name for e in (first, second, named)]
     assert names == [sqlite_url, sqlite_url + "#2", "reports"]
     ADAPTER.uninstrument_all()

@@ -44,7 +44,7 @@ def instrument_sqlalchemy(
     Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*`` variables, then defaults.
     Calling it again for the same engine does nothing.
     """
-    from poolwatch.integrations.sqlalchemy import ADAPTER  # noqa: PLC0415 - optional library
+    from poolwatch.integrations.sqlalchemy import ADAPTER
 
     telemetry = telemetry_from(
         {
@@ -64,7 +64,7 @@ def instrument_sqlalchemy(
 
 def uninstrument_sqlalchemy(engine: Any = None) -> None:
     """Stop recording ``engine``'s pool or, with no engine, every pool; restores SQLAlchemy."""
-    from poolwatch.integrations.sqlalchemy import ADAPTER  # noqa: PLC0415
+    from poolwatch.integrations.sqlalchemy import ADAPTER
 
     if engine is None:
         ADAPTER.uninstrument_all()

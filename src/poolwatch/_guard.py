@@ -28,7 +28,7 @@ def internal_error(hook: str, exc: BaseException) -> None:
                 hook,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
-    except Exception:  # pragma: no cover - logging itself failed; nothing more to do safely
+    except Exception:  # noqa: BLE001  # pragma: no cover - logging itself failed
         pass
 
 

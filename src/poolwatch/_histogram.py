@@ -29,7 +29,7 @@ class Buckets:
     def cumulative(self) -> Iterator[tuple[str, int]]:
         """``(le, count at or below le)`` pairs ending with ``+Inf``, as Prometheus lays them out."""
         running = 0
-        for bound, count in zip(self.bounds, self.counts):
+        for bound, count in zip(self.bounds, self.counts, strict=False):
             running += count
             yield format_bound(bound), running
         yield "+Inf", running + self.counts[-1]
@@ -38,3 +38,27 @@ class Buckets:
 def format_bound(bound: float) -> str:
     """Render a bucket bound the way Prometheus clients do (``0.005``, ``1.0``, ``30.0``)."""
     return repr(float(bound))
+
+
+def quantile(q: float, cumulative: list[tuple[str, int]]) -> float | None:
+    """Estimate the ``q`` quantile from ``(le, cumulative count)`` pairs, as PromQL does.
+
+    Linear interpolation inside the bucket that holds the rank; None when there is no data. A
+    rank in the ``+Inf`` bucket returns the highest finite bound.
+    """
+    if not cumulative or cumulative[-1][1] == 0:
+        return None
+    rank = q * cumulative[-1][1]
+    lower_bound, lower_count = 0.0, 0
+    for le, count in cumulative:
+        if count >= rank:
+            if le == "+Inf":
+                return lower_bound
+            upper = float(le)
+            if count == lower_count:
+                return upper
+            return lower_bound + (upper - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = (float(le) if le != "+Inf" else lower_bound), count
+    return lower_bound  # pragma: no cover - the +Inf bucket always reaches the rank

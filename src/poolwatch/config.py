@@ -33,9 +33,7 @@ class Config:
     histograms: HistogramMode = "aggregated"
 
     @classmethod
-    def load(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Config:
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a config: keyword arguments win over environment variables, which win over defaults."""
         env = os.environ if environ is None else environ
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}

@@ -53,13 +53,13 @@ class SQLAlchemyPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         if dependencies_missing(self.instrumentation_dependencies(), "sqlalchemy"):
             return
-        from poolwatch.integrations.sqlalchemy import ADAPTER  # noqa: PLC0415 - optional library
+        from poolwatch.integrations.sqlalchemy import ADAPTER
 
         self._telemetry = telemetry_from(kwargs)
         ADAPTER.instrument_all(self._telemetry)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from poolwatch.integrations.sqlalchemy import ADAPTER  # noqa: PLC0415
+        from poolwatch.integrations.sqlalchemy import ADAPTER
 
         ADAPTER.uninstrument_all()
         if self._telemetry is not None:

@@ -28,7 +28,7 @@ def url_pool_name(url: Any) -> str:
 
 def dsn_pool_name(conninfo: str) -> str:
     """``postgresql://user@host:port/dbname`` from a libpq connection string, with no password."""
-    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - psycopg is an optional extra
+    from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(conninfo)
     user = f"{params['user']}@" if params.get("user") else ""

@@ -26,8 +26,8 @@ from opentelemetry.metrics import (
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from poolwatch import _guard, catalog
-from poolwatch._version import __version__
 from poolwatch._histogram import Buckets
+from poolwatch._version import __version__
 from poolwatch.config import Config
 
 _perf = time.perf_counter
@@ -131,8 +131,10 @@ class PoolRecorder:
                 self.timeouts += 1
         state = None
         if timed_out:
-            state = traced.state if traced is not None else self.state_attributes(
-                self.state_now(), self.pending
+            state = (
+                traced.state
+                if traced is not None
+                else self.state_attributes(self.state_now(), self.pending)
             )
         self._waiting.pop()
         if self._standard is not None:

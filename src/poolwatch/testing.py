@@ -48,7 +48,7 @@ class Capture:
         self.span_exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider()
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
-        self.log_exporter = _InMemoryLogs()
+        self.log_exporter = _InMemoryLogs()  # type: ignore[no-untyped-call]
         self.logger_provider = LoggerProvider()
         self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
 
@@ -98,7 +98,9 @@ class Capture:
 
     def events(self, name: str | None = None) -> list[Any]:
         """Emitted log records (events), optionally only those whose ``event_name`` is ``name``."""
-        records = [getattr(item, "log_record", item) for item in self.log_exporter.get_finished_logs()]
+        records: list[Any] = [
+            getattr(item, "log_record", item) for item in self.log_exporter.get_finished_logs()
+        ]
         return [record for record in records if name is None or record.event_name == name]
 
     def clear(self) -> None:

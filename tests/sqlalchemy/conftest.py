@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 import poolwatch
+import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 
@@ -32,9 +32,7 @@ def make_engine(sqlite_url: str) -> Iterator[EngineFactory]:
 
 
 @pytest.fixture
-def instrumented(
-    make_engine: EngineFactory, telemetry: Capture
-) -> Callable[..., sa.Engine]:
+def instrumented(make_engine: EngineFactory, telemetry: Capture) -> Callable[..., sa.Engine]:
     """An engine made by ``make_engine`` and instrumented into ``telemetry``."""
 
     def make(pool_name: str = "app", **kwargs: Any) -> sa.Engine:

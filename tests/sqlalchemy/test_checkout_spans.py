@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import sqlalchemy as sa
 from opentelemetry.trace import SpanKind, StatusCode
 
 import poolwatch
+import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 
@@ -89,10 +89,16 @@ def test_timeout_ends_the_span_in_error_and_emits_an_event_with_the_same_state(
     assert span.events[0].attributes["exception.type"].endswith("TimeoutError")
 
     (event,) = telemetry.events(catalog.EVENT_POOL_TIMEOUT)
-    state_keys = (catalog.POOL_NAME, catalog.POOL_USED, catalog.POOL_IDLE, catalog.POOL_MAX,
-                  catalog.POOL_PENDING)
+    state_keys = (
+        catalog.POOL_NAME,
+        catalog.POOL_USED,
+        catalog.POOL_IDLE,
+        catalog.POOL_MAX,
+        catalog.POOL_PENDING,
+    )
     assert {key: event.attributes[key] for key in state_keys} == {
-        key: span.attributes[key] for key in state_keys  # type: ignore[index]
+        key: span.attributes[key]
+        for key in state_keys  # type: ignore[index]
     }
     assert event.attributes[catalog.POOL_USED] == 1
     assert event.attributes[catalog.POOL_MAX] == 1

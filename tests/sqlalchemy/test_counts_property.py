@@ -6,12 +6,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import poolwatch
+import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 
@@ -58,8 +58,10 @@ class PoolOperations(RuleBasedStateMachine):
             raise AssertionError("checkout on a full pool succeeded")
 
     @precondition(lambda self: bool(self.held))
-    @rule(index=st.integers(min_value=0), how=st.sampled_from(
-        ["close", "invalidate", "soft_invalidate", "detach"]))
+    @rule(
+        index=st.integers(min_value=0),
+        how=st.sampled_from(["close", "invalidate", "soft_invalidate", "detach"]),
+    )
     def give_back(self, index: int, how: str) -> None:
         connection = self.held.pop(index % len(self.held))
         if how == "invalidate":

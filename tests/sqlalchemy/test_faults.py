@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
+import sqlalchemy as sa
 from poolwatch import _guard, catalog
 from poolwatch.recorder import PoolRecorder
 from poolwatch.testing import Capture
@@ -75,9 +75,12 @@ def test_internal_errors_are_exported_as_a_counter(
     monkeypatch.setattr(PoolRecorder, "checked_in", broken)
     engine.connect().close()
     engine.connect().close()
-    assert telemetry.value(
-        catalog.INTERNAL_ERRORS.name, attributes={catalog.HOOK: "sqlalchemy.checkin"}
-    ) == 2
+    assert (
+        telemetry.value(
+            catalog.INTERNAL_ERRORS.name, attributes={catalog.HOOK: "sqlalchemy.checkin"}
+        )
+        == 2
+    )
 
 
 def test_a_broken_tracer_does_not_break_checkouts(
@@ -96,7 +99,9 @@ def test_a_broken_tracer_does_not_break_checkouts(
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT 1").scalar() == 1
     assert _guard.error_counts() == {"sqlalchemy.checkout": 1}
-    pending = telemetry.value(catalog.CONNECTION_PENDING_REQUESTS.name, db_client_connection_pool_name="app")
+    pending = telemetry.value(
+        catalog.CONNECTION_PENDING_REQUESTS.name, db_client_connection_pool_name="app"
+    )
     assert pending == 0
 
 
@@ -117,7 +122,9 @@ def test_the_pool_timeout_reaches_the_app_unchanged_when_the_event_exporter_rais
     assert raised.value.code == "3o7r"
     assert "QueuePool limit of size 1 overflow 0 reached" in str(raised.value)
     assert _guard.error_counts() == {"sqlalchemy.checkout": 1}
-    assert telemetry.value(catalog.CONNECTION_TIMEOUTS.name, db_client_connection_pool_name="app") == 1
+    assert (
+        telemetry.value(catalog.CONNECTION_TIMEOUTS.name, db_client_connection_pool_name="app") == 1
+    )
 
 
 def test_connection_errors_pass_through_and_are_not_counted_as_timeouts(
@@ -128,7 +135,9 @@ def test_connection_errors_pass_through_and_are_not_counted_as_timeouts(
     poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
     with pytest.raises(sa.exc.OperationalError):
         engine.connect()
-    assert telemetry.value(catalog.CONNECTION_TIMEOUTS.name, db_client_connection_pool_name="app") == 0
+    assert (
+        telemetry.value(catalog.CONNECTION_TIMEOUTS.name, db_client_connection_pool_name="app") == 0
+    )
     assert _guard.error_counts() == {}
     assert telemetry.events() == []
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
+import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
+from sqlalchemy import event
 from tests.sqlalchemy.conftest import counts, gauge, observed
 
 ORIGINAL_CONNECT = sa.pool.Pool.connect
@@ -80,7 +80,7 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     poolwatch.instrument_sqlalchemy(**telemetry.providers)
     poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
     assert sa.pool.Pool.connect is not ORIGINAL_CONNECT
-    listeners = list(ADAPTER._bindings.values())[0].listeners
+    listeners = next(iter(ADAPTER._bindings.values())).listeners
 
     poolwatch.uninstrument_sqlalchemy()
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-import sqlalchemy as sa
 
 import poolwatch
+import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 from tests.sqlalchemy.conftest import buckets, counts, gauge, observed
@@ -147,7 +147,11 @@ def test_metrics_carry_the_units_and_descriptions_of_the_catalog(
         for scope in resource.scope_metrics
         for metric in scope.metrics
     }
-    by_name = {metric.name: metric for metric in vars(catalog).values() if isinstance(metric, catalog.Metric)}
+    by_name = {
+        metric.name: metric
+        for metric in vars(catalog).values()
+        if isinstance(metric, catalog.Metric)
+    }
     for name, unit in exported.items():
         assert by_name[name].unit == unit
     standard = {m.name for m in catalog.STANDARD_METRICS if m.kind is not catalog.Kind.HISTOGRAM}

@@ -41,6 +41,8 @@ __all__ = ["OtlpReceiver", "attributes_of", "value_of"]
 
 #: A metric data point's value: an int or float for sums and gauges, the count for histograms.
 PointValue = int | float
+#: A metric's data points as ``(attributes, value)``, one per attribute set.
+Points = list[tuple[dict[str, Any], PointValue]]
 
 _ROUTES: dict[str, tuple[type[Message], type[Message]]] = {
     "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
@@ -241,34 +243,16 @@ class OtlpReceiver:
             if scope.metrics
         }
 
-    def metric_snapshots(self, name: str) -> list[tuple[int, list[tuple[dict[str, Any], PointValue]]]]:
+    def metric_snapshots(self, name: str) -> list[tuple[int, Points]]:
         """``(collection time, points)`` for every export that holds ``name``, oldest first.
 
         ``points`` is as in :meth:`metric_points`; the time is the newest ``time_unix_nano`` of
         the metric's points in that export (the SDK's collection time, wall clock).
         """
-        snapshots: list[tuple[int, list[tuple[dict[str, Any], PointValue]]]] = []
-        for export in self.metric_exports():
-            latest: dict[tuple[tuple[str, str], ...], tuple[int, dict[str, Any], PointValue]] = {}
-            found = False
-            for resource in export.resource_metrics:
-                for scope in resource.scope_metrics:
-                    for metric in scope.metrics:
-                        if metric.name != name:
-                            continue
-                        found = True
-                        for point, value in _points(metric):
-                            attributes = attributes_of(point.attributes)
-                            key = tuple(sorted((k, repr(v)) for k, v in attributes.items()))
-                            when = int(point.time_unix_nano)
-                            if key not in latest or when >= latest[key][0]:
-                                latest[key] = (when, attributes, value)
-            if found:
-                when = max((entry[0] for entry in latest.values()), default=0)
-                snapshots.append((when, [(attrs, value) for _, attrs, value in latest.values()]))
-        return snapshots
+        snapshots = (_snapshot(export, name) for export in self.metric_exports())
+        return [snapshot for snapshot in snapshots if snapshot is not None]
 
-    def metric_points(self, name: str) -> list[tuple[dict[str, Any], PointValue]]:
+    def metric_points(self, name: str) -> Points:
         """``(attributes, value)`` per attribute set from the last export that holds ``name``.
 
         With cumulative temporality the latest point of each attribute set is the metric's
@@ -337,6 +321,29 @@ class OtlpReceiver:
                             }
                         )
         return found
+
+
+def _snapshot(export: ExportMetricsServiceRequest, name: str) -> tuple[int, Points] | None:
+    """The latest point per attribute set of metric ``name`` in one export, or None if absent."""
+    metrics = [
+        metric
+        for resource in export.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+    ]
+    if not metrics:
+        return None
+    latest: dict[tuple[tuple[str, str], ...], tuple[int, dict[str, Any], PointValue]] = {}
+    for metric in metrics:
+        for point, value in _points(metric):
+            attributes = attributes_of(point.attributes)
+            key = tuple(sorted((k, repr(v)) for k, v in attributes.items()))
+            when = int(point.time_unix_nano)
+            if key not in latest or when >= latest[key][0]:
+                latest[key] = (when, attributes, value)
+    newest = max((entry[0] for entry in latest.values()), default=0)
+    return newest, [(attributes, value) for _, attributes, value in latest.values()]
 
 
 def _points(metric: Any) -> Iterator[tuple[Any, PointValue]]:

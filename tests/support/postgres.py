@@ -162,10 +162,7 @@ def _server_user() -> pwd.struct_passwd | None:
 
 def _others_can_traverse(path: Path) -> bool:
     """True when every directory down to ``path`` is searchable by anyone."""
-    for directory in (path, *path.parents):
-        if not os.stat(directory).st_mode & stat.S_IXOTH:
-            return False
-    return True
+    return all(os.stat(directory).st_mode & stat.S_IXOTH for directory in (path, *path.parents))
 
 
 def _clean_env() -> dict[str, str]:
@@ -392,9 +389,7 @@ class PostgresCluster:
             connect_timeout=10,
         )
 
-    def server_connections(
-        self, application_name: str | None = None
-    ) -> list[ServerConnection]:
+    def server_connections(self, application_name: str | None = None) -> list[ServerConnection]:
         """Client backends connected to the server, as the server sees them.
 
         Excludes the backend this query runs on and PostgreSQL's own background

@@ -66,9 +66,7 @@ def test_server_connections_sees_idle_connection(postgres: PostgresCluster) -> N
     app_name = f"support-test-{uuid.uuid4().hex[:8]}"
     assert postgres.server_connections(app_name) == []
 
-    with psycopg.connect(
-        postgres.dsn, application_name=app_name, autocommit=True
-    ) as conn:
+    with psycopg.connect(postgres.dsn, application_name=app_name, autocommit=True) as conn:
         conn.execute("SELECT 1")
         rows = postgres.server_connections(application_name=app_name)
         assert len(rows) == 1

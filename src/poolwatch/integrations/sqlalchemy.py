@@ -15,7 +15,6 @@ from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
-from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import (
     AssertionPool,
@@ -30,6 +29,7 @@ from sqlalchemy.pool import (
 from poolwatch import _guard
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Telemetry, Traced
+from sqlalchemy import event, exc
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
@@ -63,7 +63,7 @@ def pool_state(pool: Pool, loans: int) -> PoolState:
     if type(pool) in _QUEUE_POOLS or isinstance(pool, QueuePool):
         return _queue_pool_state(pool)  # type: ignore[arg-type]
     if isinstance(pool, SingletonThreadPool):
-        opened = len(pool._all_conns)  # noqa: SLF001
+        opened = len(pool._all_conns)
         return PoolState(loans, max(opened - loans, 0), pool.size, pool.size, 0)
     if isinstance(pool, (StaticPool, AssertionPool)):
         opened = 1 if ("connection" in vars(pool) or loans) else 0
@@ -79,7 +79,7 @@ _QUEUE_POOLS = frozenset({QueuePool, AsyncAdaptedQueuePool})
 
 def _queue_pool_state(pool: QueuePool) -> PoolState:
     size = pool.size()
-    overflow = pool._max_overflow  # noqa: SLF001 - no public accessor for the setting
+    overflow = pool._max_overflow
     return PoolState(
         used=pool.checkedout(),
         idle=pool.checkedin(),
@@ -176,42 +176,15 @@ class SQLAlchemyAdapter:
                 self._detach(key, binding)
 
     def _listen(self, binding: _Binding, pool: Pool, engine: Engine | None) -> None:
-        recorder = binding.recorder
-        assert recorder is not None
-        opening = binding.opening
-
-        def on_checkin(_dbapi_connection: Any, record: Any) -> None:
-            try:
-                recorder.checked_in(record)
-            except Exception as error:  # noqa: BLE001 - the hook boundary
-                _guard.internal_error("sqlalchemy.checkin", error)
-
-        def on_detach(_dbapi_connection: Any, record: Any) -> None:
-            try:
-                recorder.forget(record)
-            except Exception as error:  # noqa: BLE001
-                _guard.internal_error("sqlalchemy.detach", error)
-
-        def on_connect(_dbapi_connection: Any, record: Any) -> None:
-            try:
-                started = opening.pop(record, None)
-                if started is not None:
-                    recorder.connection_created(_perf() - started)
-            except Exception as error:  # noqa: BLE001
-                _guard.internal_error("sqlalchemy.connect", error)
-
-        def on_do_connect(_dialect: Any, record: Any, _cargs: Any, _cparams: Any) -> None:
-            try:
-                opening[record] = _perf()
-            except Exception as error:  # noqa: BLE001
-                _guard.internal_error("sqlalchemy.do_connect", error)
-
-        for name, fn in (("checkin", on_checkin), ("detach", on_detach), ("connect", on_connect)):
+        assert binding.recorder is not None
+        hooks = _PoolHooks(binding.recorder, binding.opening)
+        for name in ("checkin", "detach", "connect"):
+            fn = getattr(hooks, name)
             event.listen(pool, name, fn)
             binding.listeners.append((name, fn))
         if engine is not None:
-            event.listen(engine, "do_connect", on_do_connect)
-            binding.listeners.append(("do_connect", on_do_connect))
+            event.listen(engine, "do_connect", hooks.do_connect)
+            binding.listeners.append(("do_connect", hooks.do_connect))
 
     def _detach(self, key: int, binding: _Binding) -> None:
         del self._bindings[key]
@@ -236,7 +209,7 @@ class SQLAlchemyAdapter:
         with self._lock:
             existing = getattr(pool, _ATTR, None)
             if existing is not None or self._auto is None:
-                return existing  # type: ignore[no-any-return]
+                return existing
             return self._attach(pool, engine, telemetry, None)
 
     def rebind(self, old: Pool, new: Pool) -> None:
@@ -273,6 +246,40 @@ class SQLAlchemyAdapter:
                 unwrap(cls, "recreate")
         unwrap(Engine, "__init__")
         self._installed = False
+
+
+class _PoolHooks:
+    """Pool and dialect event listeners for one recorder; each is a hook boundary."""
+
+    def __init__(self, recorder: PoolRecorder, opening: weakref.WeakKeyDictionary[Any, float]):
+        self.recorder = recorder
+        self.opening = opening
+
+    def checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        try:
+            self.recorder.checked_in(record)
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.checkin", error)
+
+    def detach(self, _dbapi_connection: Any, record: Any) -> None:
+        try:
+            self.recorder.forget(record)
+        except Exception as error:  # noqa: BLE001
+            _guard.internal_error("sqlalchemy.detach", error)
+
+    def connect(self, _dbapi_connection: Any, record: Any) -> None:
+        try:
+            started = self.opening.pop(record, None)
+            if started is not None:
+                self.recorder.connection_created(_perf() - started)
+        except Exception as error:  # noqa: BLE001
+            _guard.internal_error("sqlalchemy.connect", error)
+
+    def do_connect(self, _dialect: Any, record: Any, _cargs: Any, _cparams: Any) -> None:
+        try:
+            self.opening[record] = _perf()
+        except Exception as error:  # noqa: BLE001
+            _guard.internal_error("sqlalchemy.do_connect", error)
 
 
 def _pool_classes() -> list[type[Pool]]:
@@ -327,7 +334,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             _checkout_failed(recorder, started, traced, failure)
             raise
         try:
-            recorder.succeeded(started, traced, fairy._connection_record)  # noqa: SLF001
+            recorder.succeeded(started, traced, fairy._connection_record)
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy

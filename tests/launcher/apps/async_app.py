@@ -1,18 +1,20 @@
-"""An asyncio SQLAlchemy app (aiosqlite), run by the launcher tests under ``opentelemetry-instrument``.
+"""An asyncio SQLAlchemy app (aiosqlite) for the launcher tests, run under opentelemetry-instrument.
 
 Two tasks hold both connections of a two-connection pool while a third task's checkout times out
 (exactly one timeout); then the holders release and a few ordinary checkouts follow. The app
-then idles for ``POOLWATCH_APP_SETTLE`` seconds, so periodic metric exports see the pool at
-rest, and disposes of the engine as a well-behaved asyncio app must (aiosqlite's worker
-threads would otherwise keep the process from exiting). Its last line of output is
-``RESULT {json}``.
+stays idle for ``POOLWATCH_APP_SETTLE`` seconds (default 0), so periodic metric exports see the
+pool at rest, then disposes of the engine as an asyncio app must (aiosqlite's worker threads
+would otherwise keep the process from exiting). ``POOLWATCH_APP_DB`` names the SQLite file. The
+last line of output is ``RESULT {json}`` as in ``sync_app.py``; the rest window ends before the
+engine is disposed.
 """
 
-import sqlalchemy  # first, before any other import
+import sqlalchemy  # noqa: I001 - first, before any other import
 
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 from sqlalchemy import exc
@@ -47,7 +49,7 @@ async def run(engine: AsyncEngine) -> dict[str, Any]:
     for _ in holders:
         await holding.get()
     outcome = await asyncio.create_task(try_checkout(engine))
-    attempts = 3
+    attempts = len(holders) + 1
     error_type, message = outcome if outcome is not None else (None, None)
     if message is not None:
         print(f"timed out: {message}", flush=True)
@@ -71,7 +73,9 @@ async def main() -> None:
         pool_logging_name="orders",
     )
     result = await run(engine)
+    result["rest_from_ns"] = time.time_ns()
     await asyncio.sleep(float(os.environ.get("POOLWATCH_APP_SETTLE", "0")))
+    result["rest_until_ns"] = time.time_ns()
     await engine.dispose()
     print("RESULT " + json.dumps(result), flush=True)
 

@@ -1,0 +1,343 @@
+"""End to end under the real launcher: ``opentelemetry-instrument python app.py``.
+
+Each test runs one of the scripts in ``apps/`` in a subprocess with the launcher from this
+virtualenv, exporting OTLP/HTTP (protobuf) to an in-process receiver on the loopback interface,
+then checks what arrived. The apps know nothing of poolwatch: the launcher finds it through its
+``opentelemetry_instrumentor`` entry point.
+
+``python -m opentelemetry.instrumentation.auto_instrumentation`` does not work (the package has
+no ``__main__``), so the ``opentelemetry-instrument`` script next to ``sys.executable`` is used.
+
+Pool state is read from the exports made while the app sat idle after its work (the app prints
+that wall-clock window), so those checks do not depend on the SDK's final export at exit; a
+separate test checks that final export on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
+
+from poolwatch import catalog
+from poolwatch.config import ENV_PREFIX, Config
+from tests.support.otlp_receiver import OtlpReceiver, Points
+
+APPS = Path(__file__).parent / "apps"
+LAUNCHER = Path(sys.executable).parent / "opentelemetry-instrument"
+#: The name poolwatch registers its instrumentor under (pyproject.toml entry point).
+ENTRY_POINT = "poolwatch_sqlalchemy"
+
+#: Seconds before a launched app is killed.
+TIMEOUT = 60
+#: OTEL_METRIC_EXPORT_INTERVAL for the apps, in milliseconds.
+EXPORT_INTERVAL_MS = 200
+#: Seconds an app stays idle after its work: several export intervals.
+SETTLE = 1.0
+
+#: The app's pool settings (see apps/*.py).
+POOL = "orders"
+POOL_MAX = 2
+#: Checkouts each app makes: two it holds, one that times out, three afterwards.
+CHECKOUTS = 6
+#: The ``le`` value of the last, unbounded bucket of the aggregated histograms.
+INF = "+Inf"
+
+#: Every metric name poolwatch can export.
+POOLWATCH_METRICS = frozenset(
+    value.name for value in vars(catalog).values() if isinstance(value, catalog.Metric)
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished app: its exit status, output, and the ``RESULT`` it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How SQLAlchemy reports a pool timeout with no instrumentation at all."""
+
+    error_type: str
+    message: str
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A fresh OTLP/HTTP receiver on a free loopback port."""
+    with OtlpReceiver() as otlp:
+        yield otlp
+    assert otlp.errors == [], "requests the receiver could not decode"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Reference]:
+    """The timeout error SQLAlchemy raises for the apps' pool settings, sync and async."""
+    directory = tmp_path_factory.mktemp("reference")
+    settings: dict[str, Any] = {
+        "pool_size": 2,
+        "max_overflow": 0,
+        "pool_timeout": 0.2,
+        "pool_logging_name": POOL,
+    }
+    engine = sqlalchemy.create_engine(
+        f"sqlite:///{directory / 'sync.db'}", poolclass=QueuePool, **settings
+    )
+    held = [engine.connect(), engine.connect()]
+    with pytest.raises(exc.TimeoutError) as sync_error:
+        engine.connect()
+    for connection in held:
+        connection.close()
+    engine.dispose()
+
+    async def async_timeout() -> exc.TimeoutError:
+        async_engine = create_async_engine(
+            f"sqlite+aiosqlite:///{directory / 'async.db'}",
+            poolclass=AsyncAdaptedQueuePool,
+            **settings,
+        )
+        try:
+            async with async_engine.connect(), async_engine.connect():
+                try:
+                    async with async_engine.connect():
+                        pass
+                except exc.TimeoutError as error:
+                    return error
+            raise AssertionError("the reference checkout did not time out")
+        finally:
+            await async_engine.dispose()
+
+    async_error = asyncio.run(async_timeout())
+    return {
+        "sync": _reference(sync_error.value),
+        "async": _reference(async_error),
+    }
+
+
+def _reference(error: BaseException) -> Reference:
+    return Reference(f"{type(error).__module__}.{type(error).__qualname__}", str(error))
+
+
+# --- running an app -------------------------------------------------------------------------------
+
+
+def run_app(
+    app: str,
+    receiver: OtlpReceiver,
+    workdir: Path,
+    *,
+    settle: float = SETTLE,
+    export_interval_ms: int = EXPORT_INTERVAL_MS,
+    **extra_env: str,
+) -> Run:
+    """Run ``apps/<app>.py`` under ``opentelemetry-instrument``; kill it if it overruns."""
+    if not LAUNCHER.exists():
+        message = f"{LAUNCHER} not found (is opentelemetry-instrumentation installed?)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "OTEL_SERVICE_NAME": f"poolwatch-test-{app}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRIC_EXPORT_INTERVAL": str(export_interval_ms),
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "false",
+        "POOLWATCH_APP_DB": str(workdir / f"{app}.db"),
+        "POOLWATCH_APP_SETTLE": str(settle),
+        **extra_env,
+    }
+    command = [str(LAUNCHER), sys.executable, str(APPS / f"{app}.py")]
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{app} ran over {TIMEOUT}s and was killed\n{stdout}\n{stderr}")
+    finally:
+        _kill(process)
+    assert process.returncode == 0, f"{app} exited {process.returncode}\n{stdout}\n{stderr}"
+    results = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 1, f"{app} printed no RESULT line\n{stdout}\n{stderr}"
+    return Run(process.returncode, stdout, stderr, json.loads(results[0].removeprefix("RESULT ")))
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    """Kill the app's process group (its own session) if the app is still running."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+# --- reading what arrived ---------------------------------------------------------------------------
+
+
+def at_rest(receiver: OtlpReceiver, run: Run, name: str) -> Points:
+    """``name``'s points from the last export collected while the app sat idle after its work."""
+    start, end = run.result["rest_from_ns"], run.result["rest_until_ns"]
+    snapshots = [
+        points for when, points in receiver.metric_snapshots(name) if start <= when <= end
+    ]
+    assert snapshots, f"no export of {name} while the app was idle ({start}..{end})"
+    return snapshots[-1]
+
+
+def for_pool(points: Points, **attributes: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    """The values of ``points`` for pool ``POOL``, keyed by their other attributes."""
+    wanted = {catalog.POOL_NAME: POOL, **attributes}
+    found: dict[tuple[tuple[str, Any], ...], Any] = {}
+    for point_attributes, value in points:
+        if all(point_attributes.get(key) == want for key, want in wanted.items()):
+            rest = {k: v for k, v in point_attributes.items() if k not in wanted}
+            found[tuple(sorted(rest.items()))] = value
+    return found
+
+
+def single(points: Points, **attributes: str) -> Any:
+    """The one value of ``points`` for pool ``POOL`` (with ``attributes``)."""
+    values = for_pool(points, **attributes)
+    assert list(values) == [()], f"expected one point for {POOL} {attributes}, got {points}"
+    return values[()]
+
+
+def assert_pool_story(receiver: OtlpReceiver, run: Run, points: Any) -> None:
+    """The pool's metrics and timeout event tell what the app did; ``points(name)`` reads one."""
+    assert run.result["attempts"] == CHECKOUTS
+    assert single(points(catalog.CONNECTION_TIMEOUTS.name)) == 1
+    assert single(points(catalog.CONNECTION_MAX.name)) == POOL_MAX
+    assert single(points(catalog.CONNECTION_PENDING_REQUESTS.name)) == 0
+    count = points(catalog.CONNECTION_COUNT.name)
+    assert single(count, **{catalog.STATE: catalog.STATE_USED}) == 0
+    assert single(count, **{catalog.STATE: catalog.STATE_IDLE}) == POOL_MAX
+    wait = points(catalog.WAIT_TIME_BUCKET.name)
+    assert single(wait, **{catalog.LE: INF}) == run.result["attempts"]
+
+    events = receiver.log_records(catalog.EVENT_POOL_TIMEOUT)
+    assert len(events) == 1, events
+    assert events[0]["attributes"][catalog.POOL_NAME] == POOL
+
+
+def assert_app_saw(run: Run, reference: Reference) -> None:
+    """The app caught SQLAlchemy's own TimeoutError, message unchanged, and printed it."""
+    assert run.result["error_type"] == reference.error_type
+    assert run.result["message"] == reference.message
+    assert f"timed out: {reference.message}" in run.stdout.splitlines()
+
+
+# --- tests --------------------------------------------------------------------------------------------
+
+
+def test_sync_app(receiver: OtlpReceiver, tmp_path: Path, reference: dict[str, Reference]) -> None:
+    """An app that imports SQLAlchemy first gets its pool's counts, timeout and event exported."""
+    run = run_app("sync_app", receiver, tmp_path)
+
+    assert_app_saw(run, reference["sync"])
+    assert_pool_story(receiver, run, lambda name: at_rest(receiver, run, name))
+
+
+def test_late_import_app(
+    receiver: OtlpReceiver, tmp_path: Path, reference: dict[str, Reference]
+) -> None:
+    """An app that imports SQLAlchemy late, inside a function, is recorded just the same."""
+    run = run_app("late_import_app", receiver, tmp_path)
+
+    assert_app_saw(run, reference["sync"])
+    assert_pool_story(receiver, run, lambda name: at_rest(receiver, run, name))
+
+
+def test_async_app(receiver: OtlpReceiver, tmp_path: Path, reference: dict[str, Reference]) -> None:
+    """An asyncio app's AsyncAdaptedQueuePool is recorded with the same counts as a sync one."""
+    run = run_app("async_app", receiver, tmp_path)
+
+    assert_app_saw(run, reference["async"])
+    assert_pool_story(receiver, run, lambda name: at_rest(receiver, run, name))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "poolwatch bug: src/poolwatch/integrations/sqlalchemy.py:168 registers "
+        "weakref.finalize(engine, ...) with the default atexit=True; those finalizers run at "
+        "interpreter exit before the SDK's MeterProvider atexit shutdown (registered earlier, "
+        "atexit is LIFO), detach every pool, and the SDK's final collection exports no pool "
+        "metrics"
+    ),
+)
+def test_final_state_is_exported_at_exit(receiver: OtlpReceiver, tmp_path: Path) -> None:
+    """The SDK's export at exit carries the pool's final state when no periodic export ran."""
+    run = run_app("sync_app", receiver, tmp_path, settle=0, export_interval_ms=600_000)
+
+    assert_pool_story(receiver, run, receiver.metric_points)
+
+
+def test_disabled_instrumentation_exports_nothing(
+    receiver: OtlpReceiver, tmp_path: Path, reference: dict[str, Reference]
+) -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS naming poolwatch's entry point turns poolwatch off."""
+    run = run_app(
+        "sync_app",
+        receiver,
+        tmp_path,
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=ENTRY_POINT,
+        POOLWATCH_APP_HEARTBEAT="1",
+    )
+
+    assert_app_saw(run, reference["sync"])
+    assert "app.heartbeat" in receiver.metric_names(), "the SDK pipeline itself was not live"
+    assert receiver.metric_names() & POOLWATCH_METRICS == set()
+    assert catalog.INSTRUMENTATION_SCOPE not in receiver.metric_scopes()
+    assert receiver.log_records(catalog.EVENT_POOL_TIMEOUT) == []
+    assert receiver.spans(catalog.SPAN_CHECKOUT) == []
+
+
+def test_bad_setting_warns_once_and_still_records(
+    receiver: OtlpReceiver, tmp_path: Path, reference: dict[str, Reference]
+) -> None:
+    """An unparseable OTEL_PYTHON_POOLWATCH_SPANS prints one warning naming it and its default."""
+    variable = ENV_PREFIX + "SPANS"
+    default = {field.name: field.default for field in dataclasses.fields(Config)}["spans"]
+
+    run = run_app("sync_app", receiver, tmp_path, **{variable: "maybe"})
+
+    mentions = [line for line in run.stderr.splitlines() if variable in line]
+    assert len(mentions) == 1, run.stderr
+    assert "default" in mentions[0]
+    assert repr(default) in mentions[0]
+    poolwatch_lines = [line for line in run.stderr.splitlines() if line.startswith("poolwatch")]
+    assert poolwatch_lines == mentions, run.stderr
+    assert_app_saw(run, reference["sync"])
+    assert_pool_story(receiver, run, lambda name: at_rest(receiver, run, name))

@@ -1,0 +1,28 @@
+"""The in-process histogram and the quantile estimate read from it."""
+
+from __future__ import annotations
+
+from poolwatch._histogram import Buckets, quantile
+
+
+def test_a_value_equal_to_a_bound_lands_in_that_bucket() -> None:
+    """Buckets are upper-inclusive (``le``), as in Prometheus and OpenTelemetry."""
+    buckets = Buckets((0.1, 1.0))
+    for value in (0.1, 0.5, 1.0, 2.0):
+        buckets.observe(value)
+    assert buckets.counts == [1, 2, 1]
+    assert buckets.count == 4
+    assert buckets.total == 3.6
+    assert list(buckets.cumulative()) == [("0.1", 1), ("1.0", 3), ("+Inf", 4)]
+
+
+def test_quantile_interpolates_inside_the_bucket() -> None:
+    """Half of ten values at or below 1.0 and all at or below 2.0: the 75th percentile is 1.5."""
+    assert quantile(0.75, [("1.0", 5), ("2.0", 10), ("+Inf", 10)]) == 1.5
+    assert quantile(0.5, [("1.0", 5), ("2.0", 10), ("+Inf", 10)]) == 1.0
+
+
+def test_quantile_of_nothing_is_none_and_overflow_is_the_top_bound() -> None:
+    """No data gives None; a rank in +Inf gives the highest finite bound."""
+    assert quantile(0.99, [("1.0", 0), ("+Inf", 0)]) is None
+    assert quantile(0.99, [("1.0", 0), ("30.0", 1), ("+Inf", 10)]) == 30.0
