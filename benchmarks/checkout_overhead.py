@@ -65,8 +65,10 @@ def _poolwatch(histograms: str) -> Callable[[sa.Engine, dict[str, Any]], None]:
 def _upstream_setup(engine: sa.Engine, providers: dict[str, Any]) -> None:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
+    # skip_dep_check: the upstream package declares < 2.1 and would otherwise do nothing here
     SQLAlchemyInstrumentor().instrument(
         engine=engine,
+        skip_dep_check=True,
         meter_provider=providers["meter_provider"],
         tracer_provider=providers["tracer_provider"],
     )

@@ -48,7 +48,8 @@ if [[ -z "$go_bin" ]]; then
         die "no Go toolchain found (install Go or set GO=/path/to/go)"
     fi
 fi
-export PATH="$(dirname "$go_bin"):$PATH"
+go_dir="$(dirname "$go_bin")"
+export PATH="$go_dir:$PATH"
 
 # --- cache key ------------------------------------------------------------------
 if command -v sha256sum >/dev/null 2>&1; then
@@ -59,6 +60,8 @@ fi
 key="$( { cat "$manifest"; printf '\nbuilder=%s\n' "$BUILDER_VERSION"; } | sha | cut -c1-16)"
 
 cache_root="${POOLWATCH_CACHE_DIR:-${HOME:?HOME is not set}/.cache/poolwatch}"
+mkdir -p "$cache_root"
+cache_root="$(cd "$cache_root" && pwd)"
 dir="$cache_root/otelcol-$key"
 bin="$dir/poolwatch-otelcol"
 mkdir -p "$dir"

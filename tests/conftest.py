@@ -37,7 +37,7 @@ def _clean_slate() -> Iterator[None]:
     except ImportError:  # pragma: no cover - SQLAlchemy missing
         return
     ADAPTER.uninstrument_all()
-    from poolwatch import recorder
+    from poolwatch import telemetry
 
-    for shared in list(recorder._shared.values()):
-        recorder.forget_shared(shared)
+    for shared in list(telemetry._shared.values()):
+        telemetry.forget_shared(shared)

@@ -11,7 +11,10 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from opentelemetry.semconv._incubating.attributes import code_attributes as _code
 from opentelemetry.semconv._incubating.attributes import db_attributes as _db_attrs
+from opentelemetry.semconv._incubating.attributes import thread_attributes as _thread
+from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv._incubating.metrics import db_metrics as _db
 
 
@@ -62,9 +65,43 @@ POOL_IDLE: Final = "poolwatch.pool.idle"
 POOL_MAX: Final = "poolwatch.pool.max"
 POOL_PENDING: Final = "poolwatch.pool.pending_requests"
 WAIT_DURATION: Final = "poolwatch.checkout.wait_time"
-POOL_TIMEOUT_SETTING: Final = "poolwatch.pool.timeout_setting"
-POOL_KIND: Final = "poolwatch.pool.kind"
-ERROR_TYPE: Final = "error.type"
+ERROR_TYPE: Final = _error.ERROR_TYPE
+DB_STATUS_CODE: Final = _db_attrs.DB_RESPONSE_STATUS_CODE
+
+# Who holds a connection, and since when (leak, returned and never-returned events).
+CONNECTION_AGE: Final = "poolwatch.connection.age"
+CONNECTION_HELD: Final = "poolwatch.connection.held"
+THREAD_ID: Final = _thread.THREAD_ID
+THREAD_NAME: Final = _thread.THREAD_NAME
+TASK_NAME: Final = "poolwatch.asyncio.task"
+CODE_STACKTRACE: Final = _code.CODE_STACKTRACE
+CODE_FUNCTION: Final = _code.CODE_FUNCTION_NAME
+CODE_FILE: Final = _code.CODE_FILE_PATH
+CODE_LINE: Final = _code.CODE_LINE_NUMBER
+LEAK_THRESHOLD: Final = "poolwatch.leak.threshold"
+#: On a pool timeout: who holds the pool's connections, most common borrow site first.
+POOL_HOLDERS: Final = "poolwatch.pool.holders"
+
+# Session conflicts.
+CONFLICT_KIND: Final = "poolwatch.conflict.kind"
+CONFLICT_ALREADY_ATTACHED: Final = "already_attached"
+CONFLICT_CONCURRENT_USE: Final = "concurrent_use"
+CONFLICT_DEADLOCK: Final = "deadlock"
+CONFLICT_SERIALIZATION: Final = "serialization_failure"
+CONFLICT_LOCK_TIMEOUT: Final = "lock_timeout"
+CONFLICT_STALE_DATA: Final = "stale_data"
+#: The probable cause of a conflict: ``pool_timeout`` when the same thread or task timed out
+#: waiting for a connection shortly before.
+CONFLICT_CAUSE: Final = "poolwatch.conflict.cause"
+CAUSE_POOL_TIMEOUT: Final = "pool_timeout"
+CONFLICT_CAUSE_POOL: Final = "poolwatch.conflict.cause.pool"
+CONFLICT_CAUSE_AGE: Final = "poolwatch.conflict.cause.age"
+CONFLICT_CAUSE_MESSAGE: Final = "poolwatch.conflict.cause.message"
+OBJECT_CLASS: Final = "poolwatch.object.class"
+SESSION_OWNER: Final = "poolwatch.session.owner"
+SESSION_OWNER_SITE: Final = "poolwatch.session.owner.site"
+SESSION_CURRENT: Final = "poolwatch.session.current"
+SESSION_CURRENT_SITE: Final = "poolwatch.session.current.site"
 
 # --- units ------------------------------------------------------------------------------------
 
@@ -187,6 +224,31 @@ WAIT_TIME_BUCKET, WAIT_TIME_SUM = _aggregated(CONNECTION_WAIT_TIME, "checkout wa
 USE_TIME_BUCKET, USE_TIME_SUM = _aggregated(CONNECTION_USE_TIME, "connection hold times")
 CREATE_TIME_BUCKET, CREATE_TIME_SUM = _aggregated(CONNECTION_CREATE_TIME, "connection opens")
 
+CONNECTION_LEAKED: Final = Metric(
+    "poolwatch.connection.leaked",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "Connections checked out longer than the leak threshold, right now.",
+)
+CONNECTION_LEAKS: Final = Metric(
+    "poolwatch.connection.leaks",
+    Kind.COUNTER,
+    UNIT_CONNECTION,
+    "Connections that have been held past the leak threshold (each counted once).",
+)
+CONNECTION_NEVER_RETURNED: Final = Metric(
+    "poolwatch.connection.never_returned",
+    Kind.COUNTER,
+    UNIT_CONNECTION,
+    "Connections garbage-collected while still checked out, never returned to the pool.",
+)
+SESSION_CONFLICTS: Final = Metric(
+    "poolwatch.session.conflicts",
+    Kind.COUNTER,
+    "{conflict}",
+    "Session and transaction conflicts by kind (already attached, concurrent use, deadlock, ...).",
+)
+
 INTERNAL_ERRORS: Final = Metric(
     "poolwatch.internal.errors",
     Kind.COUNTER,
@@ -198,5 +260,9 @@ INTERNAL_ERRORS: Final = Metric(
 
 SPAN_CHECKOUT: Final = "poolwatch.checkout"
 EVENT_POOL_TIMEOUT: Final = "poolwatch.pool.timeout"
+EVENT_LEAK: Final = "poolwatch.connection.leak"
+EVENT_RETURNED: Final = "poolwatch.connection.returned"
+EVENT_NEVER_RETURNED: Final = "poolwatch.connection.never_returned"
+EVENT_CONFLICT: Final = "poolwatch.session.conflict"
 
 INSTRUMENTATION_SCOPE: Final = "poolwatch"

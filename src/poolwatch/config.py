@@ -31,6 +31,16 @@ class Config:
     #: ``aggregated`` keeps exact buckets in process and exports them at collection time (cheap);
     #: ``standard`` records the ``db.client.connection.*_time`` SDK histograms per checkout.
     histograms: HistogramMode = "aggregated"
+    #: Seconds a connection may stay checked out before it is reported as leaked; 0 disables.
+    #: 30 s is SQLAlchemy's default pool timeout: a connection held longer than others are
+    #: willing to wait for one is starving them.
+    leak_threshold: float = 30.0
+    #: Capture the whole application stack at every checkout (incident debugging), instead of
+    #: the innermost few application frames.
+    capture_stacks: bool = False
+    #: Seconds after a pool timeout during which a session conflict in the same thread or task
+    #: is attributed to it.
+    conflict_window: float = 60.0
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

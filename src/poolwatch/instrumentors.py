@@ -10,7 +10,7 @@ from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from poolwatch.config import Config
-from poolwatch.recorder import Telemetry, forget_shared, telemetry_for
+from poolwatch.telemetry import Telemetry, forget_shared, telemetry_for
 
 _logger = logging.getLogger("poolwatch")
 

@@ -16,25 +16,26 @@ separate test checks that final export on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy
-from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
+import sqlalchemy
 from poolwatch import catalog
 from poolwatch.config import ENV_PREFIX, Config
+from sqlalchemy import exc
 from tests.support.otlp_receiver import OtlpReceiver, Points
 
 APPS = Path(__file__).parent / "apps"
@@ -147,7 +148,7 @@ def run_app(
     *,
     settle: float = SETTLE,
     export_interval_ms: int = EXPORT_INTERVAL_MS,
-    **extra_env: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Run:
     """Run ``apps/<app>.py`` under ``opentelemetry-instrument``; kill it if it overruns."""
     if not LAUNCHER.exists():
@@ -167,7 +168,7 @@ def run_app(
         "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "false",
         "POOLWATCH_APP_DB": str(workdir / f"{app}.db"),
         "POOLWATCH_APP_SETTLE": str(settle),
-        **extra_env,
+        **(extra_env or {}),
     }
     command = [str(LAUNCHER), sys.executable, str(APPS / f"{app}.py")]
     process = subprocess.Popen(
@@ -196,10 +197,8 @@ def run_app(
 def _kill(process: subprocess.Popen[str]) -> None:
     """Kill the app's process group (its own session) if the app is still running."""
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
 
 
@@ -209,9 +208,7 @@ def _kill(process: subprocess.Popen[str]) -> None:
 def at_rest(receiver: OtlpReceiver, run: Run, name: str) -> Points:
     """``name``'s points from the last export collected while the app sat idle after its work."""
     start, end = run.result["rest_from_ns"], run.result["rest_until_ns"]
-    snapshots = [
-        points for when, points in receiver.metric_snapshots(name) if start <= when <= end
-    ]
+    snapshots = [points for when, points in receiver.metric_snapshots(name) if start <= when <= end]
     assert snapshots, f"no export of {name} while the app was idle ({start}..{end})"
     return snapshots[-1]
 
@@ -234,7 +231,7 @@ def single(points: Points, **attributes: str) -> Any:
     return values[()]
 
 
-def assert_pool_story(receiver: OtlpReceiver, run: Run, points: Any) -> None:
+def assert_pool_story(receiver: OtlpReceiver, run: Run, points: Callable[[str], Points]) -> None:
     """The pool's metrics and timeout event tell what the app did; ``points(name)`` reads one."""
     assert run.result["attempts"] == CHECKOUTS
     assert single(points(catalog.CONNECTION_TIMEOUTS.name)) == 1
@@ -287,16 +284,6 @@ def test_async_app(receiver: OtlpReceiver, tmp_path: Path, reference: dict[str, 
     assert_pool_story(receiver, run, lambda name: at_rest(receiver, run, name))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "poolwatch bug: src/poolwatch/integrations/sqlalchemy.py:168 registers "
-        "weakref.finalize(engine, ...) with the default atexit=True; those finalizers run at "
-        "interpreter exit before the SDK's MeterProvider atexit shutdown (registered earlier, "
-        "atexit is LIFO), detach every pool, and the SDK's final collection exports no pool "
-        "metrics"
-    ),
-)
 def test_final_state_is_exported_at_exit(receiver: OtlpReceiver, tmp_path: Path) -> None:
     """The SDK's export at exit carries the pool's final state when no periodic export ran."""
     run = run_app("sync_app", receiver, tmp_path, settle=0, export_interval_ms=600_000)
@@ -312,8 +299,10 @@ def test_disabled_instrumentation_exports_nothing(
         "sync_app",
         receiver,
         tmp_path,
-        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=ENTRY_POINT,
-        POOLWATCH_APP_HEARTBEAT="1",
+        extra_env={
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ENTRY_POINT,
+            "POOLWATCH_APP_HEARTBEAT": "1",
+        },
     )
 
     assert_app_saw(run, reference["sync"])
@@ -331,7 +320,7 @@ def test_bad_setting_warns_once_and_still_records(
     variable = ENV_PREFIX + "SPANS"
     default = {field.name: field.default for field in dataclasses.fields(Config)}["spans"]
 
-    run = run_app("sync_app", receiver, tmp_path, **{variable: "maybe"})
+    run = run_app("sync_app", receiver, tmp_path, extra_env={variable: "maybe"})
 
     mentions = [line for line in run.stderr.splitlines() if variable in line]
     assert len(mentions) == 1, run.stderr

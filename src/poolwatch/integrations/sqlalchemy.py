@@ -28,7 +28,8 @@ from sqlalchemy.pool import (
 
 from poolwatch import _guard
 from poolwatch.naming import NameRegistry, url_pool_name
-from poolwatch.recorder import PoolRecorder, PoolState, Telemetry, Traced
+from poolwatch.recorder import PoolRecorder, PoolState, Traced
+from poolwatch.telemetry import Telemetry
 from sqlalchemy import event, exc
 
 _ATTR = "_poolwatch_recorder"
@@ -165,7 +166,10 @@ class SQLAlchemyAdapter:
         self._listen(binding, pool, engine)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
-        weakref.finalize(engine if engine is not None else pool, self._gone, id(binding))
+        finalizer = weakref.finalize(engine if engine is not None else pool, self._gone, id(binding))
+        # Not at interpreter exit: the SDK's own exit handler runs after ours and must still
+        # see every pool for its final export.
+        finalizer.atexit = False
         return recorder
 
     def _gone(self, key: int) -> None:
@@ -334,7 +338,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             _checkout_failed(recorder, started, traced, failure)
             raise
         try:
-            recorder.succeeded(started, traced, fairy._connection_record)
+            recorder.succeeded(started, traced, fairy._connection_record, fairy)
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy

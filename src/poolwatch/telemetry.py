@@ -1,0 +1,490 @@
+"""The one place that talks to OpenTelemetry: instruments, spans, events and the leak watchdog.
+
+Counts, gauges and the aggregated histograms are observable instruments read from the pool
+recorders at collection time. Events are log records with an ``event_name`` (and span events on
+the active span). A daemon thread looks for connections held past the leak threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger_provider
+from opentelemetry.context import Context
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    MeterProvider,
+    Observation,
+    get_meter_provider,
+)
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TracerProvider
+
+from poolwatch import _guard, _sites, catalog
+from poolwatch._histogram import Buckets
+from poolwatch._version import __version__
+from poolwatch.config import Config
+from poolwatch.recorder import Loan, PoolRecorder, PoolState, StateReader
+
+_RECENT_TIMEOUTS = 4096
+
+
+class _StandardHistograms:
+    """The SDK histograms recorded per checkout in ``standard`` mode."""
+
+    def __init__(self, meter: Any) -> None:
+        self.wait: Histogram = _histogram(meter, catalog.CONNECTION_WAIT_TIME, catalog.WAIT_BUCKETS)
+        self.use: Histogram = _histogram(meter, catalog.CONNECTION_USE_TIME, catalog.USE_BUCKETS)
+        self.create: Histogram = _histogram(
+            meter, catalog.CONNECTION_CREATE_TIME, catalog.CREATE_BUCKETS
+        )
+
+
+def _histogram(meter: Any, metric: catalog.Metric, bounds: tuple[float, ...]) -> Histogram:
+    return meter.create_histogram(  # type: ignore[no-any-return]
+        metric.name,
+        unit=metric.unit,
+        description=metric.description,
+        explicit_bucket_boundaries_advisory=list(bounds),
+    )
+
+
+class RecentTimeout:
+    """A pool timeout seen by one thread or task, kept to explain a conflict that follows it."""
+
+    __slots__ = ("at", "pool", "message")
+
+    def __init__(self, at: float, pool: str, message: str) -> None:
+        self.at = at
+        self.pool = pool
+        self.message = message
+
+
+def caller_key() -> tuple[int, int]:
+    """Identifies the running thread and asyncio task (0 outside a task)."""
+    task = asyncio.current_task() if asyncio.events._get_running_loop() is not None else None
+    return threading.get_ident(), id(task) if task is not None else 0
+
+
+class Telemetry:
+    """The instruments, tracer and logger of one instrumentation, and the pools it records."""
+
+    def __init__(
+        self,
+        config: Config,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+        logger_provider: LoggerProvider | None = None,
+    ) -> None:
+        self.config = config
+        self.active = True
+        self._pools: list[PoolRecorder] = []
+        self._lock = threading.Lock()
+        self.sites = _sites.SiteCapture(limit=64 if config.capture_stacks else 3)
+        self.conflicts: Counter[str] = Counter()
+        self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
+        self._watchdog: _Watchdog | None = None
+        meter = (meter_provider or get_meter_provider()).get_meter(
+            catalog.INSTRUMENTATION_SCOPE, __version__
+        )
+        self.tracer = trace.get_tracer(
+            catalog.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
+        )
+        self.logger = (logger_provider or get_logger_provider()).get_logger(
+            catalog.INSTRUMENTATION_SCOPE, __version__
+        )
+        self.standard_histograms = (
+            _StandardHistograms(meter) if config.histograms == "standard" else None
+        )
+        _register_observables(meter, self)
+
+    # --- pools ----------------------------------------------------------------------------
+
+    def pool(self, name: str, read_state: StateReader) -> PoolRecorder:
+        """A recorder for a newly seen pool (starts the leak watchdog with the first one)."""
+        recorder = PoolRecorder(self, name, read_state)
+        with self._lock:
+            self._pools.append(recorder)
+            if self._watchdog is None and self.config.leak_threshold > 0:
+                self._watchdog = _Watchdog(self)
+                self._watchdog.start()
+        return recorder
+
+    def drop(self, recorder: PoolRecorder) -> None:
+        """Stop reporting a pool."""
+        with self._lock:
+            if recorder in self._pools:
+                self._pools.remove(recorder)
+
+    def pools(self) -> list[PoolRecorder]:
+        """The pools reported right now (empty once this instrumentation is shut down)."""
+        if not self.active:
+            return []
+        with self._lock:
+            return list(self._pools)
+
+    def shutdown(self) -> None:
+        """Stop reporting; instruments stay registered (the API cannot remove them) but go quiet."""
+        self.active = False
+        with self._lock:
+            self._pools.clear()
+            watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
+
+    def check_leaks(self) -> None:
+        """Report every connection that has just crossed the leak threshold (the watchdog's job)."""
+        threshold = self.config.leak_threshold
+        for recorder in self.pools():
+            for loan in recorder.find_leaks(threshold):
+                self._leaked(recorder, loan)
+
+    # --- spans and events ---------------------------------------------------------------------
+
+    def start_checkout_span(self, state: dict[str, Any]) -> Span:
+        """A span around one checkout, child of the current span."""
+        return self.tracer.start_span(
+            catalog.SPAN_CHECKOUT, kind=SpanKind.INTERNAL, attributes=state
+        )
+
+    def timed_out(self, pool: str, state: dict[str, Any], waited: float, exc: BaseException) -> None:
+        """A pool timeout: remembered for the caller, and a ``poolwatch.pool.timeout`` event."""
+        self._remember_timeout(RecentTimeout(time.monotonic(), pool, str(exc).split("\n")[0]))
+        attributes = dict(state)
+        attributes[catalog.WAIT_DURATION] = waited
+        attributes[catalog.ERROR_TYPE] = type(exc).__qualname__
+        holders = attributes.get(catalog.POOL_HOLDERS) or []
+        body = (
+            f"pool {pool} timed out after {waited:.3f}s: "
+            f"{state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
+            f"{state[catalog.POOL_PENDING]} waiting"
+            + (f"; held by {holders[0]}" if holders else "")
+        )
+        self.emit_event(catalog.EVENT_POOL_TIMEOUT, body, attributes)
+
+    def _leaked(self, recorder: PoolRecorder, loan: Loan) -> None:
+        age = time.perf_counter() - loan.started
+        attributes = _loan_attributes(recorder, loan)
+        attributes[catalog.CONNECTION_AGE] = age
+        attributes[catalog.LEAK_THRESHOLD] = self.config.leak_threshold
+        body = (
+            f"connection from pool {recorder.name} held for {age:.1f}s "
+            f"(threshold {self.config.leak_threshold:g}s) by {loan.holder()}, "
+            f"borrowed at {_sites.describe(loan.site)}"
+        )
+        self.emit_event(catalog.EVENT_LEAK, body, attributes, context=loan.context)
+
+    def returned(self, recorder: PoolRecorder, loan: Loan, held: float) -> None:
+        """A connection reported as leaked came back (HikariCP's "unleaked")."""
+        attributes = _loan_attributes(recorder, loan)
+        attributes[catalog.CONNECTION_HELD] = held
+        body = f"leaked connection from pool {recorder.name} returned after {held:.1f}s"
+        self.emit_event(
+            catalog.EVENT_RETURNED, body, attributes, SeverityNumber.INFO, context=loan.context
+        )
+
+    def never_returned(self, recorder: PoolRecorder, loan: Loan, held: float) -> None:
+        """A connection's handle was garbage-collected while it was still checked out."""
+        attributes = _loan_attributes(recorder, loan)
+        attributes[catalog.CONNECTION_HELD] = held
+        body = (
+            f"connection from pool {recorder.name} was garbage-collected without being "
+            f"returned, {held:.1f}s after {loan.holder()} borrowed it at "
+            f"{_sites.describe(loan.site)}"
+        )
+        self.emit_event(catalog.EVENT_NEVER_RETURNED, body, attributes, context=loan.context)
+
+    def conflict(self, kind: str, attributes: dict[str, Any], body: str) -> None:
+        """A session conflict: counted by kind, explained by a recent pool timeout if there was one."""
+        with self._lock:
+            self.conflicts[kind] += 1
+        attributes = {catalog.CONFLICT_KIND: kind, **attributes}
+        cause = self.recent_timeout()
+        if cause is not None:
+            attributes[catalog.CONFLICT_CAUSE] = catalog.CAUSE_POOL_TIMEOUT
+            attributes[catalog.CONFLICT_CAUSE_POOL] = cause.pool
+            attributes[catalog.CONFLICT_CAUSE_AGE] = time.monotonic() - cause.at
+            attributes[catalog.CONFLICT_CAUSE_MESSAGE] = cause.message
+            where = "task" if caller_key()[1] else "thread"
+            body += (
+                f"; probable cause: pool {cause.pool} timed out "
+                f"{attributes[catalog.CONFLICT_CAUSE_AGE]:.1f}s earlier in this {where}"
+            )
+        self.emit_event(catalog.EVENT_CONFLICT, body, attributes)
+
+    def recent_timeout(self) -> RecentTimeout | None:
+        """The pool timeout this thread or task saw within the conflict window, if any."""
+        with self._lock:
+            recent = self._recent.get(caller_key())
+        if recent is None or time.monotonic() - recent.at > self.config.conflict_window:
+            return None
+        return recent
+
+    def _remember_timeout(self, recent: RecentTimeout) -> None:
+        key = caller_key()
+        with self._lock:
+            self._recent[key] = recent
+            self._recent.move_to_end(key)
+            while len(self._recent) > _RECENT_TIMEOUTS:
+                self._recent.popitem(last=False)
+
+    def emit_event(
+        self,
+        name: str,
+        body: str,
+        attributes: dict[str, Any],
+        severity: SeverityNumber = SeverityNumber.WARN,
+        context: SpanContext | None = None,
+    ) -> None:
+        """Emit an event through the Logs API and add it to the active span, if one records.
+
+        ``context`` ties the record to another trace (the borrower's, for a leak found later).
+        """
+        log_context: Context | None = None
+        if context is not None:
+            log_context = trace.set_span_in_context(NonRecordingSpan(context))
+        self.logger.emit(
+            LogRecord(
+                timestamp=time.time_ns(),
+                context=log_context,
+                severity_number=severity,
+                severity_text=severity.name,
+                body=body,
+                attributes=attributes,
+                event_name=name,
+            )
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, attributes)
+
+
+def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        catalog.POOL_NAME: recorder.name,
+        catalog.THREAD_NAME: loan.thread_name,
+    }
+    if loan.thread_id is not None:
+        attributes[catalog.THREAD_ID] = loan.thread_id
+    if loan.task is not None:
+        attributes[catalog.TASK_NAME] = loan.task
+    if loan.site:
+        code, line = loan.site[0]
+        attributes[catalog.CODE_FUNCTION] = code.co_qualname
+        attributes[catalog.CODE_FILE] = code.co_filename
+        attributes[catalog.CODE_LINE] = line
+        attributes[catalog.CODE_STACKTRACE] = _sites.stacktrace(loan.site)
+    return attributes
+
+
+class _Watchdog:
+    """A daemon thread that calls :meth:`Telemetry.check_leaks` a few times per threshold."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+        self._stop = threading.Event()
+        self.interval = min(max(telemetry.config.leak_threshold / 4, 0.02), 5.0)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="poolwatch-leaks", daemon=True)
+        self._thread.start()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+
+    def _after_fork(self) -> None:
+        # A forked child has no copy of the thread: start one of its own unless stopped.
+        if not self._stop.is_set():
+            self._stop = threading.Event()
+            self.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._telemetry.check_leaks()
+            except Exception as exc:  # noqa: BLE001 - the boundary of the watchdog thread
+                _guard.internal_error("leak-watchdog", exc)
+
+
+# --- collection-time instruments ---------------------------------------------------------------
+
+
+def _register_observables(meter: Any, telemetry: Telemetry) -> None:
+    """Create every collection-time instrument; each callback reads all pools of ``telemetry``."""
+
+    def observe(read: Callable[[Telemetry], Iterable[Observation]]) -> Callable[..., Any]:
+        def callback(_options: CallbackOptions) -> Iterator[Observation]:
+            try:
+                yield from read(telemetry)
+            except Exception as exc:  # noqa: BLE001 - the boundary: never raise into collection
+                _guard.internal_error("collect", exc)
+
+        return callback
+
+    for metric, read in _OBSERVED:
+        if metric in _AGGREGATED and telemetry.standard_histograms is not None:
+            continue
+        create = (
+            meter.create_observable_counter
+            if metric.kind is catalog.Kind.COUNTER
+            else meter.create_observable_up_down_counter
+        )
+        create(
+            metric.name,
+            callbacks=[observe(read)],
+            unit=metric.unit,
+            description=metric.description,
+        )
+
+
+def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:
+    for recorder in telemetry.pools():
+        state = recorder.read_state()
+        if state is None:
+            telemetry.drop(recorder)
+            continue
+        yield recorder, state
+
+
+def _read_count(telemetry: Telemetry) -> Iterator[Observation]:
+    for recorder, state in _states(telemetry):
+        name = recorder.name
+        yield Observation(state.used, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_USED})
+        yield Observation(state.idle, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_IDLE})
+
+
+def _state_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
+    def read(telemetry: Telemetry) -> Iterator[Observation]:
+        for recorder, state in _states(telemetry):
+            value = getattr(state, field)
+            if value is not None:
+                yield Observation(value, recorder.attributes)
+
+    return read
+
+
+def _recorder_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
+    def read(telemetry: Telemetry) -> Iterator[Observation]:
+        for recorder in telemetry.pools():
+            yield Observation(getattr(recorder, field), recorder.attributes)
+
+    return read
+
+
+def _leaked_now(telemetry: Telemetry) -> Iterator[Observation]:
+    for recorder in telemetry.pools():
+        yield Observation(recorder.leaked_now(), recorder.attributes)
+
+
+def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
+    def read(telemetry: Telemetry) -> Iterator[Observation]:
+        for recorder in telemetry.pools():
+            buckets: Buckets = getattr(recorder, field)
+            with recorder._lock:
+                pairs = list(buckets.cumulative())
+            for le, count in pairs:
+                yield Observation(count, {catalog.POOL_NAME: recorder.name, catalog.LE: le})
+
+    return read
+
+
+def _sums(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
+    def read(telemetry: Telemetry) -> Iterator[Observation]:
+        for recorder in telemetry.pools():
+            yield Observation(getattr(recorder, field).total, recorder.attributes)
+
+    return read
+
+
+def _conflicts(telemetry: Telemetry) -> Iterator[Observation]:
+    if not telemetry.active:
+        return
+    with telemetry._lock:
+        counts = sorted(telemetry.conflicts.items())
+    for kind, count in counts:
+        yield Observation(count, {catalog.CONFLICT_KIND: kind})
+
+
+def _internal_errors(_telemetry: Telemetry) -> Iterator[Observation]:
+    for hook, count in sorted(_guard.error_counts().items()):
+        yield Observation(count, {catalog.HOOK: hook})
+
+
+_AGGREGATED = frozenset(
+    {
+        catalog.WAIT_TIME_BUCKET,
+        catalog.WAIT_TIME_SUM,
+        catalog.USE_TIME_BUCKET,
+        catalog.USE_TIME_SUM,
+        catalog.CREATE_TIME_BUCKET,
+        catalog.CREATE_TIME_SUM,
+    }
+)
+
+_OBSERVED: tuple[tuple[catalog.Metric, Callable[[Telemetry], Iterable[Observation]]], ...] = (
+    (catalog.CONNECTION_COUNT, _read_count),
+    (catalog.CONNECTION_IDLE_MAX, _state_field("idle_max")),
+    (catalog.CONNECTION_IDLE_MIN, _state_field("idle_min")),
+    (catalog.CONNECTION_MAX, _state_field("max")),
+    (catalog.CONNECTION_PENDING_REQUESTS, _recorder_field("pending")),
+    (catalog.CONNECTION_TIMEOUTS, _recorder_field("timeouts")),
+    (catalog.WAIT_TIME_BUCKET, _buckets("wait")),
+    (catalog.WAIT_TIME_SUM, _sums("wait")),
+    (catalog.USE_TIME_BUCKET, _buckets("use")),
+    (catalog.USE_TIME_SUM, _sums("use")),
+    (catalog.CREATE_TIME_BUCKET, _buckets("create")),
+    (catalog.CREATE_TIME_SUM, _sums("create")),
+    (catalog.CONNECTION_LEAKED, _leaked_now),
+    (catalog.CONNECTION_LEAKS, _recorder_field("leaks")),
+    (catalog.CONNECTION_NEVER_RETURNED, _recorder_field("never_returned")),
+    (catalog.SESSION_CONFLICTS, _conflicts),
+    (catalog.INTERNAL_ERRORS, _internal_errors),
+)
+
+
+_shared: dict[tuple[Config, int, int, int], Telemetry] = {}
+_shared_lock = threading.Lock()
+
+
+def telemetry_for(
+    config: Config,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+) -> Telemetry:
+    """The one live :class:`Telemetry` for these providers and settings (instruments made once)."""
+    key = (config, id(meter_provider), id(tracer_provider), id(logger_provider))
+    with _shared_lock:
+        telemetry = _shared.get(key)
+        if telemetry is None or not telemetry.active:
+            telemetry = Telemetry(config, meter_provider, tracer_provider, logger_provider)
+            _shared[key] = telemetry
+        return telemetry
+
+
+def forget_shared(telemetry: Telemetry) -> None:
+    """Shut ``telemetry`` down and let the next :func:`telemetry_for` build a fresh one."""
+    telemetry.shutdown()
+    with _shared_lock:
+        for key, value in list(_shared.items()):
+            if value is telemetry:
+                del _shared[key]
+
+
+def active() -> list[Telemetry]:
+    """Every live telemetry (session-conflict hooks report to all of them)."""
+    with _shared_lock:
+        return [telemetry for telemetry in _shared.values() if telemetry.active]
