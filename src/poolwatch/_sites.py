@@ -76,7 +76,9 @@ class SiteCapture:
                 filename.startswith(self._prefixes)
                 or filename.startswith("<frozen")
                 # the standard library, but not applications installed into site-packages
-                or (filename.startswith(self._stdlib) and not any(p in filename for p in _INSTALLED))
+                or (
+                    filename.startswith(self._stdlib) and not any(p in filename for p in _INSTALLED)
+                )
             )
             if len(self._library) < _MAX_CACHED_CODES:
                 self._library[code] = known

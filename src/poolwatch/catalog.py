@@ -14,8 +14,8 @@ from typing import Final
 from opentelemetry.semconv._incubating.attributes import code_attributes as _code
 from opentelemetry.semconv._incubating.attributes import db_attributes as _db_attrs
 from opentelemetry.semconv._incubating.attributes import thread_attributes as _thread
-from opentelemetry.semconv.attributes import error_attributes as _error
 from opentelemetry.semconv._incubating.metrics import db_metrics as _db
+from opentelemetry.semconv.attributes import error_attributes as _error
 
 
 class Kind(enum.Enum):

@@ -64,7 +64,16 @@ class Traced:
 class Loan:
     """One checked-out connection: since when, by whom, from where; no frame, no connection."""
 
-    __slots__ = ("started", "owner", "thread_id", "thread_name", "task", "context", "site", "leaked")
+    __slots__ = (
+        "context",
+        "leaked",
+        "owner",
+        "site",
+        "started",
+        "task",
+        "thread_id",
+        "thread_name",
+    )
 
     def __init__(self, started: float, owner: Any, site: _sites.Site) -> None:
         self.started = started
@@ -166,8 +175,10 @@ class PoolRecorder:
                 self.timeouts += 1
         state = None
         if timed_out:
-            state = traced.state if traced is not None else self.state_attributes(
-                self.state_now(), self.pending
+            state = (
+                traced.state
+                if traced is not None
+                else self.state_attributes(self.state_now(), self.pending)
             )
         self._waiting.pop()
         if self._standard is not None:
@@ -190,7 +201,7 @@ class PoolRecorder:
             self.use.observe(held)
         if self._standard is not None:
             self._standard.use.record(held, self.attributes)
-        if loan.leaked or loan.owner is not None and loan.owner() is None:
+        if loan.leaked or (loan.owner is not None and loan.owner() is None):
             self._came_back(loan, held)
 
     def forget(self, key: object) -> None:
@@ -248,7 +259,9 @@ class PoolRecorder:
                 who[site] = loan.holder()
         return [
             f"{count} x {site} (oldest {oldest[site]:.1f}s, {who[site]})"
-            for site, count in sorted(by_site.items(), key=lambda item: (-item[1], -oldest[item[0]]))
+            for site, count in sorted(
+                by_site.items(), key=lambda item: (-item[1], -oldest[item[0]])
+            )
         ][:limit]
 
     # --- reading -----------------------------------------------------------------------------

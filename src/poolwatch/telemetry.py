@@ -59,7 +59,7 @@ def _histogram(meter: Any, metric: catalog.Metric, bounds: tuple[float, ...]) ->
 class RecentTimeout:
     """A pool timeout seen by one thread or task, kept to explain a conflict that follows it."""
 
-    __slots__ = ("at", "pool", "message")
+    __slots__ = ("at", "message", "pool")
 
     def __init__(self, at: float, pool: str, message: str) -> None:
         self.at = at
@@ -154,7 +154,9 @@ class Telemetry:
             catalog.SPAN_CHECKOUT, kind=SpanKind.INTERNAL, attributes=state
         )
 
-    def timed_out(self, pool: str, state: dict[str, Any], waited: float, exc: BaseException) -> None:
+    def timed_out(
+        self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
+    ) -> None:
         """A pool timeout: remembered for the caller, and a ``poolwatch.pool.timeout`` event."""
         self._remember_timeout(RecentTimeout(time.monotonic(), pool, str(exc).split("\n")[0]))
         attributes = dict(state)

@@ -166,7 +166,9 @@ class SQLAlchemyAdapter:
         self._listen(binding, pool, engine)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
-        finalizer = weakref.finalize(engine if engine is not None else pool, self._gone, id(binding))
+        finalizer = weakref.finalize(
+            engine if engine is not None else pool, self._gone, id(binding)
+        )
         # Not at interpreter exit: the SDK's own exit handler runs after ours and must still
         # see every pool for its final export.
         finalizer.atexit = False
