@@ -38,6 +38,9 @@ def instrument_sqlalchemy(
     spans: bool | None = None,
     root_spans: bool | None = None,
     histograms: HistogramMode | None = None,
+    leak_threshold: float | None = None,
+    capture_stacks: bool | None = None,
+    conflict_window: float | None = None,
 ) -> None:
     """Record SQLAlchemy pools: ``engine``'s (sync or async) or, with no engine, every one.
 
@@ -54,6 +57,9 @@ def instrument_sqlalchemy(
             "spans": spans,
             "root_spans": root_spans,
             "histograms": histograms,
+            "leak_threshold": leak_threshold,
+            "capture_stacks": capture_stacks,
+            "conflict_window": conflict_window,
         }
     )
     if engine is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-import threading
 from collections.abc import Iterable
 from types import CodeType, FrameType
 from typing import Final
@@ -57,58 +56,77 @@ def _library_prefixes(packages: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(prefixes))
 
 
+APP, THIRD_PARTY, LIBRARY = 0, 1, 2
+
+
 class SiteCapture:
-    """Captures application frames from the current stack, remembering which code is library code."""
+    """Captures application frames from the current stack, remembering how each code is classed.
+
+    Code is the application's (kept), third-party (anything else installed in site-packages:
+    kept only when no application frame is found, as for an application installed as a wheel),
+    or library (the standard library and the packages in :data:`LIBRARY_PACKAGES`: skipped).
+    """
 
     def __init__(self, limit: int, extra_library_paths: Iterable[str] = ()) -> None:
         self.limit = limit
         self._prefixes = _library_prefixes(LIBRARY_PACKAGES) + tuple(extra_library_paths)
         self._stdlib = sysconfig.get_paths()["stdlib"] + os.sep
-        self._library: dict[CodeType, bool] = {}
-        self._lock = threading.Lock()
+        self._kinds: dict[CodeType, int] = {}
 
-    def is_library(self, code: CodeType) -> bool:
-        """Whether ``code`` belongs to a library rather than the application (cached per code)."""
-        known = self._library.get(code)
+    def kind(self, code: CodeType) -> int:
+        """APP, THIRD_PARTY or LIBRARY for ``code`` (cached per code object)."""
+        known = self._kinds.get(code)
         if known is None:
-            filename = code.co_filename
-            known = (
-                filename.startswith(self._prefixes)
-                or filename.startswith("<frozen")
-                # the standard library, but not applications installed into site-packages
-                or (
-                    filename.startswith(self._stdlib) and not any(p in filename for p in _INSTALLED)
-                )
-            )
-            if len(self._library) < _MAX_CACHED_CODES:
-                self._library[code] = known
+            known = self._classify(code.co_filename)
+            if len(self._kinds) < _MAX_CACHED_CODES:
+                self._kinds[code] = known
         return known
 
+    def _classify(self, filename: str) -> int:
+        if filename.startswith(self._prefixes) or filename.startswith("<frozen"):
+            return LIBRARY
+        if any(part in filename for part in _INSTALLED):
+            return THIRD_PARTY
+        return LIBRARY if filename.startswith(self._stdlib) else APP
+
     def capture(self, depth: int = 2) -> Site:
-        """Up to ``limit`` application frames of the caller's stack, innermost first."""
-        frame: FrameType | None = sys._getframe(depth)
-        found: list[tuple[CodeType, int]] = []
-        library = self._library
-        while frame is not None:
-            code = frame.f_code
-            known = library.get(code)
-            if known is None:
-                known = self.is_library(code)
-            if not known:
-                found.append((code, frame.f_lineno))
-                if len(found) >= self.limit:
-                    break
-            frame = frame.f_back
-        return tuple(found)
+        """Up to ``limit`` application frames of the caller's stack, innermost first.
+
+        Under SQLAlchemy's asyncio support the checkout runs in a greenlet whose stack ends at
+        the greenlet's start; the application's coroutines are on the parent greenlet's stack,
+        so the walk continues there.
+        """
+        site = self.from_frame(sys._getframe(depth))
+        if site:
+            return site
+        greenlet = sys.modules.get("greenlet")
+        if greenlet is None:
+            return site
+        parent = greenlet.getcurrent().parent
+        while parent is not None and not site:
+            site = self.from_frame(parent.gr_frame)
+            parent = parent.parent
+        return site
 
     def from_frame(self, frame: FrameType | None) -> Site:
-        """Application frames of another thread's stack (for a holder that is still running)."""
+        """Up to ``limit`` application frames from ``frame`` outwards (any thread's stack)."""
         found: list[tuple[CodeType, int]] = []
-        while frame is not None and len(found) < self.limit:
-            if not self.is_library(frame.f_code):
-                found.append((frame.f_code, frame.f_lineno))
+        fallback: list[tuple[CodeType, int]] = []
+        kinds = self._kinds
+        limit = self.limit
+        while frame is not None:
+            code = frame.f_code
+            kind = kinds.get(code)
+            if kind is None:
+                kind = self.kind(code)
+            if kind == APP:
+                found.append((code, frame.f_lineno))
+                if len(found) >= limit:
+                    break
+            elif kind == THIRD_PARTY and len(fallback) < limit:
+                fallback.append((code, frame.f_lineno))
             frame = frame.f_back
-        return tuple(found)
+        return tuple(found or fallback)
 
 
 def describe(site: Site) -> str:
@@ -117,6 +135,14 @@ def describe(site: Site) -> str:
         return "unknown"
     code, line = site[0]
     return f"{_short_path(code.co_filename)}:{line} in {code.co_qualname}"
+
+
+def function_of(site: Site) -> tuple[str, int]:
+    """``(path in function, line)`` of the innermost application frame: the key holders group by."""
+    if not site:
+        return "unknown", 0
+    code, line = site[0]
+    return f"{_short_path(code.co_filename)} in {code.co_qualname}", line
 
 
 def stacktrace(site: Site) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import weakref
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -245,24 +245,18 @@ class PoolRecorder:
         return sum(1 for loan in list(self.loans.values()) if loan.leaked)
 
     def holders(self, limit: int = 5) -> list[str]:
-        """Who holds the pool's connections: ``N x site (oldest Ns) by thread``, commonest first."""
+        """Who holds the pool's connections, by borrowing function, commonest first.
+
+        Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``.
+        """
         now = _perf()
-        by_site: Counter[str] = Counter()
-        oldest: dict[str, float] = {}
-        who: dict[str, str] = {}
+        groups: dict[str, _Holders] = {}
         for loan in list(self.loans.values()):
-            site = _sites.describe(loan.site)
-            by_site[site] += 1
-            age = now - loan.started
-            if age >= oldest.get(site, -1.0):
-                oldest[site] = age
-                who[site] = loan.holder()
-        return [
-            f"{count} x {site} (oldest {oldest[site]:.1f}s, {who[site]})"
-            for site, count in sorted(
-                by_site.items(), key=lambda item: (-item[1], -oldest[item[0]])
-            )
-        ][:limit]
+            where, line = _sites.function_of(loan.site)
+            group = groups.setdefault(where, _Holders())
+            group.add(line, now - loan.started, loan.holder())
+        ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
+        return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -282,6 +276,26 @@ class PoolRecorder:
         if state.max is not None:
             attributes[catalog.POOL_MAX] = state.max
         return attributes
+
+
+class _Holders:
+    """Connections held from one function: how many, from which lines, the oldest and its holder."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lines: set[int] = set()
+        self.oldest = -1.0
+        self.holder = ""
+
+    def add(self, line: int, age: float, holder: str) -> None:
+        self.count += 1
+        self.lines.add(line)
+        if age > self.oldest:
+            self.oldest, self.holder = age, holder
+
+    def detail(self) -> str:
+        lines = ", ".join(str(line) for line in sorted(self.lines))
+        return f"line{'s' if len(self.lines) > 1 else ''} {lines}; oldest {self.oldest:.1f}s, {self.holder}"
 
 
 def _end_with_error(span: Span, exc: BaseException, waited: float) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.pool import (
 )
 
 from poolwatch import _guard
+from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
@@ -97,8 +98,10 @@ class SQLAlchemyAdapter:
         self._lock = threading.RLock()
         self._installed = False
         self._auto: Telemetry | None = None
+        self._latest: Telemetry | None = None
         self._bindings: dict[int, _Binding] = {}
         self.names = NameRegistry()
+        self.conflicts = SessionConflicts(self.telemetry_of)
 
     # --- public ------------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class SQLAlchemyAdapter:
         """Record every pool from now on (and every engine already attached stays attached)."""
         with self._lock:
             self._install()
-            self._auto = telemetry
+            self._auto = self._latest = telemetry
 
     def instrument_engine(
         self, engine: Any, telemetry: Telemetry, pool_name: str | None = None
@@ -141,6 +144,18 @@ class SQLAlchemyAdapter:
                     self._detach(key, binding)
             self._maybe_uninstall()
 
+    def telemetry_of(self, target: Any) -> Telemetry | None:
+        """The telemetry recording ``target`` (an engine, or a session through its bind)."""
+        bind = getattr(target, "bind", target)
+        engine = getattr(bind, "engine", bind)
+        recorder = getattr(getattr(engine, "pool", None), _ATTR, None)
+        if recorder is not None and recorder.telemetry.active:
+            return recorder.telemetry  # type: ignore[no-any-return]
+        for candidate in (self._auto, self._latest):
+            if candidate is not None and candidate.active:
+                return candidate
+        return None
+
     def uninstrument_all(self) -> None:
         """Stop recording every pool and restore SQLAlchemy exactly as it was."""
         with self._lock:
@@ -159,6 +174,7 @@ class SQLAlchemyAdapter:
     def _attach(
         self, pool: Pool, engine: Engine | None, telemetry: Telemetry, pool_name: str | None
     ) -> PoolRecorder:
+        self._latest = telemetry
         binding = _Binding(pool, engine)
         name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
         recorder = telemetry.pool(name, binding.read_state)
@@ -239,6 +255,7 @@ class SQLAlchemyAdapter:
             if "recreate" in vars(cls):
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
+        self.conflicts.install()
         self._installed = True
 
     def _maybe_uninstall(self) -> None:
@@ -251,6 +268,8 @@ class SQLAlchemyAdapter:
             if hasattr(vars(cls).get("recreate"), "__wrapped__"):
                 unwrap(cls, "recreate")
         unwrap(Engine, "__init__")
+        self.conflicts.uninstall()
+        self._latest = None
         self._installed = False
 
 

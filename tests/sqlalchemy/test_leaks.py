@@ -1,0 +1,251 @@
+"""Leaked and never-returned connections, traced to the code that borrowed them."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import poolwatch
+import sqlalchemy as sa
+from poolwatch import _guard, catalog
+from poolwatch.testing import Capture
+from tests.sqlalchemy.conftest import gauge
+
+THRESHOLD = 0.2
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def leaky(make_engine: Callable[..., sa.Engine], telemetry: Capture) -> sa.Engine:
+    """An engine whose connections count as leaked after 0.2 s."""
+    engine = make_engine(pool_size=2, max_overflow=0, pool_timeout=0.1)
+    poolwatch.instrument_sqlalchemy(
+        engine, pool_name="app", leak_threshold=THRESHOLD, **telemetry.providers
+    )
+    return engine
+
+
+def borrow_and_forget(engine: sa.Engine) -> Any:
+    """Application code that takes a connection and keeps it."""
+    return engine.connect()
+
+
+def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_site(
+    leaky: sa.Engine, telemetry: Capture
+) -> None:
+    """One leak event naming the borrowing function, line, thread and pool; gauge and counter."""
+    connection = borrow_and_forget(leaky)
+    wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
+    time.sleep(THRESHOLD)  # the watchdog runs again: still one event
+    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    attributes = event.attributes
+    assert attributes[catalog.POOL_NAME] == "app"
+    assert attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
+    assert attributes[catalog.CODE_FILE] == __file__
+    assert attributes[catalog.CODE_LINE] == borrow_and_forget.__code__.co_firstlineno + 2
+    assert attributes[catalog.THREAD_NAME] == threading.current_thread().name
+    assert attributes[catalog.CONNECTION_AGE] >= THRESHOLD
+    assert attributes[catalog.LEAK_THRESHOLD] == THRESHOLD
+    stack = attributes[catalog.CODE_STACKTRACE]
+    assert "borrow_and_forget" in stack
+    assert Path(sa.__file__).parent.as_posix() not in stack
+    assert Path(poolwatch.__file__).parent.as_posix() not in stack
+    assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 1
+    assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
+
+    time.sleep(0.1)
+    connection.close()
+    (returned,) = telemetry.events(catalog.EVENT_RETURNED)
+    assert returned.attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
+    assert returned.attributes[catalog.CONNECTION_HELD] >= THRESHOLD + 0.1
+    assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 0
+    assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
+
+
+def test_a_short_checkout_is_not_a_leak(leaky: sa.Engine, telemetry: Capture) -> None:
+    """Connections returned before the threshold produce no leak or returned event."""
+    for _ in range(5):
+        with leaky.connect():
+            pass
+    time.sleep(THRESHOLD * 2)
+    assert telemetry.events(catalog.EVENT_LEAK) == []
+    assert telemetry.events(catalog.EVENT_RETURNED) == []
+    assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 0
+
+
+def test_the_leak_event_carries_the_borrowers_trace(leaky: sa.Engine, telemetry: Capture) -> None:
+    """A leak found later is tied to the trace of the request that borrowed the connection."""
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        connection = leaky.connect()
+    wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
+    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    assert event.trace_id == request.get_span_context().trace_id
+    assert event.span_id == request.get_span_context().span_id
+    connection.close()
+
+
+def test_leak_detection_can_be_switched_off(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """``leak_threshold=0`` starts no watchdog and reports nothing."""
+    engine = make_engine()
+    poolwatch.instrument_sqlalchemy(
+        engine, pool_name="app", leak_threshold=0, **telemetry.providers
+    )
+    connection = engine.connect()
+    time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name == "poolwatch-leaks"]
+    assert telemetry.events() == []
+    connection.close()
+
+
+def test_a_connection_garbage_collected_without_checkin_is_never_returned(
+    leaky: sa.Engine, telemetry: Capture
+) -> None:
+    """SQLAlchemy silently rolls such a connection back; poolwatch counts and reports it."""
+    raw = leaky.raw_connection()
+    del raw
+    gc.collect()
+    assert gauge(telemetry, catalog.CONNECTION_NEVER_RETURNED, "app") == 1
+    (event,) = telemetry.events(catalog.EVENT_NEVER_RETURNED)
+    assert event.attributes[catalog.CODE_FUNCTION].endswith(
+        "test_a_connection_garbage_collected_without_checkin_is_never_returned"
+    )
+    assert "garbage-collected" in str(event.body)
+    with leaky.connect() as connection:  # the pool got its connection back
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+# aiosqlite's worker thread reports the loop closing under the connection SQLAlchemy dropped
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_async_connection_garbage_collected_is_never_returned(
+    telemetry: Capture, tmp_path: Path
+) -> None:
+    """With an async driver SQLAlchemy can only drop the connection; poolwatch still reports it."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", pool_size=1)
+    poolwatch.instrument_sqlalchemy(engine, pool_name="async", **telemetry.providers)
+
+    async def leak() -> None:
+        connection = await engine.connect()
+        await connection.exec_driver_sql("SELECT 1")
+        del connection
+
+    async def main() -> None:
+        await leak()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gc.collect()
+        await engine.dispose()
+
+    asyncio.run(main())
+    assert gauge(telemetry, catalog.CONNECTION_NEVER_RETURNED, "async") == 1
+    (event,) = telemetry.events(catalog.EVENT_NEVER_RETURNED)
+    assert event.attributes[catalog.CODE_FUNCTION].endswith("leak")
+    assert event.attributes[catalog.TASK_NAME].startswith("Task-")
+
+
+def hold_for_the_scheduler(engine: sa.Engine, held: list[Any]) -> None:
+    """The outer scheduler: holds two connections."""
+    held.append(engine.connect())
+    held.append(engine.connect())
+
+
+def test_a_timeout_lists_who_holds_the_pool(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """The timeout event names the holders, most common borrow site first."""
+    engine = make_engine(pool_size=3, max_overflow=0, pool_timeout=0.05)
+    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    held: list[Any] = []
+    hold_for_the_scheduler(engine, held)
+    held.append(engine.connect())
+    with pytest.raises(sa.exc.TimeoutError):
+        engine.connect()
+    (event,) = telemetry.events(catalog.EVENT_POOL_TIMEOUT)
+    holders = list(event.attributes[catalog.POOL_HOLDERS])
+    assert len(holders) == 2
+    assert holders[0].startswith("2 x ")
+    assert "in hold_for_the_scheduler" in holders[0]
+    assert holders[1].startswith("1 x ")
+    assert "in test_a_timeout_lists_who_holds_the_pool" in holders[1]
+    assert "held by 2 x" in str(event.body)
+    for connection in held:
+        connection.close()
+
+
+def test_leaking_thousands_of_connections_keeps_memory_bounded(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """5000 connections dropped without checkin: each counted, no bookkeeping left behind."""
+    engine = make_engine(poolclass=sa.pool.NullPool)
+    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    recorder = engine.pool._poolwatch_recorder  # type: ignore[attr-defined]
+
+    def leak(count: int) -> None:
+        for _ in range(count):
+            engine.raw_connection()  # dropped at once, never closed
+
+    leak(200)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    leak(5000)
+    gc.collect()
+    assert len(telemetry.events(catalog.EVENT_NEVER_RETURNED)) == 5200
+    telemetry.clear()  # the exported events are the sink's memory, not poolwatch's
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    assert recorder.never_returned == 5200
+    assert recorder.loans == {}
+    grown = sum(
+        stat.size_diff
+        for stat in after.compare_to(before, "filename")
+        if "poolwatch" in stat.traceback[0].filename
+    )
+    assert grown < 64 * 1024
+
+
+def test_a_broken_event_pipeline_never_reaches_the_app(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """A logger that raises during leak reporting is counted; the app keeps working."""
+
+    class BrokenLoggerProvider:
+        def get_logger(self, *_args: Any, **_kwargs: Any) -> Any:
+            class Logger:
+                def emit(self, *_a: Any, **_k: Any) -> None:
+                    raise RuntimeError("exporter down")
+
+            return Logger()
+
+    engine = make_engine(pool_size=1, max_overflow=0)
+    poolwatch.instrument_sqlalchemy(
+        engine,
+        pool_name="app",
+        leak_threshold=0.05,
+        meter_provider=telemetry.meter_provider,
+        logger_provider=BrokenLoggerProvider(),  # type: ignore[arg-type]
+    )
+    connection = engine.connect()
+    wait_for(lambda: _guard.error_counts().get("leak-watchdog", 0) >= 1)
+    assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    connection.close()
+    assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
