@@ -83,7 +83,8 @@ class SiteCapture:
         return known
 
     def _classify(self, filename: str) -> int:
-        if filename.startswith(self._prefixes) or filename.startswith("<frozen"):
+        # "<...>": frozen modules and generated code (SQLAlchemy's decorators, dataclasses)
+        if filename.startswith(self._prefixes) or filename.startswith("<"):
             return LIBRARY
         if any(part in filename for part in _INSTALLED):
             return THIRD_PARTY
