@@ -249,6 +249,101 @@ SESSION_CONFLICTS: Final = Metric(
     "Session and transaction conflicts by kind (already attached, concurrent use, deadlock, ...).",
 )
 
+# --- Django connections (one per alias and thread) -----------------------------------------------
+
+DJANGO_ALIAS: Final = "poolwatch.django.alias"
+DJANGO_STATE: Final = "poolwatch.django.connection.state"
+DJANGO_IN_REQUEST: Final = "in_request"
+DJANGO_IDLE: Final = "idle"
+DJANGO_IN_TRANSACTION: Final = "in_transaction"
+DJANGO_ORPHANED: Final = "orphaned"
+CLOSE_REASON: Final = "poolwatch.close.reason"
+CLOSE_REQUEST_END: Final = "request_end"
+CLOSE_MAX_AGE: Final = "conn_max_age"
+CLOSE_HEALTH_CHECK: Final = "health_check"
+CLOSE_ERROR: Final = "error"
+CLOSE_GARBAGE_COLLECTED: Final = "garbage_collected"
+CLOSE_ORPHAN_REAPED: Final = "orphan_closed"
+HTTP_METHOD: Final = "http.request.method"
+HTTP_ROUTE: Final = "http.route"
+DJANGO_VIEW: Final = "poolwatch.django.view"
+
+DJANGO_CONNECTIONS: Final = Metric(
+    "poolwatch.django.connections",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "Open Django database connections by alias and state (in a request, idle, in a transaction, "
+    "orphaned).",
+)
+DJANGO_CONNECTION_AGE: Final = Metric(
+    "poolwatch.django.connection.max_age",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_SECONDS,
+    "Age of the oldest open Django connection, by alias.",
+)
+DJANGO_CONNECTION_IDLE: Final = Metric(
+    "poolwatch.django.connection.max_idle",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_SECONDS,
+    "Longest time an open Django connection has gone without a query, by alias.",
+)
+DJANGO_OPENED: Final = Metric(
+    "poolwatch.django.connections.opened",
+    Kind.COUNTER,
+    UNIT_CONNECTION,
+    "Django database connections opened, by alias.",
+)
+DJANGO_CLOSED: Final = Metric(
+    "poolwatch.django.connections.closed",
+    Kind.COUNTER,
+    UNIT_CONNECTION,
+    "Django database connections closed, by alias and reason.",
+)
+DJANGO_ORPHANS: Final = Metric(
+    "poolwatch.django.orphans",
+    Kind.COUNTER,
+    UNIT_CONNECTION,
+    "Django connections found orphaned (outlived their request or thread, or idle in a "
+    "transaction past the threshold), each counted once.",
+)
+
+# --- PostgreSQL's own view, read by the collector's sqlquery receiver (collector/postgres.yaml) ---
+
+PG_APPLICATION: Final = "application_name"
+PG_STATE: Final = "state"
+PG_USER: Final = "usename"
+PG_DATABASE: Final = "datname"
+PG_CONNECTIONS: Final = Metric(
+    "poolwatch.postgresql.connections",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "Server connections from pg_stat_activity by state, application_name, usename and datname.",
+)
+PG_OLDEST_IDLE: Final = Metric(
+    "poolwatch.postgresql.oldest_idle_seconds",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_SECONDS,
+    "Age of the oldest idle server connection's last state change.",
+)
+PG_OLDEST_IDLE_IN_TRANSACTION: Final = Metric(
+    "poolwatch.postgresql.oldest_idle_in_transaction_seconds",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_SECONDS,
+    "Age of the oldest idle-in-transaction server connection's last state change.",
+)
+PG_MAX_CONNECTIONS: Final = Metric(
+    "poolwatch.postgresql.max_connections",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "The server's max_connections setting.",
+)
+PG_RESERVED_CONNECTIONS: Final = Metric(
+    "poolwatch.postgresql.reserved_connections",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "Connection slots reserved for superusers (superuser_reserved_connections).",
+)
+
 INTERNAL_ERRORS: Final = Metric(
     "poolwatch.internal.errors",
     Kind.COUNTER,
@@ -264,5 +359,16 @@ EVENT_LEAK: Final = "poolwatch.connection.leak"
 EVENT_RETURNED: Final = "poolwatch.connection.returned"
 EVENT_NEVER_RETURNED: Final = "poolwatch.connection.never_returned"
 EVENT_CONFLICT: Final = "poolwatch.session.conflict"
+EVENT_ORPHANED: Final = "poolwatch.connection.orphaned"
+
+#: Every event poolwatch emits, for the Loki panel and the docs.
+EVENTS: Final = (
+    EVENT_POOL_TIMEOUT,
+    EVENT_LEAK,
+    EVENT_RETURNED,
+    EVENT_NEVER_RETURNED,
+    EVENT_CONFLICT,
+    EVENT_ORPHANED,
+)
 
 INSTRUMENTATION_SCOPE: Final = "poolwatch"

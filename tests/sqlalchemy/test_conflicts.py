@@ -77,9 +77,12 @@ def test_the_event_is_also_a_span_event_on_the_active_span(
     owner = Session(engine)
     job = owner.get(Job, 1)
     tracer = telemetry.tracer_provider.get_tracer("test")
-    with tracer.start_as_current_span("request"), Session(engine) as other:
-        with pytest.raises(sa.exc.InvalidRequestError):
-            other.add(job)
+    with (
+        tracer.start_as_current_span("request"),
+        Session(engine) as other,
+        pytest.raises(sa.exc.InvalidRequestError),
+    ):
+        other.add(job)
     (request,) = telemetry.spans("request")
     assert [e.name for e in request.events] == [catalog.EVENT_CONFLICT]
     owner.close()
