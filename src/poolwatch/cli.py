@@ -1,4 +1,4 @@
-"""The ``poolwatch`` command: ``demo`` now; ``generate`` and ``deploy`` join it as they are built."""
+"""The ``poolwatch`` command: ``demo``, ``generate`` and ``deploy``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from poolwatch._version import __version__
+from poolwatch.monitoring.cli import add_commands as add_monitoring_commands
 
 
 def _demo(_args: argparse.Namespace) -> int:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a scripted pool incident on SQLite and show it")
     demo.set_defaults(run=_demo)
+    add_monitoring_commands(commands)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""The one monitoring config: selectors, thresholds, ``for`` durations, datasources, links.
+
+Defaults live here; a YAML or JSON file and ``--set key=value`` flags override them, in that
+order (``--set thresholds.pool_saturation.warning=0.7``). Every dashboard, rule and runbook is
+built from one :class:`MonitoringConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+HistogramMode = Literal["aggregated", "standard"]
+
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """When one alert fires: a warning and/or critical bound, each with its ``for`` duration."""
+
+    warning: float | None = None
+    critical: float | None = None
+    warning_for: str = "5m"
+    critical_for: str = "5m"
+
+
+def _default_thresholds() -> dict[str, Threshold]:
+    return {
+        "pool_saturation": Threshold(0.8, 0.95, "5m", "2m"),
+        "checkout_timeouts": Threshold(0.0, 0.5, "1m", "5m"),
+        "wait_time_p99": Threshold(0.25, 2.0, "10m", "5m"),
+        "pending_requests": Threshold(0.0, 5.0, "10m", "5m"),
+        "exhaustion_forecast": Threshold(1.0, None, "15m"),
+        "connections_leaked": Threshold(0.0, 5.0, "5m", "5m"),
+        "never_returned": Threshold(0.0, None, "1m"),
+        "session_conflicts": Threshold(0.0, None, "5m"),
+        "django_orphans": Threshold(0.0, 10.0, "10m", "5m"),
+        "postgres_connections": Threshold(0.8, 0.9, "5m", "5m"),
+        "idle_in_transaction": Threshold(300.0, 1800.0, "2m", "2m"),
+        "telemetry_missing": Threshold(0.0, None, "5m"),
+        "internal_errors": Threshold(0.0, None, "5m"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringConfig:
+    """Everything a user may want to change about the generated dashboards and alert rules."""
+
+    #: Extra label matchers on every application-side series, e.g. ``cluster="prod"``.
+    selector: str = ""
+    #: Matchers for the PostgreSQL monitor's series (collector/postgres.yaml names it).
+    postgres_selector: str = 'job="postgresql"'
+    #: ``aggregated`` (poolwatch's default export) or ``standard`` OpenTelemetry histograms.
+    histograms: HistogramMode = "aggregated"
+    #: Range of the rate()/increase() windows in alert rules (dashboards use $__rate_interval).
+    rate_window: str = "5m"
+    #: How much history the exhaustion forecast fits, and how far ahead it looks.
+    forecast_window: str = "1h"
+    forecast_horizon: str = "1h"
+    #: How long without pool metrics before telemetry counts as missing.
+    missing_window: str = "10m"
+    #: Where runbooks are published; each alert links to ``<base>/<alert key>.md``.
+    runbook_base_url: str = "https://example.com/poolwatch/alerts/runbooks"
+    #: Labels added to every alert rule (team, tier, ...).
+    alert_labels: Mapping[str, str] = field(default_factory=dict)
+    thresholds: Mapping[str, Threshold] = field(default_factory=_default_thresholds)
+    #: Evaluation interval of every rule group.
+    rule_interval: str = "1m"
+    #: Datasource uids that Grafana-managed alert rules query and dashboard variables default to.
+    prometheus_datasource_uid: str = "prometheus"
+    loki_datasource_uid: str = "loki"
+    tempo_datasource_uid: str = "tempo"
+    #: Grafana folder for dashboards and alert rules.
+    grafana_folder_uid: str = "poolwatch"
+    grafana_folder_title: str = "poolwatch"
+    #: A checkout slower than this shows in the Tempo "slow checkouts" panel.
+    slow_checkout: str = "100ms"
+
+    def threshold(self, key: str) -> Threshold:
+        """The threshold of alert ``key``; unknown keys are a programming error."""
+        return self.thresholds[key]
+
+
+class ConfigError(ValueError):
+    """A config file or ``--set`` override that cannot be applied, with the reason."""
+
+
+def load(path: Path | None = None, overrides: Sequence[str] = ()) -> MonitoringConfig:
+    """Defaults, then the YAML/JSON file at ``path``, then ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_file(path)
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {override!r}")
+        _assign(raw, key.strip().split("."), yaml.safe_load(value) if value else "")
+    return from_mapping(raw)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _assign(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a mapping")
+    target[path[-1]] = value
+
+
+def from_mapping(raw: Mapping[str, Any]) -> MonitoringConfig:
+    """Build a config from plain data (a parsed file), checking names, types and durations."""
+    known = {f.name: f for f in dataclasses.fields(MonitoringConfig)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown monitoring setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "thresholds":
+            values[name] = _thresholds(value)
+        elif name == "alert_labels":
+            values[name] = _labels(value)
+        else:
+            values[name] = _scalar(name, value)
+    config = MonitoringConfig(**values)
+    _check_durations(config)
+    return config
+
+
+def _scalar(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    if name == "histograms" and value not in get_args(HistogramMode):
+        raise ConfigError(f"histograms: expected one of {', '.join(get_args(HistogramMode))}")
+    return value
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError("alert_labels: expected a mapping of strings to strings")
+    return dict(value)
+
+
+def _thresholds(value: Any) -> dict[str, Threshold]:
+    defaults = _default_thresholds()
+    if not isinstance(value, Mapping):
+        raise ConfigError("thresholds: expected a mapping of alert keys")
+    merged = dict(defaults)
+    for key, changes in value.items():
+        if key not in defaults:
+            raise ConfigError(f"thresholds: unknown alert {key!r} (known: {', '.join(defaults)})")
+        if not isinstance(changes, Mapping):
+            raise ConfigError(f"thresholds.{key}: expected a mapping")
+        try:
+            merged[key] = dataclasses.replace(defaults[key], **_threshold_fields(key, changes))
+        except TypeError as exc:
+            raise ConfigError(f"thresholds.{key}: {exc}") from exc
+    return merged
+
+
+def _threshold_fields(key: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in {"warning", "critical"}:
+            if value is not None and not isinstance(value, int | float):
+                raise ConfigError(f"thresholds.{key}.{name}: expected a number or null")
+            fields[name] = None if value is None else float(value)
+        else:
+            fields[name] = value
+    return fields
+
+
+def _check_durations(config: MonitoringConfig) -> None:
+    durations = {
+        "rate_window": config.rate_window,
+        "forecast_window": config.forecast_window,
+        "forecast_horizon": config.forecast_horizon,
+        "missing_window": config.missing_window,
+        "rule_interval": config.rule_interval,
+        "slow_checkout": config.slow_checkout,
+    }
+    for key, threshold in config.thresholds.items():
+        durations[f"thresholds.{key}.warning_for"] = threshold.warning_for
+        durations[f"thresholds.{key}.critical_for"] = threshold.critical_for
+    for name, value in durations.items():
+        if not isinstance(value, str) or not _DURATION.match(value):
+            raise ConfigError(f"{name}: expected a Prometheus duration like 5m, got {value!r}")
+
+
+def seconds(duration: str) -> int:
+    """A Prometheus duration in whole seconds (``1h30m`` -> 5400)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    total = sum(
+        int(number) * units[unit] for number, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    )
+    return int(total)

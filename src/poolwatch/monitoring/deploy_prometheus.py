@@ -1,0 +1,206 @@
+"""``poolwatch deploy prometheus``: rule files into a rules directory (then reload), or a ruler.
+
+Rule files are checked (``promtool check rules`` when promtool is available) before anything is
+written, written to temporary files beside their targets and renamed into place; when a rename
+or the reload fails, every replaced file gets its previous content back. The Mimir/Cortex ruler
+path records each group it changes and restores them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote
+
+import yaml
+
+from poolwatch.monitoring import alerts, config
+from poolwatch.monitoring.generate import to_yaml
+from poolwatch.monitoring.transport import DeployError, Http, Transaction
+
+MIMIR_TOKEN_ENV = "MIMIR_TOKEN"
+MIMIR_TENANT_ENV = "MIMIR_TENANT"
+RULER_PATH = "/prometheus/config/v1/rules"
+
+
+def rule_files(settings: config.MonitoringConfig) -> dict[str, str]:
+    """One rule file per group: file name -> content."""
+    groups = alerts.prometheus_rule_groups(settings)["groups"]
+    return {f"{group['name']}.rules.yaml": to_yaml({"groups": [group]}) for group in groups}
+
+
+def run_prometheus(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Validate the rules, then write them to ``--rules-dir`` or push them to ``--ruler-url``."""
+    try:
+        settings = config.load(args.config, args.overrides)
+        files = rule_files(settings)
+        check_rules(files, args.promtool)
+        if args.rules_dir is not None:
+            _to_directory(args, files, out, err)
+        else:
+            _to_ruler(args, files, out, err)
+    except (config.ConfigError, DeployError) as exc:
+        print(f"poolwatch deploy prometheus: {exc}", file=err)
+        return 1
+    return 0
+
+
+def check_rules(files: dict[str, str], promtool: str | None) -> None:
+    """Every file parses as YAML with groups; and passes ``promtool check rules`` if available."""
+    for name, text in files.items():
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict) or not data.get("groups"):
+            raise DeployError(f"{name}: no rule groups")
+    tool = promtool or shutil.which("promtool")
+    if tool is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="poolwatch-rules-") as tmp:
+        paths = []
+        for name, text in files.items():
+            path = Path(tmp, name)
+            path.write_text(text, encoding="utf-8")
+            paths.append(str(path))
+        result = subprocess.run(
+            [tool, "check", "rules", *paths], capture_output=True, text=True, check=False
+        )
+    if result.returncode != 0:
+        raise DeployError(f"promtool rejected the rules: {(result.stdout + result.stderr).strip()}")
+
+
+# --- rules directory ---------------------------------------------------------------------------------
+
+
+def _to_directory(
+    args: argparse.Namespace, files: dict[str, str], out: TextIO, err: TextIO
+) -> None:
+    directory: Path = args.rules_dir
+    if not directory.is_dir():
+        raise DeployError(f"rules directory {directory} does not exist")
+    changed = {
+        directory / name: text for name, text in files.items() if _read(directory / name) != text
+    }
+    for name in files:
+        action = "unchanged" if directory / name not in changed else (
+            "update" if (directory / name).exists() else "create")  # fmt: skip
+        prefix = "would " if args.dry_run and action != "unchanged" else ""
+        print(f"{prefix}{action}: {directory / name}", file=out)
+    if args.dry_run or not changed:
+        return
+    previous = replace_files(changed)
+    if args.reload_url:
+        _reload(args, previous, err)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def replace_files(files: dict[Path, str]) -> dict[Path, str | None]:
+    """Write every file atomically (temp file + rename); all or none. Returns previous contents."""
+    previous = {path: _read(path) for path in files}
+    temps: dict[Path, Path] = {}
+    try:
+        for path, text in files.items():
+            temps[path] = _write_temp(path, text)
+        for path, temp in temps.items():
+            os.replace(temp, path)
+            del temps[path]
+    except OSError as exc:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+        restore_files(previous)
+        raise DeployError(f"writing rule files failed, previous files restored: {exc}") from None
+    return previous
+
+
+def _write_temp(path: Path, text: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(name)
+
+
+def restore_files(previous: dict[Path, str | None]) -> None:
+    """Put back what :func:`replace_files` replaced (and remove files it created)."""
+    for path, text in previous.items():
+        if text is None:
+            path.unlink(missing_ok=True)
+        elif _read(path) != text:
+            os.replace(_write_temp(path, text), path)
+
+
+def _reload(args: argparse.Namespace, previous: dict[Path, str | None], err: TextIO) -> None:
+    http = Http(args.reload_url, None, args.timeout)
+    try:
+        http.call("POST", "")
+    except DeployError as exc:
+        restore_files(previous)
+        print("restored the previous rule files", file=err)
+        try:
+            http.call("POST", "")
+        except DeployError:
+            print("reloading the previous rules failed too", file=err)
+        raise DeployError(f"reload failed: {exc}") from None
+    finally:
+        http.close()
+
+
+# --- Mimir / Cortex ruler -----------------------------------------------------------------------------
+
+
+def _to_ruler(args: argparse.Namespace, files: dict[str, str], out: TextIO, err: TextIO) -> None:
+    tenant = os.environ.get(MIMIR_TENANT_ENV)
+    headers = {"X-Scope-OrgID": tenant} if tenant else {}
+    http = Http(args.ruler_url, os.environ.get(MIMIR_TOKEN_ENV), args.timeout, headers)
+    namespace = quote(args.namespace, safe="")
+    try:
+        plan = [_ruler_step(http, namespace, text) for text in files.values()]
+        for name, action, _group, _previous in plan:
+            prefix = "would " if args.dry_run and action != "unchanged" else ""
+            print(f"{prefix}{action}: rule group {args.namespace}/{name}", file=out)
+        if not args.dry_run:
+            _apply_ruler(http, namespace, plan, Transaction(), err)
+    finally:
+        http.close()
+
+
+def _ruler_step(http: Http, namespace: str, text: str) -> tuple[str, str, dict[str, Any], Any]:
+    group = yaml.safe_load(text)["groups"][0]
+    response = http.call("GET", f"{RULER_PATH}/{namespace}/{quote(group['name'], safe='')}")
+    previous = yaml.safe_load(response.text) if response is not None else None
+    action = "create" if previous is None else ("unchanged" if previous == group else "update")
+    return group["name"], action, group, previous
+
+
+def _apply_ruler(
+    http: Http, namespace: str, plan: list[tuple[str, str, dict[str, Any], Any]],
+    done: Transaction, err: TextIO,
+) -> None:  # fmt: skip
+    def post(group: dict[str, Any]) -> object:
+        body = yaml.safe_dump(group, sort_keys=False)
+        headers = {"Content-Type": "application/yaml"}
+        return http.call("POST", f"{RULER_PATH}/{namespace}", content=body, headers=headers)
+
+    def delete(name: str) -> object:
+        return http.call("DELETE", f"{RULER_PATH}/{namespace}/{quote(name, safe='')}")
+
+    for name, action, group, previous in plan:
+        if action == "unchanged":
+            continue
+        try:
+            post(group)
+        except DeployError:
+            done.rollback(err)
+            raise
+        undo = (lambda n=name: delete(n)) if previous is None else (lambda p=previous: post(p))
+        done.record(f"rule group {name}", undo)

@@ -1,0 +1,416 @@
+"""Dashboard panels, one small function per panel, built with grafana-foundation-sdk.
+
+Every query comes from :mod:`poolwatch.monitoring.promql`; panels only choose titles, units,
+legends and thresholds. Datasources are the dashboards' variables (``${prometheus}`` ...).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.builders import heatmap, logs, loki, prometheus, stat, table, tempo
+from grafana_foundation_sdk.builders import timeseries as ts
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import prometheus as prom_models
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
+
+from poolwatch import catalog
+from poolwatch.monitoring import promql
+from poolwatch.monitoring.config import MonitoringConfig
+from poolwatch.monitoring.names import INSTANCE_LABEL, SERVICE_LABEL
+from poolwatch.monitoring.promql import Scope
+
+PROMETHEUS: Final = DataSourceRef(type_val="prometheus", uid="${prometheus}")
+LOKI: Final = DataSourceRef(type_val="loki", uid="${loki}")
+TEMPO: Final = DataSourceRef(type_val="tempo", uid="${tempo}")
+POOL_LEGEND: Final = "{{" + SERVICE_LABEL + "}} {{" + promql.POOL + "}}"
+ALIAS_LEGEND: Final = "{{" + SERVICE_LABEL + "}} {{" + promql.DJANGO_ALIAS + "}}"
+SERVER_LEGEND: Final = "{{" + INSTANCE_LABEL + "}}"
+
+
+def _query(
+    expr: str, legend: str, ref: str = "A", *, exemplar: bool = False
+) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).range()
+    return query.exemplar(True) if exemplar else query
+
+
+def _timeseries(title: str, description: str, unit: str) -> ts.Panel:
+    return (
+        ts.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .unit(unit)
+        .min(0)
+        .fill_opacity(10)
+        .height(8)
+        .span(12)
+    )
+
+
+def _thresholds(warning: float | None, critical: float | None) -> gd.ThresholdsConfig:
+    steps = [Threshold(value=None, color="green")]
+    if warning is not None:
+        steps.append(Threshold(value=warning, color="orange"))
+    if critical is not None:
+        steps.append(Threshold(value=critical, color="red"))
+    return gd.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+def _threshold_lines() -> common_builders.GraphThresholdsStyleConfig:
+    return common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE)
+
+
+def saturation_now(scope: Scope, config: MonitoringConfig) -> stat.Panel:
+    """Used / max of the fullest process of each pool, now."""
+    bounds = config.threshold("pool_saturation")
+    return (
+        stat.Panel()
+        .title("Saturation now")
+        .description("Used / max connections of the fullest process of each pool.")
+        .datasource(PROMETHEUS)
+        .with_target(_query(promql.saturation(scope), POOL_LEGEND).instant())
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .thresholds(_thresholds(bounds.warning, bounds.critical))
+        .height(8)
+        .span(6)
+    )
+
+
+def saturation_over_time(scope: Scope, config: MonitoringConfig) -> ts.Panel:
+    """Saturation per pool over time, with the alert thresholds drawn in."""
+    bounds = config.threshold("pool_saturation")
+    return (
+        _timeseries(
+            "Saturation (used / max)",
+            "Fullest process of each pool. At 100% callers queue and then time out.",
+            "percentunit",
+        )
+        .with_target(_query(promql.saturation(scope), POOL_LEGEND))
+        .max(1)
+        .thresholds(_thresholds(bounds.warning, bounds.critical))
+        .thresholds_style(_threshold_lines())
+        .span(9)
+    )
+
+
+def connections(scope: Scope) -> ts.Panel:
+    """Used, idle and max connections per pool."""
+    return (
+        _timeseries("Connections: used, idle, max", "Summed over the pool's processes.", "short")
+        .with_target(_query(promql.used(scope), "used " + POOL_LEGEND, "A"))
+        .with_target(_query(promql.idle(scope), "idle " + POOL_LEGEND, "B"))
+        .with_target(_query(promql.maximum(scope), "max " + POOL_LEGEND, "C"))
+        .span(9)
+    )
+
+
+def wait_quantiles(scope: Scope) -> ts.Panel:
+    """Checkout wait p50/p95/p99; exemplars link to the checkout-wait traces in Tempo."""
+    panel = _timeseries(
+        "Checkout wait p50 / p95 / p99",
+        "Time callers waited for a connection. Exemplars (standard histograms) open the trace.",
+        "s",
+    ).span(8)
+    for ref, q in (("A", 0.5), ("B", 0.95), ("C", 0.99)):
+        legend = f"p{round(q * 100)} {POOL_LEGEND}"
+        panel = panel.with_target(
+            _query(promql.quantile(scope, promql.WAIT, q), legend, ref, exemplar=True)
+        )
+    return panel
+
+
+def wait_heatmap(scope: Scope) -> heatmap.Panel:
+    """Distribution of checkout waits over time."""
+    query = _query(promql.heatmap(scope, promql.WAIT), "{{le}}", exemplar=True).format(
+        prom_models.PromQueryFormat.HEATMAP
+    )
+    return (
+        heatmap.Panel()
+        .title("Checkout wait distribution")
+        .description("Checkouts per wait-time bucket (all selected pools).")
+        .datasource(PROMETHEUS)
+        .with_target(query)
+        .calculate(False)
+        .unit("s")
+        .height(8)
+        .span(8)
+    )
+
+
+def pending_requests(scope: Scope) -> ts.Panel:
+    """Callers waiting for a connection."""
+    return (
+        _timeseries("Pending requests", "Callers waiting for a connection right now.", "short")
+        .with_target(_query(promql.pending(scope), POOL_LEGEND))
+        .span(8)
+    )
+
+
+def timeouts(scope: Scope) -> ts.Panel:
+    """Checkouts that gave up waiting, per second."""
+    return (
+        _timeseries(
+            "Checkout timeouts", "Checkouts that waited the full pool timeout and failed.", "reqps"
+        )
+        .with_target(_query(promql.timeouts_rate(scope), POOL_LEGEND))
+        .span(8)
+    )
+
+
+def checkouts(scope: Scope) -> ts.Panel:
+    """Checkout rate and the mean wait."""
+    return (
+        _timeseries("Checkouts per second", "Successful and failed checkouts.", "reqps")
+        .with_target(_query(promql.checkout_rate(scope), POOL_LEGEND))
+        .span(8)
+    )
+
+
+def exhaustion_forecast(scope: Scope, config: MonitoringConfig) -> ts.Panel:
+    """Saturation extrapolated from its recent trend."""
+    return (
+        _timeseries(
+            f"Saturation forecast ({config.forecast_horizon} ahead)",
+            f"Linear trend of the last {config.forecast_window}; above 100% the pool runs dry.",
+            "percentunit",
+        )
+        .with_target(_query(promql.exhaustion_forecast(scope), POOL_LEGEND))
+        .thresholds(_thresholds(None, 1.0))
+        .thresholds_style(_threshold_lines())
+        .span(8)
+    )
+
+
+def create_time(scope: Scope) -> ts.Panel:
+    """How long opening a new connection takes."""
+    return (
+        _timeseries("Connection create time", "Opening a new server connection.", "s")
+        .with_target(_query(promql.quantile(scope, promql.CREATE, 0.5), "p50 " + POOL_LEGEND, "A"))
+        .with_target(_query(promql.quantile(scope, promql.CREATE, 0.99), "p99 " + POOL_LEGEND, "B"))
+    )
+
+
+def use_time(scope: Scope) -> ts.Panel:
+    """How long connections are held between checkout and checkin."""
+    return (
+        _timeseries("Connection use (hold) time", "From checkout to checkin.", "s")
+        .with_target(_query(promql.quantile(scope, promql.USE, 0.5), "p50 " + POOL_LEGEND, "A"))
+        .with_target(_query(promql.quantile(scope, promql.USE, 0.99), "p99 " + POOL_LEGEND, "B"))
+        .with_target(_query(promql.mean(scope, promql.USE), "mean " + POOL_LEGEND, "C"))
+    )
+
+
+def leaked_connections(scope: Scope) -> ts.Panel:
+    """Connections held past the leak threshold."""
+    return (
+        _timeseries(
+            "Leaked connections", "Held longer than the leak threshold, right now.", "short"
+        )
+        .with_target(_query(promql.leaked(scope), POOL_LEGEND))
+        .span(8)
+    )
+
+
+def never_returned(scope: Scope) -> ts.Panel:
+    """Connections garbage-collected while checked out."""
+    return (
+        _timeseries(
+            "Never-returned connections",
+            "Garbage-collected while still checked out, per rate window.",
+            "short",
+        )
+        .with_target(_query(promql.never_returned(scope), POOL_LEGEND))
+        .span(8)
+    )
+
+
+def conflicts(scope: Scope) -> ts.Panel:
+    """Session conflicts by kind."""
+    legend = "{{" + SERVICE_LABEL + "}} {{" + promql.CONFLICT_KIND + "}}"
+    return (
+        _timeseries(
+            "Session conflicts by kind",
+            "Already-attached objects, concurrent use, deadlocks, serialization failures.",
+            "reqps",
+        )
+        .with_target(_query(promql.conflicts_by_kind(scope), legend))
+        .span(8)
+    )
+
+
+def events(event_names: tuple[str, ...], title: str) -> logs.Panel:
+    """poolwatch's events from Loki (the gateway copies the event name into ``event_name``)."""
+    pattern = "|".join(name.replace(".", "\\.") for name in event_names)
+    expr = '{service_name=~"$service"} | event_name=~`' + pattern + "`"
+    return (
+        logs.Panel()
+        .title(title)
+        .description("Log records with an event name, with code locations and holders.")
+        .datasource(LOKI)
+        .with_target(loki.Dataquery().expr(expr).ref_id("A"))
+        .show_time(True)
+        .enable_log_details(True)
+        .sort_order(common.LogsSortOrder.DESCENDING)
+        .wrap_log_message(True)
+        .height(10)
+        .span(24)
+    )
+
+
+def slow_checkouts(config: MonitoringConfig) -> table.Panel:
+    """Checkout spans slower than ``slow_checkout``, from Tempo."""
+    traceql = (
+        '{ resource.service.name =~ "$service" && name = "'
+        + catalog.SPAN_CHECKOUT
+        + f'" && duration > {config.slow_checkout} }}'
+    )
+    return (
+        table.Panel()
+        .title(f"Slow checkouts (> {config.slow_checkout})")
+        .description("Checkout spans from Tempo; open one to see who held the pool.")
+        .datasource(TEMPO)
+        .with_target(tempo.TempoQuery().query(traceql).query_type("traceql").limit(20).ref_id("A"))
+        .height(8)
+        .span(24)
+    )
+
+
+def django_by_state(scope: Scope) -> ts.Panel:
+    """Open Django connections by alias and state."""
+    legend = ALIAS_LEGEND + " {{" + promql.DJANGO_STATE + "}}"
+    return _timeseries(
+        "Connections by state", "In a request, idle, in a transaction, orphaned.", "short"
+    ).with_target(_query(promql.django_connections(scope), legend))
+
+
+def django_orphaned(scope: Scope) -> ts.Panel:
+    """Orphaned connections now and found per window."""
+    return (
+        _timeseries(
+            "Orphaned connections",
+            "Outlived their request or thread (request_finished never fired).",
+            "short",
+        )
+        .with_target(_query(promql.django_orphaned(scope), "orphaned " + ALIAS_LEGEND, "A"))
+        .with_target(_query(promql.django_orphans_found(scope), "found " + ALIAS_LEGEND, "B"))
+    )
+
+
+def django_closed(scope: Scope) -> ts.Panel:
+    """Why connections were closed."""
+    legend = ALIAS_LEGEND + " {{" + promql.CLOSE_REASON + "}}"
+    return _timeseries(
+        "Closed by reason", "request_end, conn_max_age, health_check, error...", "ops"
+    ).with_target(_query(promql.django_closed_by_reason(scope), legend))
+
+
+def django_opened(scope: Scope) -> ts.Panel:
+    """Connections opened per second."""
+    return _timeseries(
+        "Opened per second", "With CONN_MAX_AGE=0, one per request.", "ops"
+    ).with_target(_query(promql.django_opened(scope), ALIAS_LEGEND))
+
+
+def django_ages(scope: Scope) -> ts.Panel:
+    """Oldest connection and longest idle connection."""
+    return (
+        _timeseries("Oldest and longest-idle connection", "Per alias, across threads.", "s")
+        .with_target(_query(promql.django_oldest(scope), "oldest " + ALIAS_LEGEND, "A"))
+        .with_target(_query(promql.django_longest_idle(scope), "idle " + ALIAS_LEGEND, "B"))
+        .span(24)
+    )
+
+
+def pg_free_slots(scope: Scope) -> stat.Panel:
+    """Connection slots still free for ordinary users."""
+    return (
+        stat.Panel()
+        .title("Free connection slots")
+        .description("max_connections less reserved slots less connections in use.")
+        .datasource(PROMETHEUS)
+        .with_target(_query(promql.pg_headroom(scope), SERVER_LEGEND).instant())
+        .unit("short")
+        .thresholds(
+            gd.ThresholdsConfig()
+            .mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value=None, color="red"), Threshold(value=10, color="green")])
+        )
+        .height(8)
+        .span(6)
+    )
+
+
+def pg_usage(scope: Scope, config: MonitoringConfig) -> stat.Panel:
+    """Share of the usable slots in use."""
+    bounds = config.threshold("postgres_connections")
+    return (
+        stat.Panel()
+        .title("Slots in use")
+        .description("Connections / (max_connections - reserved).")
+        .datasource(PROMETHEUS)
+        .with_target(_query(promql.pg_usage(scope), SERVER_LEGEND).instant())
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .thresholds(_thresholds(bounds.warning, bounds.critical))
+        .height(8)
+        .span(6)
+    )
+
+
+def pg_by_state(scope: Scope) -> ts.Panel:
+    """Server connections by state."""
+    legend = SERVER_LEGEND + " {{" + promql.PG_STATE + "}}"
+    return _timeseries(
+        "Connections by state", "From pg_stat_activity (client backends).", "short"
+    ).with_target(_query(promql.pg_connections_by_state(scope), legend))
+
+
+def pg_by_application(scope: Scope) -> ts.Panel:
+    """Server connections by application_name."""
+    legend = SERVER_LEGEND + " {{" + promql.PG_APPLICATION + "}}"
+    return _timeseries(
+        "Connections by application_name",
+        "Set application_name per service to see who holds the slots.",
+        "short",
+    ).with_target(_query(promql.pg_connections_by_application(scope), legend))
+
+
+def pg_headroom(scope: Scope) -> ts.Panel:
+    """Free slots over time."""
+    return (
+        _timeseries("Headroom to max_connections", "Free slots for ordinary users.", "short")
+        .with_target(_query(promql.pg_headroom(scope), SERVER_LEGEND))
+        .span(12)
+    )
+
+
+def pg_oldest_idle(scope: Scope) -> ts.Panel:
+    """Age of the longest-idle connection per application."""
+    legend = SERVER_LEGEND + " {{" + promql.PG_APPLICATION + "}} {{" + promql.PG_DATABASE + "}}"
+    return (
+        _timeseries(
+            "Oldest idle connection", "Days-old idle sessions are usually leaked ones.", "s"
+        )
+        .with_target(_query(promql.pg_oldest_idle(scope), legend))
+        .span(12)
+    )
+
+
+def pg_idle_in_transaction(scope: Scope, config: MonitoringConfig) -> ts.Panel:
+    """Age of the oldest idle-in-transaction session per application."""
+    bounds = config.threshold("idle_in_transaction")
+    legend = SERVER_LEGEND + " {{" + promql.PG_APPLICATION + "}} {{" + promql.PG_DATABASE + "}}"
+    return (
+        _timeseries("Oldest idle-in-transaction session", "Holds locks and the xmin horizon.", "s")
+        .with_target(_query(promql.pg_idle_in_transaction_age(scope), legend))
+        .thresholds(_thresholds(bounds.warning, bounds.critical))
+        .thresholds_style(_threshold_lines())
+        .span(12)
+    )

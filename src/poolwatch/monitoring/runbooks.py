@@ -1,0 +1,192 @@
+"""Runbooks: what each alert means, what to check and how to fix it, one markdown page each.
+
+The header (expression, thresholds, ``for``) is generated from the alert rules so it cannot
+drift; the advice below it is written here, per alert key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from poolwatch.monitoring.alerts import Rule, definitions, rules
+from poolwatch.monitoring.config import MonitoringConfig
+
+SIZING: Final = """\
+**Size pools against the server, across every process.** Each process has its own pool, so the
+server sees `processes x hosts x (pool_size + max_overflow)` connections at peak. That sum, plus
+the PostgreSQL monitor, migrations and admin sessions, must stay below `max_connections` less
+the reserved slots (the *PostgreSQL server* dashboard shows the headroom). Raising a pool's size
+only moves the queue to the server; when the sum does not fit, put PgBouncer (transaction
+pooling) between the processes and PostgreSQL and keep each pool small."""
+
+SCOPING: Final = """\
+**Scope sessions to one unit of work.** A session (and its connection) should live for one
+request or one task: `with Session() as session, session.begin(): ...`. Do not hold a session
+open across slow I/O (HTTP calls, queue waits) or while fanning out to child tasks that each need
+their own connection: with `pool_size` 5 and 10 children holding connections, the parent's next
+query waits the full `pool_timeout`. Release the outer session before the fan-out, or give the
+children a separate, bounded pool."""
+
+CONN_MAX_AGE: Final = """\
+**Django: set `CONN_MAX_AGE` deliberately.** `0` opens and closes a connection per request and
+relies on `request_finished` to close it; if a response fails mid-send that signal never fires
+and the connection stays open. A positive value (for example 60) reuses connections and closes
+them when they are older; with `CONN_HEALTH_CHECKS = True` a broken one is replaced. Under ASGI
+every request may run in a new thread: prefer Django 5.1+'s connection pool
+(`OPTIONS: {"pool": True}`) or PgBouncer."""
+
+IDLE_TIMEOUT: Final = """\
+**Let PostgreSQL end abandoned sessions.** `idle_in_transaction_session_timeout` (for example
+`'5min'`) terminates sessions left idle inside a transaction, and `idle_session_timeout`
+(PostgreSQL 14+) idle ones; set them per role (`ALTER ROLE app SET ...`) rather than globally,
+so migrations and admin sessions are not cut off."""
+
+_ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
+    "pool_saturation": (
+        "Most of the pool's connections are checked out. When none is left, callers wait up to "
+        "the pool timeout and then fail.",
+        "On the *Connection pools* dashboard compare *Connections: used, idle, max* with "
+        "*Checkouts per second* and *Connection use (hold) time*: more traffic, or connections "
+        "held longer? Long hold times with few checkouts point at code holding a session across "
+        "slow work; the *poolwatch events* panel and the slow-checkout traces name the code.",
+        (SCOPING, SIZING),
+    ),
+    "checkout_timeouts": (
+        "Callers waited the full pool timeout without getting a connection and raised "
+        "(SQLAlchemy: `QueuePool limit of size N overflow M reached`).",
+        "Open a `poolwatch.pool.timeout` event: `poolwatch.pool.holders` lists who held the "
+        "pool's connections, most common borrow site first. Check whether session conflicts "
+        "follow the timeouts (error handlers that reuse objects of another session).",
+        (SCOPING, SIZING),
+    ),
+    "wait_time_p99": (
+        "Getting a connection takes long even when it succeeds: the pool is at its limit at peaks.",
+        "Look at the wait heatmap for a second band near the pool timeout, and at pending "
+        "requests. If connection create time is high, new connections are slow to open (TLS, "
+        "DNS, an overloaded server) and a larger idle minimum helps.",
+        (SCOPING, SIZING),
+    ),
+    "pending_requests": (
+        "Callers have been queueing for connections for the whole alert period.",
+        "A permanent queue means demand exceeds the pool. Check use time (held longer than "
+        "before?) and leaked connections (held and forgotten?).",
+        (SCOPING, SIZING),
+    ),
+    "exhaustion_forecast": (
+        "Saturation has been rising steadily and, at that rate, reaches 100% within the "
+        "forecast horizon.",
+        "A slow climb with flat traffic is the signature of a leak: check *Leaked connections* "
+        "and the PostgreSQL dashboard's oldest idle connection. A climb with traffic is growth: "
+        "plan capacity before it pages.",
+        (SCOPING, SIZING),
+    ),
+    "connections_leaked": (
+        "Connections have been checked out longer than the leak threshold and are still held.",
+        "Each leak emits a `poolwatch.connection.leak` event with the borrow site (file, line, "
+        "function), the thread or task, and how long it has been held; when it is finally "
+        "returned a `poolwatch.connection.returned` event says for how long.",
+        (SCOPING, IDLE_TIMEOUT),
+    ),
+    "never_returned": (
+        "Connections were garbage-collected while still checked out: code opened them and lost "
+        "the reference without closing them.",
+        "The `poolwatch.connection.never_returned` events name the borrow site. Look for "
+        "sessions or connections created outside `with` blocks, and for exceptions that skip a "
+        "`close()`.",
+        (SCOPING,),
+    ),
+    "session_conflicts": (
+        "The application raises session or transaction conflicts (object already attached to "
+        "another session, concurrent use of a session, deadlocks, serialization failures).",
+        "Open a `poolwatch.session.conflict` event: `poolwatch.conflict.cause` is `pool_timeout` "
+        "when the same thread or task timed out waiting for a connection just before, which "
+        "makes the conflict a symptom of pool exhaustion; fix that first.",
+        (SCOPING,),
+    ),
+    "django_orphans": (
+        "Django connections outlived the request or thread that opened them.",
+        "Check the `poolwatch.connection.orphaned` events for the view and route. A response "
+        "that fails while being sent (a body shorter than its Content-Length) skips "
+        "`request_finished`, so Django never closes the connection; on PostgreSQL it then sits "
+        "`idle` in `pg_stat_activity` until `max_connections` is reached.",
+        (CONN_MAX_AGE, IDLE_TIMEOUT),
+    ),
+    "postgres_connections": (
+        "PostgreSQL is close to `max_connections` (less the reserved slots); new connections "
+        "will fail with `too many clients already`.",
+        "On the *PostgreSQL server* dashboard, *Connections by application_name* shows who holds "
+        "the slots and *Connections by state* whether they are working (`active`) or parked "
+        "(`idle`, `idle in transaction`). Many old `idle` sessions of one application are "
+        "leaked or orphaned connections, not load.",
+        (SIZING, IDLE_TIMEOUT, CONN_MAX_AGE),
+    ),
+    "idle_in_transaction": (
+        "A session opened a transaction and stopped sending queries. It keeps its locks and "
+        "holds back vacuum until it ends.",
+        "Find it: `SELECT pid, application_name, state_change, query FROM pg_stat_activity "
+        "WHERE state LIKE 'idle in transaction%' ORDER BY state_change;` The last query shows "
+        "where the code stopped. End it with `SELECT pg_terminate_backend(pid);` if needed.",
+        (IDLE_TIMEOUT, SCOPING),
+    ),
+    "telemetry_missing": (
+        "No pool metrics have arrived: every other poolwatch alert is blind.",
+        "Check that the service runs and is instrumented (`poolwatch.instrument_*` or the "
+        "`opentelemetry-instrument` launcher), that it exports OTLP to the agent, and the "
+        "collector's own metrics (`otelcol_exporter_send_failed_metric_points`, "
+        "`otelcol_receiver_refused_metric_points`).",
+        (),
+    ),
+    "internal_errors": (
+        "poolwatch caught errors in its own hooks. The application is unaffected, but some "
+        "metrics or events may be missing.",
+        "The application log has one warning per hook and error type, from the `poolwatch` "
+        "logger. Report it with the library versions in use.",
+        (),
+    ),
+}
+
+
+def runbooks(config: MonitoringConfig) -> dict[str, str]:
+    """File name -> markdown, one page per alert definition."""
+    by_key: dict[str, list[Rule]] = {}
+    for rule in rules(config):
+        by_key.setdefault(rule.definition.key, []).append(rule)
+    pages = {}
+    for definition in definitions(config):
+        pages[f"{definition.name}.md"] = _page(definition.key, by_key[definition.key])
+    return pages
+
+
+def _plain(template: str) -> str:
+    """A rule template as prose: ``{{ $labels.job }}`` -> ``<job>``, conditionals dropped."""
+    text = re.sub(r"\{\{ if .*?\{\{ end \}\}", "", template)
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", r"<\1>", text)
+
+
+def _page(key: str, key_rules: list[Rule]) -> str:
+    meaning, check, fixes = _ADVICE[key]
+    definition = key_rules[0].definition
+    lines = [
+        f"# {definition.name}",
+        "",
+        "<!-- generated by `poolwatch generate`; edit src/poolwatch/monitoring/runbooks.py -->",
+        "",
+        _plain(definition.summary),
+        "",
+        "| severity | fires when | for |",
+        "| --- | --- | --- |",
+        *(f"| {r.severity} | `{r.expr}` | {r.duration} |" for r in key_rules),
+        "",
+        "## What it means",
+        "",
+        meaning,
+        "",
+        "## What to check",
+        "",
+        check,
+        "",
+    ]
+    if fixes:
+        lines += ["## How to fix it", "", *(part for fix in fixes for part in (fix, ""))]
+    return "\n".join(lines)
