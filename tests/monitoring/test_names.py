@@ -1,0 +1,187 @@
+"""OpenTelemetry to Prometheus name translation, checked against what the real collector produced.
+
+``fixtures/collector_prometheus_names.json`` holds the series and label names scraped from the
+poolwatch collector build (collector/gateway-scrape.yaml's prometheus exporter) after feeding
+it every catalog metric as OTLP JSON. The slow test regenerates it with the real binary and
+compares; ``POOLWATCH_UPDATE_FIXTURES=1`` rewrites the file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from poolwatch import catalog
+from poolwatch.monitoring import names
+from tests.monitoring.conftest import REPO, free_port, wait_until
+
+FIXTURE = Path(__file__).parent / "fixtures" / "collector_prometheus_names.json"
+POOL_NAME = "postgresql://app@db:5432/shop"
+
+
+def _fixture() -> dict[str, list[str]]:
+    data: dict[str, list[str]] = json.loads(FIXTURE.read_text())["series"]
+    return data
+
+
+def test_translation_matches_every_series_the_collector_produced() -> None:
+    """Every series the collector made from the catalog is predicted by prometheus_series()."""
+    scraped = set(_fixture()) - {"target_info"}
+    assert names.exported_series() == scraped
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [
+        (catalog.CONNECTION_COUNT, "db_client_connection_count"),
+        (catalog.CONNECTION_TIMEOUTS, "db_client_connection_timeouts_total"),
+        (catalog.WAIT_TIME_BUCKET, "poolwatch_connection_wait_time_bucket_total"),
+        (catalog.WAIT_TIME_SUM, "poolwatch_connection_wait_time_sum_seconds_total"),
+        (catalog.CONNECTION_WAIT_TIME, "db_client_connection_wait_time_seconds"),
+        (catalog.PG_OLDEST_IDLE, "poolwatch_postgresql_oldest_idle_seconds"),
+        (catalog.DJANGO_CONNECTION_AGE, "poolwatch_django_connection_max_age_seconds"),
+    ],
+)
+def test_metric_names_translate_like_the_collector(metric: catalog.Metric, expected: str) -> None:
+    """Units in braces vanish, seconds are appended once, counters end in _total."""
+    assert names.prometheus_name(metric) == expected
+
+
+def test_attributes_and_resource_become_these_labels() -> None:
+    """The pool attribute becomes a label, service.name becomes job and the id instance."""
+    labels = set(_fixture()["db_client_connection_count"])
+    assert names.prometheus_label(catalog.POOL_NAME) == "db_client_connection_pool_name"
+    assert {"db_client_connection_pool_name", names.SERVICE_LABEL, names.INSTANCE_LABEL} <= labels
+    assert "le" in _fixture()["poolwatch_connection_wait_time_bucket_total"]
+
+
+def test_units_outside_the_catalog_translate_like_otlptranslator() -> None:
+    """Per-units, ratios and a total already in the name follow the translator's rules."""
+    rate = catalog.Metric("x.bytes", catalog.Kind.COUNTER, "By/s", "")
+    ratio = catalog.Metric("x.ratio", catalog.Kind.UP_DOWN_COUNTER, "1", "")
+    total = catalog.Metric("x.total.calls", catalog.Kind.COUNTER, "{call}", "")
+    assert names.prometheus_name(rate) == "x_bytes_per_second_total"
+    assert names.prometheus_name(ratio) == "x_ratio"
+    assert names.prometheus_name(total) == "x_calls_total"
+
+
+# --- regeneration with the real collector ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def otelcol() -> Path:
+    """The poolwatch-otelcol binary from collector/build.sh (cached per machine)."""
+    if not (shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")):
+        if os.environ.get("CI"):
+            pytest.fail("no Go toolchain to build the collector with", pytrace=False)
+        pytest.skip("no Go toolchain to build the collector with")
+    result = subprocess.run(["bash", str(REPO / "collector" / "build.sh")], capture_output=True,
+                            text=True, check=False, timeout=45 * 60)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _otlp_document() -> dict[str, Any]:
+    """Every catalog metric as one OTLP/JSON data point of its kind."""
+    now = time.time_ns()
+
+    def attributes(values: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"key": k, "value": {"stringValue": v}} for k, v in values.items()]
+
+    metrics = []
+    for metric in names.all_metrics():
+        point: dict[str, Any] = {
+            "attributes": attributes({catalog.POOL_NAME: POOL_NAME, catalog.LE: "+Inf"}
+                                     if metric.name.endswith(".bucket")
+                                     else {catalog.POOL_NAME: POOL_NAME}),  # fmt: skip
+            "startTimeUnixNano": str(now - 60_000_000_000),
+            "timeUnixNano": str(now),
+        }
+        entry: dict[str, Any] = {"name": metric.name, "unit": metric.unit,
+                                 "description": metric.description}  # fmt: skip
+        if metric.kind is catalog.Kind.HISTOGRAM:
+            point |= {"count": "2", "sum": 0.5, "bucketCounts": ["1", "1"], "explicitBounds": [0.1]}
+            entry["histogram"] = {"aggregationTemporality": 2, "dataPoints": [point]}
+        else:
+            entry["sum"] = {"aggregationTemporality": 2, "dataPoints": [point | {"asDouble": 1.0}],
+                            "isMonotonic": metric.kind is catalog.Kind.COUNTER}  # fmt: skip
+        metrics.append(entry)
+    resource = attributes({"service.name": "shop", "service.instance.id": "web-1"})
+    return {"resourceMetrics": [{"resource": {"attributes": resource}, "scopeMetrics": [
+        {"scope": {"name": catalog.INSTRUMENTATION_SCOPE}, "metrics": metrics}]}]}  # fmt: skip
+
+
+def _parse_exposition(text: str) -> dict[str, list[str]]:
+    series: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition("{")
+        labels = {part.split("=", 1)[0] for part in _split_labels(rest.rsplit("}", 1)[0])}
+        series.setdefault(name.split(" ")[0], set()).update(labels)
+    return {name: sorted(labels) for name, labels in sorted(series.items())}
+
+
+def _split_labels(text: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for char in text:
+        if char == '"' and not current.endswith("\\"):
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p for p in [*parts, current] if p]
+
+
+@pytest.mark.slow
+def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
+    otelcol: Path, start_process: Any, tmp_path: Path
+) -> None:
+    """Feeding the catalog through the real collector gives exactly the checked-in names."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "telemetry")}
+    override = tmp_path / "override.yaml"
+    override.write_text(
+        f"receivers:\n  otlpjsonfile/test:\n    include: [\"{inbox}/*.json\"]\n"
+        "    start_at: beginning\n    poll_interval: 200ms\n"
+        "service:\n  pipelines:\n    metrics:\n      receivers: [otlpjsonfile/test]\n"
+    )
+    env_args = {
+        "POOLWATCH_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
+        "POOLWATCH_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
+        "POOLWATCH_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports['prom']}",
+        "POOLWATCH_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
+        "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
+        "POOLWATCH_TELEMETRY_PORT": str(ports["telemetry"]),
+        "POOLWATCH_STORAGE_DIR": str(tmp_path / "storage"),
+        "POOLWATCH_TEMPO_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "POOLWATCH_LOKI_ENDPOINT": f"http://127.0.0.1:{free_port()}/otlp",
+    }
+    command = ["env", *(f"{k}={v}" for k, v in env_args.items()), str(otelcol),
+               f"--config={REPO / 'collector' / 'gateway-scrape.yaml'}", f"--config={override}"]
+    proc, log = start_process(command, "otelcol")
+    (inbox / "metrics.json").write_text(json.dumps(_otlp_document()))
+    url = f"http://127.0.0.1:{ports['prom']}/metrics"
+
+    def scraped() -> bool:
+        try:
+            return "db_client_connection_count{" in httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            return False
+
+    wait_until("the collector to serve the metrics", scraped, proc, log, timeout=60)
+    fresh = _parse_exposition(httpx.get(url, timeout=5).text)
+    if os.environ.get("POOLWATCH_UPDATE_FIXTURES"):
+        FIXTURE.write_text(json.dumps({"series": fresh}, indent=2, sort_keys=True) + "\n")
+    assert fresh == _fixture()
