@@ -79,7 +79,9 @@ def wait_until(what: str, check: Callable[[], bool], proc: subprocess.Popen[byte
     deadline = time.monotonic() + timeout
     while not check():
         if proc.poll() is not None:
-            pytest.fail(f"process exited ({proc.returncode}) waiting for {what}:\n{log.read_text()}")
+            pytest.fail(
+                f"process exited ({proc.returncode}) waiting for {what}:\n{log.read_text()}"
+            )
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
@@ -94,7 +96,9 @@ def http_ok(url: str) -> bool:
 
 
 @pytest.fixture
-def start_process(tmp_path: Path) -> Iterator[Callable[[list[str], str], tuple[subprocess.Popen[bytes], Path]]]:
+def start_process(
+    tmp_path: Path,
+) -> Iterator[Callable[[list[str], str], tuple[subprocess.Popen[bytes], Path]]]:
     """Start a process in its own session with output in a log file; killed in teardown."""
     started: list[subprocess.Popen[bytes]] = []
 

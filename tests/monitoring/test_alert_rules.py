@@ -134,9 +134,9 @@ CASES = [
     Case(
         "PoolwatchSessionConflicts",
         {
-            f'poolwatch_session_conflicts_total{{{SHOP}, poolwatch_conflict_kind="already_attached"}}':
-                "0+60x40"
-        },  # fmt: skip
+            f"poolwatch_session_conflicts_total{{{SHOP}, "
+            'poolwatch_conflict_kind="already_attached"}': "0+60x40"
+        },
         1,
         {"job": "shop", "poolwatch_conflict_kind": "already_attached"},
         "shop sees already_attached session conflicts.",
@@ -184,8 +184,12 @@ CASES = [
             'application_name="shop", usename="app", datname="shop"}': "3600x40"
         },
         0,
-        {"job": "postgresql", "instance": "db:5432", "application_name": "shop",
-         "datname": "shop"},  # fmt: skip
+        {
+            "job": "postgresql",
+            "instance": "db:5432",
+            "application_name": "shop",
+            "datname": "shop",
+        },
         "A session of shop on PostgreSQL db:5432 sits idle in a transaction.",
         "A connection of application shop to database shop on db:5432 has been idle in a "
         "transaction for 1h 0m 0s (threshold {threshold}); it holds its locks and snapshot all "
@@ -233,8 +237,11 @@ def _expected(case: Case, minute: int) -> list[dict[str, Any]]:
         if minute - case.start >= config.seconds(rule.duration) // 60:
             firing.append(
                 {
-                    "exp_labels": {**case.labels, "poolwatch_alert": case.name,
-                                   "severity": severity},  # fmt: skip
+                    "exp_labels": {
+                        **case.labels,
+                        "poolwatch_alert": case.name,
+                        "severity": severity,
+                    },
                     "exp_annotations": {
                         "summary": case.summary,
                         "description": case.description.format(

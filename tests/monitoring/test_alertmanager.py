@@ -61,9 +61,12 @@ def _loopback_config(tmp_path: Path) -> Path:
 def _alert(severity: str, **labels: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
-        "labels": {"alertname": "PoolwatchPoolSaturation",
-                   "poolwatch_alert": "PoolwatchPoolSaturation", "severity": severity,
-                   **labels},  # fmt: skip
+        "labels": {
+            "alertname": "PoolwatchPoolSaturation",
+            "poolwatch_alert": "PoolwatchPoolSaturation",
+            "severity": severity,
+            **labels,
+        },
         "annotations": {"summary": f"{severity} test"},
         "startsAt": now.isoformat(),
         "endsAt": (now + timedelta(minutes=10)).isoformat(),

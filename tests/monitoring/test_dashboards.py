@@ -50,8 +50,14 @@ _PANEL = {
         "title": {"type": "string"},
         "gridPos": _GRID,
         "datasource": _DATASOURCE,
-        "targets": {"type": "array", "items": {"type": "object", "required": ["refId"],
-                    "properties": {"refId": {"type": "string", "minLength": 1}}}},  # fmt: skip
+        "targets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["refId"],
+                "properties": {"refId": {"type": "string", "minLength": 1}},
+            },
+        },
         "panels": {"type": "array", "items": {"$ref": "#/$defs/panel"}},
         "fieldConfig": {"type": "object", "required": ["defaults", "overrides"]},
         "options": {"type": "object"},
@@ -62,8 +68,20 @@ _VARIABLE = {
     "required": ["name", "type"],
     "properties": {
         "name": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
-        "type": {"enum": ["query", "adhoc", "constant", "datasource", "interval", "textbox",
-                          "custom", "system", "snapshot", "groupby"]},  # fmt: skip
+        "type": {
+            "enum": [
+                "query",
+                "adhoc",
+                "constant",
+                "datasource",
+                "interval",
+                "textbox",
+                "custom",
+                "system",
+                "snapshot",
+                "groupby",
+            ]
+        },
         "query": {"type": ["string", "object"]},
         "refresh": {"enum": [0, 1, 2]},
     },
@@ -72,8 +90,18 @@ DASHBOARD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$defs": {"panel": _PANEL},
     "type": "object",
-    "required": ["title", "uid", "schemaVersion", "panels", "templating", "time", "editable",
-                 "graphTooltip", "annotations", "tags"],  # fmt: skip
+    "required": [
+        "title",
+        "uid",
+        "schemaVersion",
+        "panels",
+        "templating",
+        "time",
+        "editable",
+        "graphTooltip",
+        "annotations",
+        "tags",
+    ],
     "properties": {
         "title": {"type": "string", "minLength": 1},
         "uid": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,40}$"},
@@ -84,8 +112,11 @@ DASHBOARD_SCHEMA: dict[str, Any] = {
         "time": {"type": "object", "required": ["from", "to"]},
         "refresh": {"type": "string"},
         "panels": {"type": "array", "items": {"$ref": "#/$defs/panel"}},
-        "templating": {"type": "object", "required": ["list"],
-                       "properties": {"list": {"type": "array", "items": _VARIABLE}}},  # fmt: skip
+        "templating": {
+            "type": "object",
+            "required": ["list"],
+            "properties": {"list": {"type": "array", "items": _VARIABLE}},
+        },
         "annotations": {"type": "object", "required": ["list"]},
         "links": {"type": "array"},
     },

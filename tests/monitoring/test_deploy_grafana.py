@@ -34,16 +34,25 @@ def test_first_deploy_creates_folder_dashboards_and_rules(
 
     state = grafana.state
     assert list(state.folders) == ["poolwatch"]
-    assert sorted(state.dashboards) == ["poolwatch-django", "poolwatch-pools", "poolwatch-postgresql"]
+    assert sorted(state.dashboards) == [
+        "poolwatch-django",
+        "poolwatch-pools",
+        "poolwatch-postgresql",
+    ]
     assert all(d["meta"]["folderUid"] == "poolwatch" for d in state.dashboards.values())
     assert len(state.rules) == RULES
     assert state.writes()[0] == ("POST", "/api/folders")
     assert state.writes().count(("POST", "/api/dashboards/db")) == 3
     assert state.writes().count(("POST", "/api/v1/provisioning/alert-rules")) == RULES
-    assert "create: dashboard poolwatch-pools (poolwatch / Connection pools)" in capsys.readouterr().out
+    assert (
+        "create: dashboard poolwatch-pools (poolwatch / Connection pools)"
+        in capsys.readouterr().out
+    )
 
 
-def test_second_deploy_changes_nothing(grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_deploy_changes_nothing(
+    grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Deploying the same thing again only reads: every object is reported unchanged."""
     assert main(["deploy", "grafana"]) == 0
     grafana.state.requests.clear()

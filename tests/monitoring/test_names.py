@@ -99,9 +99,11 @@ def _otlp_document() -> dict[str, Any]:
     metrics = []
     for metric in names.all_metrics():
         point: dict[str, Any] = {
-            "attributes": attributes({catalog.POOL_NAME: POOL_NAME, catalog.LE: "+Inf"}
-                                     if metric.name.endswith(".bucket")
-                                     else {catalog.POOL_NAME: POOL_NAME}),  # fmt: skip
+            "attributes": attributes(
+                {catalog.POOL_NAME: POOL_NAME, catalog.LE: "+Inf"}
+                if metric.name.endswith(".bucket")
+                else {catalog.POOL_NAME: POOL_NAME}
+            ),
             "startTimeUnixNano": str(now - 60_000_000_000),
             "timeUnixNano": str(now),
         }
@@ -153,7 +155,7 @@ def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
     ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "telemetry")}
     override = tmp_path / "override.yaml"
     override.write_text(
-        f"receivers:\n  otlpjsonfile/test:\n    include: [\"{inbox}/*.json\"]\n"
+        f'receivers:\n  otlpjsonfile/test:\n    include: ["{inbox}/*.json"]\n'
         "    start_at: beginning\n    poll_interval: 200ms\n"
         "service:\n  pipelines:\n    metrics:\n      receivers: [otlpjsonfile/test]\n"
     )
@@ -168,8 +170,13 @@ def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
         "POOLWATCH_TEMPO_ENDPOINT": f"127.0.0.1:{free_port()}",
         "POOLWATCH_LOKI_ENDPOINT": f"http://127.0.0.1:{free_port()}/otlp",
     }
-    command = ["env", *(f"{k}={v}" for k, v in env_args.items()), str(otelcol),
-               f"--config={REPO / 'collector' / 'gateway-scrape.yaml'}", f"--config={override}"]
+    command = [
+        "env",
+        *(f"{k}={v}" for k, v in env_args.items()),
+        str(otelcol),
+        f"--config={REPO / 'collector' / 'gateway-scrape.yaml'}",
+        f"--config={override}",
+    ]
     proc, log = start_process(command, "otelcol")
     (inbox / "metrics.json").write_text(json.dumps(_otlp_document()))
     url = f"http://127.0.0.1:{ports['prom']}/metrics"

@@ -95,4 +95,7 @@ def test_selectors_come_from_the_config_and_the_dashboard_variables() -> None:
     alert = promql.saturation(promql.alert_scope(settings))
     board = promql.saturation(promql.dashboard_scope(settings))
     assert alert.count('cluster="prod"') == 2 and "$service" not in alert
-    assert board.count('job=~"$service"') == 2 and board.count('db_client_connection_pool_name=~"$pool"') == 2
+    assert (
+        board.count('job=~"$service"') == 2
+        and board.count('db_client_connection_pool_name=~"$pool"') == 2
+    )

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import yaml
 
@@ -110,7 +110,7 @@ def replace_files(files: dict[Path, str]) -> dict[Path, str | None]:
     try:
         for path, text in files.items():
             temps[path] = _write_temp(path, text)
-        for path, temp in temps.items():
+        for path, temp in list(temps.items()):
             os.replace(temp, path)
             del temps[path]
     except OSError as exc:
@@ -140,14 +140,16 @@ def restore_files(previous: dict[Path, str | None]) -> None:
 
 
 def _reload(args: argparse.Namespace, previous: dict[Path, str | None], err: TextIO) -> None:
-    http = Http(args.reload_url, None, args.timeout)
+    url = urlsplit(args.reload_url)
+    path = url.path or "/-/reload"
+    http = Http(f"{url.scheme}://{url.netloc}", None, args.timeout)
     try:
-        http.call("POST", "")
+        http.call("POST", path)
     except DeployError as exc:
         restore_files(previous)
         print("restored the previous rule files", file=err)
         try:
-            http.call("POST", "")
+            http.call("POST", path)
         except DeployError:
             print("reloading the previous rules failed too", file=err)
         raise DeployError(f"reload failed: {exc}") from None
