@@ -19,8 +19,7 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import poolwatch
 import sqlalchemy as sa
@@ -55,9 +54,16 @@ class Variant:
         self.traced = traced
 
 
-def _poolwatch(histograms: str) -> Callable[[sa.Engine, dict[str, Any]], None]:
+class DiscardSpans(SpanExporter):
+    """An exporter that drops spans: the batch processor's thread still does all its work."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _poolwatch(**settings: Any) -> Callable[[sa.Engine, dict[str, Any]], None]:
     def setup(engine: sa.Engine, providers: dict[str, Any]) -> None:
-        poolwatch.instrument_sqlalchemy(engine, histograms=histograms, **providers)  # type: ignore[arg-type]
+        poolwatch.instrument_sqlalchemy(engine, **settings, **providers)
 
     return setup
 
@@ -84,16 +90,16 @@ def _nothing(*_args: Any) -> None:
     return None
 
 
+_off = poolwatch.uninstrument_sqlalchemy
+
 VARIANTS = (
     Variant("bare", _nothing, _nothing),
-    Variant("poolwatch", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy),
-    Variant(
-        "poolwatch-standard-histograms", _poolwatch("standard"), poolwatch.uninstrument_sqlalchemy
-    ),
-    Variant(
-        "poolwatch+trace", _poolwatch("aggregated"), poolwatch.uninstrument_sqlalchemy, traced=True
-    ),
-    Variant("upstream-otel-sqlalchemy", _upstream_setup, _upstream_teardown),
+    Variant("poolwatch", _poolwatch(), _off),
+    Variant("poolwatch capture_stacks", _poolwatch(capture_stacks=True), _off),
+    Variant("poolwatch standard histograms", _poolwatch(histograms="standard"), _off),
+    Variant("bare, in a sampled trace", _nothing, _nothing, traced=True),
+    Variant("poolwatch, span per checkout", _poolwatch(), _off, traced=True),
+    Variant("upstream otel-sqlalchemy", _upstream_setup, _upstream_teardown),
 )
 
 
@@ -101,9 +107,10 @@ def measure(variant: Variant, url: str, cycle: Cycle, cycles: int) -> float:
     """CPU microseconds per cycle for one variant, collection included."""
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer_provider.add_span_processor(
+        BatchSpanProcessor(DiscardSpans(), max_queue_size=cycles * 2)
+    )
     engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=5, max_overflow=10)
     cycle(engine)  # open the first connection outside the measurement
     variant.setup(engine, {"meter_provider": meter_provider, "tracer_provider": tracer_provider})
@@ -118,6 +125,7 @@ def measure(variant: Variant, url: str, cycle: Cycle, cycles: int) -> float:
             for _ in range(cycles):
                 cycle(engine)
         reader.collect()
+        tracer_provider.force_flush()
         spent = time.process_time() - start
     finally:
         variant.teardown(engine)

@@ -1,8 +1,9 @@
 """Borrow sites: where in the application a connection was taken, as code locations.
 
-A site is a tuple of ``(code object, line number)`` pairs for the application's own frames,
-innermost first. Library frames (the standard library, SQLAlchemy, Django, psycopg, greenlet,
-OpenTelemetry, poolwatch itself) are skipped. No frame object is kept, so no local variable and
+A site is a tuple of ``(code object, instruction offset)`` pairs for the application's own
+frames, innermost first; line numbers are worked out only when a site is reported. Library
+frames (the standard library, SQLAlchemy, Django, psycopg, greenlet, OpenTelemetry, poolwatch
+itself) are skipped. No frame object is kept, so no local variable and
 no SQL parameter outlives the call; code objects are shared and cheap to hold.
 """
 
@@ -37,7 +38,7 @@ LIBRARY_PACKAGES: Final = (
     "asyncpg",
 )
 
-_MAX_CACHED_CODES: Final = 65_536
+_MAX_CACHED_FILES: Final = 65_536
 
 
 _INSTALLED = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
@@ -71,15 +72,18 @@ class SiteCapture:
         self.limit = limit
         self._prefixes = _library_prefixes(LIBRARY_PACKAGES) + tuple(extra_library_paths)
         self._stdlib = sysconfig.get_paths()["stdlib"] + os.sep
-        self._kinds: dict[CodeType, int] = {}
+        # Keyed by file name, not code object: a code object's hash is recomputed from its
+        # contents on every lookup, while a string caches its hash.
+        self._kinds: dict[str, int] = {}
 
     def kind(self, code: CodeType) -> int:
-        """APP, THIRD_PARTY or LIBRARY for ``code`` (cached per code object)."""
-        known = self._kinds.get(code)
+        """APP, THIRD_PARTY or LIBRARY for ``code`` (cached per file)."""
+        filename = code.co_filename
+        known = self._kinds.get(filename)
         if known is None:
-            known = self._classify(code.co_filename)
-            if len(self._kinds) < _MAX_CACHED_CODES:
-                self._kinds[code] = known
+            known = self._classify(filename)
+            if len(self._kinds) < _MAX_CACHED_FILES:
+                self._kinds[filename] = known
         return known
 
     def _classify(self, filename: str) -> int:
@@ -117,39 +121,48 @@ class SiteCapture:
         limit = self.limit
         while frame is not None:
             code = frame.f_code
-            kind = kinds.get(code)
+            kind = kinds.get(code.co_filename)
             if kind is None:
                 kind = self.kind(code)
             if kind == APP:
-                found.append((code, frame.f_lineno))
+                found.append((code, frame.f_lasti))
                 if len(found) >= limit:
                     break
             elif kind == THIRD_PARTY and len(fallback) < limit:
-                fallback.append((code, frame.f_lineno))
+                fallback.append((code, frame.f_lasti))
             frame = frame.f_back
         return tuple(found or fallback)
+
+
+def line_of(code: CodeType, offset: int) -> int:
+    """The source line of the instruction at byte ``offset`` in ``code``."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
 
 
 def describe(site: Site) -> str:
     """``path:line in function`` of the innermost application frame, or ``unknown``."""
     if not site:
         return "unknown"
-    code, line = site[0]
-    return f"{_short_path(code.co_filename)}:{line} in {code.co_qualname}"
+    code, offset = site[0]
+    return f"{_short_path(code.co_filename)}:{line_of(code, offset)} in {code.co_qualname}"
 
 
 def function_of(site: Site) -> tuple[str, int]:
     """``(path in function, line)`` of the innermost application frame: the key holders group by."""
     if not site:
         return "unknown", 0
-    code, line = site[0]
-    return f"{_short_path(code.co_filename)} in {code.co_qualname}", line
+    code, offset = site[0]
+    return f"{_short_path(code.co_filename)} in {code.co_qualname}", line_of(code, offset)
 
 
 def stacktrace(site: Site) -> str:
     """The whole site as text, innermost frame first, one ``File "...", line N, in f`` per line."""
     return "\n".join(
-        f'  File "{code.co_filename}", line {line}, in {code.co_qualname}' for code, line in site
+        f'  File "{code.co_filename}", line {line_of(code, offset)}, in {code.co_qualname}'
+        for code, offset in site
     )
 
 

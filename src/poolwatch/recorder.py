@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -46,6 +45,9 @@ class PoolState(NamedTuple):
     idle_min: int | None = None
 
 
+#: A weak reference (or anything called the same way) to what the application holds.
+OwnerRef = Callable[[], object]
+
 #: Reads a pool's state; returns None once the pool is gone.
 StateReader = Callable[[], "PoolState | None"]
 
@@ -61,35 +63,29 @@ class Traced:
         self.state = state
 
 
+#: What is kept per checkout: (started, owner, site, thread, task, span context). A plain tuple:
+#: building one costs a fifth of an object with an ``__init__``, and it runs on every checkout.
+LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, SpanContext]
+
+
+def loan_entry(
+    started: float, owner: OwnerRef | None, site: _sites.Site, parent: Span
+) -> LoanEntry:
+    """Record who borrows a connection right now, and from where."""
+    task = _current_task() if _running_loop() is not None else None
+    return (started, owner, site, _current_thread(), task, parent.get_span_context())
+
+
 class Loan:
-    """One checked-out connection: since when, by whom, from where; no frame, no connection."""
+    """A readable view of one checked-out connection, built only when it is reported."""
 
-    __slots__ = (
-        "context",
-        "leaked",
-        "owner",
-        "site",
-        "started",
-        "task",
-        "thread_id",
-        "thread_name",
-    )
-
-    def __init__(self, started: float, owner: Any, site: _sites.Site) -> None:
-        self.started = started
-        #: Weak reference to the object the application holds; dead means it was collected.
-        self.owner = weakref.ref(owner) if owner is not None else None
-        thread = _current_thread()
+    def __init__(self, entry: LoanEntry, leaked: bool = False) -> None:
+        self.started, self.owner, self.site, thread, task, context = entry
         self.thread_id = thread.ident
         self.thread_name = thread.name
-        self.task: str | None = None
-        if _running_loop() is not None:
-            task = _current_task()
-            self.task = task.get_name() if task is not None else None
-        span_context = _current_span().get_span_context()
-        self.context: SpanContext | None = span_context if span_context.is_valid else None
-        self.site = site
-        self.leaked = False
+        self.task: str | None = task.get_name() if task is not None else None
+        self.context: SpanContext | None = context if context.is_valid else None
+        self.leaked = leaked
 
     def collected(self) -> bool:
         """Whether the application's handle was garbage-collected without being returned."""
@@ -117,7 +113,9 @@ class PoolRecorder:
         self.leaks = 0
         self.never_returned = 0
         #: Connections out right now, by the adapter's key for the connection.
-        self.loans: dict[object, Loan] = {}
+        self.loans: dict[object, LoanEntry] = {}
+        #: Keys of loans already reported as leaked.
+        self._leaked: set[object] = set()
         self._waiting: deque[None] = deque()
         self._lock = threading.Lock()
         self.wait = Buckets(catalog.WAIT_BUCKETS)
@@ -141,23 +139,33 @@ class PoolRecorder:
         self._waiting.append(None)
         return _perf()
 
-    def trace(self) -> Traced | None:
-        """Start a checkout span if this checkout is inside a recording trace (or roots are on)."""
-        if not (self._root_spans or _current_span().is_recording()):
+    def trace(self, parent: Span) -> Traced | None:
+        """Start a checkout span if ``parent`` (the current span) records, or roots are on."""
+        if not (self._root_spans or parent.is_recording()):
             return None
         state = self.state_attributes(self.state_now(), self.pending)
         return Traced(self.telemetry.start_checkout_span(state), state)
 
-    def succeeded(self, started: float, traced: Traced | None, key: object, owner: Any) -> None:
-        """The caller got a connection: ``key`` identifies it until it comes back, ``owner`` is
-        the object the caller holds (weakly referenced, to notice it being garbage-collected)."""
+    def succeeded(
+        self,
+        started: float,
+        traced: Traced | None,
+        key: object,
+        owner: OwnerRef | None,
+        parent: Span,
+    ) -> None:
+        """The caller got a connection.
+
+        ``key`` identifies the connection until it comes back; ``owner`` weakly references what
+        the caller holds (dead once it is garbage-collected); ``parent`` is the current span.
+        """
         now = _perf()
         waited = now - started
         self._waiting.pop()
         with self._lock:
             self.wait.observe(waited)
         if key not in self.loans:
-            self.loans[key] = Loan(now, owner, self._sites.capture())
+            self.loans[key] = loan_entry(now, owner, self._sites.capture(3), parent)
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
@@ -193,24 +201,30 @@ class PoolRecorder:
 
     def checked_in(self, key: object) -> None:
         """A connection came back to the pool."""
-        loan = self.loans.pop(key, None)
-        if loan is None:
+        entry = self.loans.pop(key, None)
+        if entry is None:
             return
-        held = _perf() - loan.started
+        held = _perf() - entry[0]
         with self._lock:
             self.use.observe(held)
         if self._standard is not None:
             self._standard.use.record(held, self.attributes)
-        if loan.leaked or (loan.owner is not None and loan.owner() is None):
-            self._came_back(loan, held)
+        owner = entry[1]
+        leaked = bool(self._leaked) and key in self._leaked
+        if leaked or (owner is not None and owner() is None):
+            self._came_back(key, Loan(entry, leaked), held)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
-        loan = self.loans.pop(key, None)
-        if loan is not None and loan.collected():
-            self._came_back(loan, _perf() - loan.started)
+        entry = self.loans.pop(key, None)
+        if entry is not None:
+            loan = Loan(entry, key in self._leaked)
+            if loan.collected():
+                self._came_back(key, loan, _perf() - loan.started)
+            self._leaked.discard(key)
 
-    def _came_back(self, loan: Loan, held: float) -> None:
+    def _came_back(self, key: object, loan: Loan, held: float) -> None:
+        self._leaked.discard(key)
         if loan.collected():
             with self._lock:
                 self.never_returned += 1
@@ -230,19 +244,21 @@ class PoolRecorder:
     def find_leaks(self, threshold: float) -> list[Loan]:
         """Loans older than ``threshold`` not reported yet; marks them reported."""
         cutoff = _perf() - threshold
-        found = []
-        for loan in list(self.loans.values()):
-            if not loan.leaked and loan.started <= cutoff:
-                loan.leaked = True
-                found.append(loan)
-        if found:
-            with self._lock:
-                self.leaks += len(found)
-        return found
+        found = [
+            (key, entry)
+            for key, entry in list(self.loans.items())
+            if entry[0] <= cutoff and key not in self._leaked
+        ]
+        if not found:
+            return []
+        with self._lock:
+            self.leaks += len(found)
+        self._leaked.update(key for key, _ in found)
+        return [Loan(entry, leaked=True) for _, entry in found]
 
     def leaked_now(self) -> int:
         """Connections held past the threshold right now."""
-        return sum(1 for loan in list(self.loans.values()) if loan.leaked)
+        return len(self._leaked & set(self.loans))
 
     def holders(self, limit: int = 5) -> list[str]:
         """Who holds the pool's connections, by borrowing function, commonest first.
@@ -251,7 +267,8 @@ class PoolRecorder:
         """
         now = _perf()
         groups: dict[str, _Holders] = {}
-        for loan in list(self.loans.values()):
+        for entry in list(self.loans.values()):
+            loan = Loan(entry)
             where, line = _sites.function_of(loan.site)
             group = groups.setdefault(where, _Holders())
             group.add(line, now - loan.started, loan.holder())

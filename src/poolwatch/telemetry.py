@@ -279,10 +279,10 @@ def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
     if loan.task is not None:
         attributes[catalog.TASK_NAME] = loan.task
     if loan.site:
-        code, line = loan.site[0]
+        code, offset = loan.site[0]
         attributes[catalog.CODE_FUNCTION] = code.co_qualname
         attributes[catalog.CODE_FILE] = code.co_filename
-        attributes[catalog.CODE_LINE] = line
+        attributes[catalog.CODE_LINE] = _sites.line_of(code, offset)
         attributes[catalog.CODE_STACKTRACE] = _sites.stacktrace(loan.site)
     return attributes
 

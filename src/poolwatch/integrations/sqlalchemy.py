@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import wrapt
+from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import (
@@ -35,6 +36,7 @@ from sqlalchemy import event, exc
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
+_current_span = trace.get_current_span
 
 
 class _Binding:
@@ -349,17 +351,20 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
                 return original(pool)
         try:
             started = recorder.begin()
+            parent = _current_span()
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
-        traced = _start_trace(recorder) if recorder.spans else None
+        traced = _start_trace(recorder, parent) if recorder.spans else None
         try:
             fairy = original(pool)
         except BaseException as failure:
             _checkout_failed(recorder, started, traced, failure)
             raise
         try:
-            recorder.succeeded(started, traced, fairy._connection_record, fairy)
+            record = fairy._connection_record
+            # SQLAlchemy's own weak reference to the fairy: dead once the app dropped it
+            recorder.succeeded(started, traced, record, record.fairy_ref, parent)
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy
@@ -370,9 +375,9 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     return connect
 
 
-def _start_trace(recorder: PoolRecorder) -> Traced | None:
+def _start_trace(recorder: PoolRecorder, parent: Any) -> Traced | None:
     try:
-        return recorder.trace()
+        return recorder.trace(parent)
     except Exception as error:  # noqa: BLE001 - a broken tracer must not cost the bookkeeping
         _guard.internal_error("sqlalchemy.checkout", error)
         return None

@@ -1,0 +1,120 @@
+"""Throughput under contention and memory over a million checkouts, bare against poolwatch.
+
+Run: ``python benchmarks/contention_and_memory.py [--threads 64] [--cycles 200] [--rounds 5]
+[--million 1000000]``.
+
+* Contention: ``--threads`` threads share one QueuePool of 5 + 10 on a SQLite file; each checks
+  out, holds the connection for 1 ms, and checks in, ``--cycles`` times. Throughput is checkouts
+  per wall-clock second; rounds alternate bare and instrumented engines; medians are compared.
+* Memory: ``--million`` checkout+checkin cycles on an instrumented engine with a metric
+  collection every 100,000; the resident set size and the number of objects the garbage
+  collector tracks are printed at each step, so growth would show as a rising column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import poolwatch
+import sqlalchemy as sa
+
+
+def engine_for(url: str) -> sa.Engine:
+    """The contended pool: 5 + 10 connections, a generous timeout so nothing fails."""
+    return sa.create_engine(
+        url, poolclass=sa.pool.QueuePool, pool_size=5, max_overflow=10, pool_timeout=60
+    )
+
+
+def contended_throughput(engine: sa.Engine, threads: int, cycles: int) -> float:
+    """Checkouts per second with ``threads`` threads each doing ``cycles`` brief holds."""
+    start_line = threading.Barrier(threads + 1)
+
+    def worker() -> None:
+        start_line.wait()
+        for _ in range(cycles):
+            with engine.connect():
+                time.sleep(0.001)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    start_line.wait()
+    began = time.perf_counter()
+    for thread in workers:
+        thread.join()
+    return threads * cycles / (time.perf_counter() - began)
+
+
+def contention(url: str, threads: int, cycles: int, rounds: int) -> None:
+    """Print median throughput, bare and instrumented, and their ratio."""
+    bare: list[float] = []
+    watched: list[float] = []
+    for _ in range(rounds):
+        engine = engine_for(url)
+        bare.append(contended_throughput(engine, threads, cycles))
+        engine.dispose()
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        engine = engine_for(url)
+        poolwatch.instrument_sqlalchemy(engine, pool_name="bench", meter_provider=provider)
+        watched.append(contended_throughput(engine, threads, cycles))
+        reader.collect()
+        poolwatch.uninstrument_sqlalchemy(engine)
+        engine.dispose()
+        provider.shutdown()
+    b, w = statistics.median(bare), statistics.median(watched)
+    print(f"\ncontention: {threads} threads, pool 5+10, 1 ms holds, {rounds} rounds")
+    print(f"bare       {b:10.0f} checkouts/s")
+    print(f"poolwatch  {w:10.0f} checkouts/s   {w / b:.3f} of bare")
+
+
+def memory(url: str, total: int) -> None:
+    """Print RSS and tracked objects every 100,000 instrumented checkouts."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    engine = engine_for(url)
+    poolwatch.instrument_sqlalchemy(engine, pool_name="bench", meter_provider=provider)
+    step = max(total // 10, 1)
+    print(f"\nmemory over {total:,} checkouts (collection every {step:,})")
+    print(f"{'checkouts':>10} {'max RSS MiB':>12} {'gc objects':>11} {'loans':>6}")
+    recorder = engine.pool._poolwatch_recorder  # type: ignore[attr-defined]
+    done = 0
+    while done < total:
+        for _ in range(step):
+            engine.pool.connect().close()
+        done += step
+        reader.collect()
+        gc.collect()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{done:>10,} {rss:12.1f} {len(gc.get_objects()):11,} {len(recorder.loans):6}")
+    poolwatch.uninstrument_sqlalchemy(engine)
+    engine.dispose()
+    provider.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--million", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        contention(url, args.threads, args.cycles, args.rounds)
+        memory(url, args.million)
+
+
+if __name__ == "__main__":
+    main()
