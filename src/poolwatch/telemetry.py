@@ -11,6 +11,7 @@ import asyncio
 import os
 import threading
 import time
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -90,7 +91,6 @@ class Telemetry:
         self.sites = _sites.SiteCapture(limit=64 if config.capture_stacks else 3)
         self.conflicts: Counter[str] = Counter()
         self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
-        self._watchdog: _Watchdog | None = None
         meter = (meter_provider or get_meter_provider()).get_meter(
             catalog.INSTRUMENTATION_SCOPE, __version__
         )
@@ -112,9 +112,8 @@ class Telemetry:
         recorder = PoolRecorder(self, name, read_state)
         with self._lock:
             self._pools.append(recorder)
-            if self._watchdog is None and self.config.leak_threshold > 0:
-                self._watchdog = _Watchdog(self)
-                self._watchdog.start()
+        if self.config.leak_threshold > 0:
+            WATCHDOG.watch(self)
         return recorder
 
     def drop(self, recorder: PoolRecorder) -> None:
@@ -135,9 +134,6 @@ class Telemetry:
         self.active = False
         with self._lock:
             self._pools.clear()
-            watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.stop()
 
     def check_leaks(self) -> None:
         """Report every connection that has just crossed the leak threshold (the watchdog's job)."""
@@ -288,37 +284,53 @@ def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
 
 
 class _Watchdog:
-    """A daemon thread that calls :meth:`Telemetry.check_leaks` a few times per threshold."""
+    """One daemon thread per process that looks for leaks in every watched telemetry.
 
-    def __init__(self, telemetry: Telemetry) -> None:
-        self._telemetry = telemetry
-        self._stop = threading.Event()
-        self.interval = min(max(telemetry.config.leak_threshold / 4, 0.02), 5.0)
+    It wakes a few times per leak threshold (the smallest among those watched) and ends by
+    itself when nothing is left to watch; :meth:`watch` starts it again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: weakref.WeakSet[Telemetry] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="poolwatch-leaks", daemon=True)
-        self._thread.start()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+            # a forked child has no copy of the thread; the next watch() starts one
+            os.register_at_fork(after_in_child=self._forget_thread)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
+    def watch(self, telemetry: Telemetry) -> None:
+        """Look for leaks in ``telemetry``'s pools from now on."""
+        with self._lock:
+            self._watched.add(telemetry)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="poolwatch-leaks", daemon=True
+                )
+                self._thread.start()
 
-    def _after_fork(self) -> None:
-        # A forked child has no copy of the thread: start one of its own unless stopped.
-        if not self._stop.is_set():
-            self._stop = threading.Event()
-            self.start()
+    def _forget_thread(self) -> None:
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def _targets(self) -> list[Telemetry]:
+        with self._lock:
+            targets = [t for t in self._watched if t.active and t.config.leak_threshold > 0]
+            if not targets:
+                self._thread = None
+            return targets
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self._telemetry.check_leaks()
-            except Exception as exc:  # noqa: BLE001 - the boundary of the watchdog thread
-                _guard.internal_error("leak-watchdog", exc)
+        while targets := self._targets():
+            interval = min(t.config.leak_threshold for t in targets) / 4
+            time.sleep(min(max(interval, 0.02), 5.0))
+            for telemetry in targets:
+                try:
+                    telemetry.check_leaks()
+                except Exception as exc:  # noqa: BLE001 - the boundary of the watchdog thread
+                    _guard.internal_error("leak-watchdog", exc)
+
+
+WATCHDOG = _Watchdog()
 
 
 # --- collection-time instruments ---------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,7 @@ class SQLAlchemyAdapter:
         self._bindings: dict[int, _Binding] = {}
         self.names = NameRegistry()
         self.conflicts = SessionConflicts(self.telemetry_of)
+        self._graveyard: deque[int] = deque()
 
     # --- public ------------------------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class SQLAlchemyAdapter:
         """Stop recording every pool and restore SQLAlchemy exactly as it was."""
         with self._lock:
             self._auto = None
+            self._graveyard.clear()
             for key, binding in list(self._bindings.items()):
                 self._detach(key, binding)
             self._maybe_uninstall()
@@ -176,6 +179,7 @@ class SQLAlchemyAdapter:
     def _attach(
         self, pool: Pool, engine: Engine | None, telemetry: Telemetry, pool_name: str | None
     ) -> PoolRecorder:
+        self._reap()
         self._latest = telemetry
         binding = _Binding(pool, engine)
         name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
@@ -193,8 +197,18 @@ class SQLAlchemyAdapter:
         return recorder
 
     def _gone(self, key: int) -> None:
-        """The engine (or standalone pool) was garbage-collected: free its name and recorder."""
-        with self._lock:
+        """The engine (or standalone pool) was garbage-collected: free its name and recorder.
+
+        Runs inside the garbage collector, on whichever thread triggered it, possibly while
+        another thread holds ``_lock`` and waits for this one (a starting thread collects
+        garbage before it reports itself started). So it only queues the work, never blocks.
+        """
+        self._graveyard.append(key)
+
+    def _reap(self) -> None:
+        """Detach the bindings of collected engines; called with ``_lock`` held."""
+        while self._graveyard:
+            key = self._graveyard.popleft()
             binding = self._bindings.get(key)
             if binding is not None:
                 self._detach(key, binding)

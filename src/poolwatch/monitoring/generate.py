@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import yaml
 
+from poolwatch import reference
 from poolwatch.monitoring import alertmanager, alerts, dashboards, readme, runbooks
 from poolwatch.monitoring.config import MonitoringConfig
 
@@ -58,7 +59,10 @@ def render(config: MonitoringConfig, readme_text: str = "") -> dict[str, str]:
     files[ALERTMANAGER] = to_yaml(alertmanager.config())
     for name, page in runbooks.runbooks(config).items():
         files[f"{RUNBOOKS_DIR}/{name}"] = page
-    files[README] = readme.with_section(readme_text, readme.section(config))
+    with_reference = readme.with_section(
+        readme_text, reference.section(), reference.START, reference.END
+    )
+    files[README] = readme.with_section(with_reference, readme.section(config))
     return dict(sorted(files.items()))
 
 

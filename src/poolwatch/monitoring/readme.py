@@ -104,12 +104,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def with_section(text: str, generated: str) -> str:
+def with_section(
+    text: str, generated: str, start_marker: str = START, end_marker: str = END
+) -> str:
     """``text`` with the marked section replaced by ``generated`` (appended when missing)."""
-    start, end = text.find(START), text.find(END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start == -1 or end == -1 or end < start:
         separator = (
             "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
         )
         return f"{text}{separator}{generated}\n"
-    return text[:start] + generated + text[end + len(END) :]
+    return text[:start] + generated + text[end + len(end_marker) :]
