@@ -6,7 +6,7 @@ legends and thresholds. Datasources are the dashboards' variables (``${prometheu
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as gd
@@ -64,21 +64,30 @@ def _threshold_lines() -> common_builders.GraphThresholdsStyleConfig:
     return common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE)
 
 
-def saturation_now(scope: Scope, config: MonitoringConfig) -> stat.Panel:
-    """Used / max of the fullest process of each pool, now."""
-    bounds = config.threshold("pool_saturation")
+def _share_now(title: str, description: str, target: Any, bounds: Any) -> stat.Panel:
+    """A stat panel of a 0..1 share, coloured at the warning and critical thresholds."""
     return (
         stat.Panel()
-        .title("Saturation now")
-        .description("Used / max connections of the fullest process of each pool.")
+        .title(title)
+        .description(description)
         .datasource(PROMETHEUS)
-        .with_target(_query(promql.saturation(scope), POOL_LEGEND).instant())
+        .with_target(target)
         .unit("percentunit")
         .min(0)
         .max(1)
         .thresholds(_thresholds(bounds.warning, bounds.critical))
         .height(8)
         .span(6)
+    )
+
+
+def saturation_now(scope: Scope, config: MonitoringConfig) -> stat.Panel:
+    """Used / max of the fullest process of each pool, now."""
+    return _share_now(
+        "Saturation now",
+        "Used / max connections of the fullest process of each pool.",
+        _query(promql.saturation(scope), POOL_LEGEND).instant(),
+        config.threshold("pool_saturation"),
     )
 
 
@@ -348,19 +357,11 @@ def pg_free_slots(scope: Scope) -> stat.Panel:
 
 def pg_usage(scope: Scope, config: MonitoringConfig) -> stat.Panel:
     """Share of the usable slots in use."""
-    bounds = config.threshold("postgres_connections")
-    return (
-        stat.Panel()
-        .title("Slots in use")
-        .description("Connections / (max_connections - reserved).")
-        .datasource(PROMETHEUS)
-        .with_target(_query(promql.pg_usage(scope), SERVER_LEGEND).instant())
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .thresholds(_thresholds(bounds.warning, bounds.critical))
-        .height(8)
-        .span(6)
+    return _share_now(
+        "Slots in use",
+        "Connections / (max_connections - reserved).",
+        _query(promql.pg_usage(scope), SERVER_LEGEND).instant(),
+        config.threshold("postgres_connections"),
     )
 
 
