@@ -123,7 +123,7 @@ class PoolRecorder:
         self.create = Buckets(catalog.CREATE_BUCKETS)
         config = telemetry.config
         self.spans = config.spans
-        self._root_spans = config.root_spans
+        self.root_spans = config.root_spans
         self._standard = telemetry.standard_histograms
         self._sites = telemetry.sites
 
@@ -141,7 +141,7 @@ class PoolRecorder:
 
     def trace(self, parent: Span) -> Traced | None:
         """Start a checkout span if ``parent`` (the current span) records, or roots are on."""
-        if not (self._root_spans or parent.is_recording()):
+        if not (self.root_spans or parent.is_recording()):
             return None
         state = self.state_attributes(self.state_now(), self.pending)
         return Traced(self.telemetry.start_checkout_span(state), state)

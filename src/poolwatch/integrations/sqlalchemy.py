@@ -369,7 +369,11 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
-        traced = _start_trace(recorder, parent) if recorder.spans else None
+        traced = (
+            _start_trace(recorder, parent)
+            if recorder.spans and (recorder.root_spans or parent.is_recording())
+            else None
+        )
         try:
             fairy = original(pool)
         except BaseException as failure:
