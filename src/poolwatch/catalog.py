@@ -53,11 +53,6 @@ STATE_USED: Final = "used"
 LE: Final = "le"
 #: Which hook an internal error happened in.
 HOOK: Final = "poolwatch.hook"
-#: Outcome of a checkout attempt: ok, timeout or error.
-OUTCOME: Final = "poolwatch.checkout.outcome"
-OUTCOME_OK: Final = "ok"
-OUTCOME_TIMEOUT: Final = "timeout"
-OUTCOME_ERROR: Final = "error"
 
 # Pool state when a checkout began (span attributes and event attributes).
 POOL_USED: Final = "poolwatch.pool.used"
