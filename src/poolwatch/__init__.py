@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from poolwatch._version import __version__
 from poolwatch.config import Config
-from poolwatch.instrumentors import SQLAlchemyPoolInstrumentor, telemetry_from
+from poolwatch.instrumentors import (
+    PsycopgPoolInstrumentor,
+    SQLAlchemyPoolInstrumentor,
+    telemetry_from,
+)
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -21,9 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Config",
+    "PsycopgPoolInstrumentor",
     "SQLAlchemyPoolInstrumentor",
     "__version__",
+    "instrument_psycopg_pool",
     "instrument_sqlalchemy",
+    "uninstrument_psycopg_pool",
     "uninstrument_sqlalchemy",
 ]
 
@@ -76,3 +83,53 @@ def uninstrument_sqlalchemy(engine: Any = None) -> None:
         ADAPTER.uninstrument_all()
     else:
         ADAPTER.uninstrument_engine(engine)
+
+
+def instrument_psycopg_pool(
+    pool: Any = None,
+    *,
+    pool_name: str | None = None,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    spans: bool | None = None,
+    root_spans: bool | None = None,
+    histograms: HistogramMode | None = None,
+    leak_threshold: float | None = None,
+    capture_stacks: bool | None = None,
+) -> None:
+    """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
+
+    Without ``pool_name`` a pool is named by its own ``name`` when set, else by its
+    ``postgresql://user@host:port/dbname`` target (never the password). Connections opened
+    before instrumenting are not in the create-time histogram. Calling it again for the same
+    pool does nothing.
+    """
+    from poolwatch.integrations.psycopg_pool import ADAPTER
+
+    telemetry = telemetry_from(
+        {
+            "meter_provider": meter_provider,
+            "tracer_provider": tracer_provider,
+            "logger_provider": logger_provider,
+            "spans": spans,
+            "root_spans": root_spans,
+            "histograms": histograms,
+            "leak_threshold": leak_threshold,
+            "capture_stacks": capture_stacks,
+        }
+    )
+    if pool is None:
+        ADAPTER.instrument_all(telemetry)
+    else:
+        ADAPTER.instrument_pool(pool, telemetry, pool_name)
+
+
+def uninstrument_psycopg_pool(pool: Any = None) -> None:
+    """Stop recording ``pool`` or, with no pool, every pool; restores psycopg_pool."""
+    from poolwatch.integrations.psycopg_pool import ADAPTER
+
+    if pool is None:
+        ADAPTER.uninstrument_all()
+    else:
+        ADAPTER.uninstrument_pool(pool)

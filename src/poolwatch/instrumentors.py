@@ -65,3 +65,31 @@ class SQLAlchemyPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._telemetry is not None:
             forget_shared(self._telemetry)
             self._telemetry = None
+
+
+PSYCOPG_POOL_REQUIREMENT = "psycopg-pool >= 3.1, < 4"
+
+
+class PsycopgPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Records every psycopg_pool ``ConnectionPool`` and ``AsyncConnectionPool`` from its first checkout."""
+
+    _telemetry: Telemetry | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return (PSYCOPG_POOL_REQUIREMENT,)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        if dependencies_missing(self.instrumentation_dependencies(), "psycopg_pool"):
+            return
+        from poolwatch.integrations.psycopg_pool import ADAPTER
+
+        self._telemetry = telemetry_from(kwargs)
+        ADAPTER.instrument_all(self._telemetry)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from poolwatch.integrations.psycopg_pool import ADAPTER
+
+        ADAPTER.uninstrument_all()
+        if self._telemetry is not None:
+            forget_shared(self._telemetry)
+            self._telemetry = None

@@ -1,0 +1,380 @@
+"""psycopg_pool adapter: ``ConnectionPool`` and ``AsyncConnectionPool`` checkouts as recorder facts.
+
+psycopg_pool has no hooks, so ``getconn``, ``putconn`` and ``_connect`` are replaced at class level
+by plain functions (sync and async); counts are read from the pool's ``get_stats()`` at collection
+time. A loan is keyed by a weak reference to the connection, so a connection the application
+drops without ``putconn`` is reported as never returned.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from poolwatch import _guard
+from poolwatch.naming import NameRegistry, dsn_pool_name
+from poolwatch.recorder import PoolRecorder, PoolState, Traced
+from poolwatch.telemetry import Telemetry
+
+_ATTR = "_poolwatch_binding"
+_perf = time.perf_counter
+_current_span = trace.get_current_span
+_weakref = weakref.ref
+
+#: Names psycopg_pool makes up for pools created without one; poolwatch treats them as unset.
+_AUTO_NAME = re.compile(r"pool-\d+\Z")
+#: Connection parameters that may complete the pool's name when passed as ``kwargs``.
+_NAME_PARAMETERS = ("user", "host", "port", "dbname")
+#: The methods replaced on each class: checkout, checkin, and the opening of a connection.
+_METHODS = ("getconn", "putconn", "_connect")
+_CLASSES: tuple[type[Any], ...] = (ConnectionPool, AsyncConnectionPool)
+
+
+class _Binding:
+    """Ties one recorder to the pool it watches, and collects loans whose connection died."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool_ref = weakref.ref(pool)
+        self.recorder: PoolRecorder | None = None
+        #: Loan keys (weak references) whose connection was garbage-collected while out.
+        #: Filled from inside the garbage collector, so only appended to, never locked.
+        self.collected: deque[weakref.ref[Any]] = deque()
+
+    def read_state(self) -> PoolState | None:
+        self.reap()
+        pool = self.pool_ref()
+        if pool is None or (pool.closed and pool._opened):
+            return None  # gone, or closed for good (a psycopg pool cannot be reopened)
+        return pool_state(pool)
+
+    def key(self, connection: Any) -> weakref.ref[Any]:
+        """The loan key: equal to ``weakref.ref(connection)`` while the connection lives."""
+        return _weakref(connection, self.collected.append)
+
+    def reap(self) -> None:
+        """Report loans whose connection was garbage-collected without ``putconn``."""
+        while self.collected and self.recorder is not None:
+            self.recorder.forget(self.collected.popleft())
+
+
+def pool_state(pool: Any) -> PoolState:
+    """What psycopg_pool reports: connections open or opening, and those waiting in the pool.
+
+    A connection being opened or reset by a pool worker counts as used.
+    """
+    stats = pool.get_stats()
+    idle = stats.get("pool_available", 0)
+    return PoolState(
+        used=max(stats.get("pool_size", 0) - idle, 0),
+        idle=idle,
+        max=pool.max_size,
+        idle_max=pool.max_size,
+        idle_min=pool.min_size,
+    )
+
+
+def default_name(pool: Any) -> str:
+    """The pool's own ``name`` if the user chose one, else its target without the password."""
+    chosen = getattr(pool, "name", None)
+    if chosen and not _AUTO_NAME.match(str(chosen)):
+        return str(chosen)
+    conninfo = getattr(pool, "conninfo", "")
+    if not isinstance(conninfo, str):
+        return type(pool).__name__  # a callable resolved per connection: no stable target
+    kwargs = pool.kwargs if isinstance(getattr(pool, "kwargs", None), dict) else {}
+    extra = {key: kwargs[key] for key in _NAME_PARAMETERS if kwargs.get(key)}
+    return dsn_pool_name(make_conninfo(conninfo, **extra) if extra else conninfo)
+
+
+class PsycopgPoolAdapter:
+    """Installs the class-level replacements once and attaches recorders to pools."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._installed = False
+        self._auto: Telemetry | None = None
+        self._bindings: dict[int, _Binding] = {}
+        self._originals: dict[tuple[type[Any], str], Any] = {}
+        self._graveyard: deque[int] = deque()
+        self.names = NameRegistry()
+
+    @property
+    def installed(self) -> bool:
+        """Whether psycopg_pool's classes are patched right now."""
+        return self._installed
+
+    def instrument_all(self, telemetry: Telemetry) -> None:
+        """Record every pool from its first checkout on."""
+        with self._lock:
+            self._install()
+            self._auto = telemetry
+
+    def instrument_pool(
+        self, pool: Any, telemetry: Telemetry, pool_name: str | None = None
+    ) -> PoolRecorder:
+        """Record one pool (sync or async); a second call returns the first recorder."""
+        with self._lock:
+            self._install()
+            existing: _Binding | None = vars(pool).get(_ATTR)
+            if existing is not None and existing.recorder is not None:
+                return existing.recorder
+            return self._attach(pool, telemetry, pool_name)
+
+    def uninstrument_pool(self, pool: Any) -> None:
+        """Stop recording one pool."""
+        with self._lock:
+            binding = vars(pool).get(_ATTR)
+            if binding is not None and id(binding) in self._bindings:
+                self._detach(id(binding), binding)
+            self._maybe_uninstall()
+
+    def uninstrument_all(self) -> None:
+        """Stop recording every pool and restore psycopg_pool exactly as it was."""
+        with self._lock:
+            self._auto = None
+            self._graveyard.clear()
+            for key, binding in list(self._bindings.items()):
+                self._detach(key, binding)
+            self._maybe_uninstall()
+
+    def auto_attach(self, pool: Any) -> _Binding | None:
+        """Attach a pool first seen after :meth:`instrument_all`, else None."""
+        if self._auto is None:
+            return None
+        with self._lock:
+            existing: _Binding | None = vars(pool).get(_ATTR)
+            if existing is not None or self._auto is None:
+                return existing
+            self._attach(pool, self._auto, None)
+            return vars(pool)[_ATTR]  # type: ignore[no-any-return]
+
+    # --- attaching ----------------------------------------------------------------------------
+
+    def _attach(self, pool: Any, telemetry: Telemetry, pool_name: str | None) -> PoolRecorder:
+        self._reap()
+        binding = _Binding(pool)
+        name = self.names.claim(pool_name or default_name(pool), owner=binding)
+        binding.recorder = recorder = telemetry.pool(name, binding.read_state)
+        setattr(pool, _ATTR, binding)
+        self._bindings[id(binding)] = binding
+        finalizer = weakref.finalize(pool, self._graveyard.append, id(binding))
+        finalizer.atexit = False  # the SDK's exit-time export must still see the pool
+        return recorder
+
+    def _reap(self) -> None:
+        """Detach the bindings of collected pools; called with ``_lock`` held."""
+        while self._graveyard:
+            key = self._graveyard.popleft()
+            binding = self._bindings.get(key)
+            if binding is not None:
+                self._detach(key, binding)
+
+    def _detach(self, key: int, binding: _Binding) -> None:
+        del self._bindings[key]
+        pool = binding.pool_ref()
+        if pool is not None and vars(pool).get(_ATTR) is binding:
+            delattr(pool, _ATTR)
+        if binding.recorder is not None:
+            binding.recorder.telemetry.drop(binding.recorder)
+        self.names.release(binding)
+
+    def _install(self) -> None:
+        if self._installed:
+            return
+        for cls in _CLASSES:
+            asynchronous = cls is AsyncConnectionPool
+            for method in _METHODS:
+                original = vars(cls).get(method)
+                if original is None:
+                    continue  # a psycopg_pool without this method: that fact goes unrecorded
+                self._originals[cls, method] = original
+                setattr(cls, method, _REPLACEMENTS[asynchronous, method](original))
+        self._installed = True
+
+    def _maybe_uninstall(self) -> None:
+        if not self._installed or self._auto is not None or self._bindings:
+            return
+        for (cls, method), original in self._originals.items():
+            setattr(cls, method, original)
+        self._originals.clear()
+        self._installed = False
+
+
+ADAPTER = PsycopgPoolAdapter()
+
+
+# --- the hot path ------------------------------------------------------------------------------
+# Plain functions rather than wrapt proxies: they run on every checkout and checkin.
+
+_Begun = tuple[_Binding, float, Span, "Traced | None"]
+
+
+def _begin(pool: Any) -> _Begun | None:
+    """Start recording a checkout of ``pool``; None if the pool is not recorded."""
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None:
+        binding = _first_sight(pool)
+        if binding is None:
+            return None
+    recorder = binding.recorder
+    try:
+        assert recorder is not None
+        started = recorder.begin()
+        parent = _current_span()
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.checkout", error)
+        return None
+    traced = _start_trace(recorder, parent) if recorder.spans else None
+    return binding, started, parent, traced
+
+
+def _succeeded(begun: _Begun, connection: Any) -> None:
+    binding, started, parent, traced = begun
+    try:
+        key = binding.key(connection)
+        binding.recorder.succeeded(started, traced, key, key, parent)  # type: ignore[union-attr]
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.checkout", error)
+
+
+def _failed(begun: _Begun, failure: BaseException) -> None:
+    binding, started, _parent, traced = begun
+    try:
+        timed_out = isinstance(failure, PoolTimeout)
+        binding.recorder.failed(started, traced, failure, timed_out)  # type: ignore[union-attr]
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.checkout", error)
+
+
+def _returned(pool: Any, connection: Any) -> None:
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None:
+        return
+    try:
+        if binding.collected:
+            binding.reap()
+        binding.recorder.checked_in(_weakref(connection))  # type: ignore[union-attr]
+    except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
+        _guard.internal_error("psycopg_pool.checkin", error)
+
+
+def _created(pool: Any, started: float) -> None:
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None:
+        return
+    try:
+        binding.recorder.connection_created(_perf() - started)  # type: ignore[union-attr]
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.connect", error)
+
+
+def _start_trace(recorder: PoolRecorder, parent: Span) -> Traced | None:
+    try:
+        return recorder.trace(parent)
+    except Exception as error:  # noqa: BLE001 - a broken tracer must not cost the bookkeeping
+        _guard.internal_error("psycopg_pool.checkout", error)
+        return None
+
+
+def _first_sight(pool: Any) -> _Binding | None:
+    try:
+        return ADAPTER.auto_attach(pool)
+    except Exception as error:  # noqa: BLE001
+        _guard.internal_error("psycopg_pool.attach", error)
+        return None
+
+
+def _mark(replacement: Any, original: Any) -> Any:
+    replacement.__wrapped__ = original
+    replacement.__doc__ = original.__doc__
+    replacement.__name__ = original.__name__
+    replacement._poolwatch = True
+    return replacement
+
+
+def _sync_getconn(original: Callable[..., Any]) -> Any:
+    def getconn(pool: Any, timeout: float | None = None) -> Any:
+        begun = _begin(pool)
+        if begun is None:
+            return original(pool, timeout)
+        try:
+            connection = original(pool, timeout)
+        except BaseException as failure:
+            _failed(begun, failure)
+            raise
+        _succeeded(begun, connection)
+        return connection
+
+    return _mark(getconn, original)
+
+
+def _async_getconn(original: Callable[..., Any]) -> Any:
+    async def getconn(pool: Any, timeout: float | None = None) -> Any:
+        begun = _begin(pool)
+        if begun is None:
+            return await original(pool, timeout)
+        try:
+            connection = await original(pool, timeout)
+        except BaseException as failure:  # cancellation included: a failed wait, not a timeout
+            _failed(begun, failure)
+            raise
+        _succeeded(begun, connection)
+        return connection
+
+    return _mark(getconn, original)
+
+
+def _sync_putconn(original: Callable[..., Any]) -> Any:
+    def putconn(pool: Any, conn: Any) -> None:
+        _returned(pool, conn)
+        original(pool, conn)
+
+    return _mark(putconn, original)
+
+
+def _async_putconn(original: Callable[..., Any]) -> Any:
+    async def putconn(pool: Any, conn: Any) -> None:
+        _returned(pool, conn)
+        await original(pool, conn)
+
+    return _mark(putconn, original)
+
+
+def _sync_connect(original: Callable[..., Any]) -> Any:
+    def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
+        started = _perf()
+        connection = original(pool, *args, **kwargs)
+        _created(pool, started)
+        return connection
+
+    return _mark(_connect, original)
+
+
+def _async_connect(original: Callable[..., Any]) -> Any:
+    async def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
+        started = _perf()
+        connection = await original(pool, *args, **kwargs)
+        _created(pool, started)
+        return connection
+
+    return _mark(_connect, original)
+
+
+_REPLACEMENTS: dict[tuple[bool, str], Callable[[Any], Any]] = {
+    (False, "getconn"): _sync_getconn,
+    (True, "getconn"): _async_getconn,
+    (False, "putconn"): _sync_putconn,
+    (True, "putconn"): _async_putconn,
+    (False, "_connect"): _sync_connect,
+    (True, "_connect"): _async_connect,
+}

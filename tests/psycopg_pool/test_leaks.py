@@ -1,0 +1,77 @@
+"""Leaked and never-returned psycopg_pool connections, traced to the code that borrowed them."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import psycopg_pool
+from poolwatch import catalog
+from poolwatch.testing import Capture
+from psycopg_pool import ConnectionPool
+from tests.sqlalchemy.conftest import counts, gauge
+
+pytestmark = pytest.mark.postgres
+
+THRESHOLD = 0.2
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def borrow_and_forget(pool: ConnectionPool) -> Any:
+    """Application code that takes a connection and keeps it."""
+    return pool.getconn()
+
+
+def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_site(
+    instrumented: Callable[..., ConnectionPool], telemetry: Capture
+) -> None:
+    """One leak event naming the borrowing function, line and thread; then a returned event."""
+    pool = instrumented(min_size=1, max_size=2, leak_threshold=THRESHOLD)
+    connection = borrow_and_forget(pool)
+    wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
+    time.sleep(THRESHOLD)  # the watchdog runs again: still one event
+    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    attributes = event.attributes
+    assert attributes[catalog.POOL_NAME] == "app"
+    assert attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
+    assert attributes[catalog.CODE_FILE] == __file__
+    assert attributes[catalog.CODE_LINE] == borrow_and_forget.__code__.co_firstlineno + 2
+    assert attributes[catalog.THREAD_NAME] == threading.current_thread().name
+    assert attributes[catalog.LEAK_THRESHOLD] == THRESHOLD
+    assert Path(psycopg_pool.__file__).parent.as_posix() not in attributes[catalog.CODE_STACKTRACE]
+    assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 1
+
+    pool.putconn(connection)
+    (returned,) = telemetry.events(catalog.EVENT_RETURNED)
+    assert returned.attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
+    assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 0
+    assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
+
+
+def test_a_connection_dropped_without_putconn_is_reported_as_never_returned(
+    instrumented: Callable[..., ConnectionPool], telemetry: Capture
+) -> None:
+    """The garbage-collected connection is counted once, and the pool still counts it used."""
+    pool = instrumented(min_size=1, max_size=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        borrow_and_forget(pool)
+        gc.collect()
+    assert gauge(telemetry, catalog.CONNECTION_NEVER_RETURNED, "app") == 1
+    (event,) = telemetry.events(catalog.EVENT_NEVER_RETURNED)
+    assert event.attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
+    assert counts(telemetry, "app") == (1, 0)  # psycopg_pool never gets it back
