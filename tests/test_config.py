@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from poolwatch import config as config_module
 from poolwatch.config import Config
 
 
@@ -44,8 +45,10 @@ def test_a_bad_value_warns_once_naming_the_variable_and_the_default(
     caplog: pytest.LogCaptureFixture, variable: str, value: str, default: str
 ) -> None:
     """The warning names the variable, the bad value and the default used; nothing raises."""
+    config_module._warned.clear()
     with caplog.at_level(logging.WARNING, logger="poolwatch"):
         config = Config.load(environ={variable: value})
+        assert Config.load(environ={variable: value}) == config  # a second load stays quiet
     assert config == Config()
     (record,) = caplog.records
     message = record.getMessage()

@@ -17,6 +17,8 @@ _logger = logging.getLogger("poolwatch")
 
 ENV_PREFIX = "OTEL_PYTHON_POOLWATCH_"
 
+_warned: set[tuple[str, str]] = set()
+
 HistogramMode = Literal["aggregated", "standard"]
 
 
@@ -89,13 +91,15 @@ def _parse(field: dataclasses.Field[Any], raw: str) -> Any:
     try:
         return parser(field, raw.strip())
     except ValueError as exc:
-        _logger.warning(
-            "poolwatch: ignoring %s=%r (%s); using the default %r",
-            variable,
-            raw,
-            exc,
-            field.default,
-        )
+        if (variable, raw) not in _warned:  # once per process, however many instrumentors load
+            _warned.add((variable, raw))
+            _logger.warning(
+                "poolwatch: ignoring %s=%r (%s); using the default %r",
+                variable,
+                raw,
+                exc,
+                field.default,
+            )
         return field.default
 
 
