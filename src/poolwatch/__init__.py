@@ -15,6 +15,7 @@ from poolwatch.instrumentors import (
     SQLAlchemyPoolInstrumentor,
     telemetry_from,
 )
+from poolwatch.naming import APPLICATION_NAME
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -97,13 +98,17 @@ def instrument_psycopg_pool(
     histograms: HistogramMode | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    application_name: str | None = APPLICATION_NAME,
 ) -> None:
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
 
     Without ``pool_name`` a pool is named by its own ``name`` when set, else by its
-    ``postgresql://user@host:port/dbname`` target (never the password). Connections opened
-    before instrumenting are not in the create-time histogram. Calling it again for the same
-    pool does nothing.
+    ``postgresql://user@host:port/dbname`` target (never the password). Connections the pool
+    opens from then on get ``application_name`` (``{pool}`` stands for the pool's name; the
+    default is the name alone, matching ``pg_stat_activity`` rows to the metrics; PostgreSQL keeps
+    63 bytes), unless the conninfo, ``kwargs`` or ``PGAPPNAME`` set one; None leaves it unset.
+    Connections opened before instrumenting keep their name and are not in the create-time
+    histogram. Calling it again for the same pool does nothing.
     """
     from poolwatch.integrations.psycopg_pool import ADAPTER
 
@@ -120,9 +125,9 @@ def instrument_psycopg_pool(
         }
     )
     if pool is None:
-        ADAPTER.instrument_all(telemetry)
+        ADAPTER.instrument_all(telemetry, application_name)
     else:
-        ADAPTER.instrument_pool(pool, telemetry, pool_name)
+        ADAPTER.instrument_pool(pool, telemetry, pool_name, application_name)
 
 
 def uninstrument_psycopg_pool(pool: Any = None) -> None:

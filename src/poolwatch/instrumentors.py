@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from poolwatch import naming
 from poolwatch.config import Config
 from poolwatch.telemetry import Telemetry, forget_shared, telemetry_for
 
@@ -84,7 +85,9 @@ class PsycopgPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from poolwatch.integrations.psycopg_pool import ADAPTER
 
         self._telemetry = telemetry_from(kwargs)
-        ADAPTER.instrument_all(self._telemetry)
+        ADAPTER.instrument_all(
+            self._telemetry, kwargs.get("application_name", naming.APPLICATION_NAME)
+        )
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from poolwatch.integrations.psycopg_pool import ADAPTER

@@ -68,3 +68,13 @@ class NameRegistry:
     def _live(self, name: str) -> bool:
         ref = self._owners.get(name)
         return ref is not None and ref() is not None
+
+
+#: The default ``application_name`` poolwatch gives a pool's connections: the pool's name, so
+#: ``pg_stat_activity`` rows match the ``db.client.connection.pool.name`` of the metrics.
+APPLICATION_NAME = "{pool}"
+
+
+def application_name(template: str, pool_name: str) -> str:
+    """``template`` with ``{pool}`` replaced by the pool's name (no other field is formatted)."""
+    return template.replace("{pool}", pool_name)

@@ -3,11 +3,13 @@
 psycopg_pool has no hooks, so ``getconn``, ``putconn`` and ``_connect`` are replaced at class level
 by plain functions (sync and async); counts are read from the pool's ``get_stats()`` at collection
 time. A loan is keyed by a weak reference to the connection, so a connection the application
-drops without ``putconn`` is reported as never returned.
+drops without ``putconn`` is reported as never returned. Connections opened after attaching get an
+``application_name`` (the pool's name by default) unless the user set one.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -18,13 +20,13 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from psycopg.conninfo import make_conninfo
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolwatch import _guard
-from poolwatch.naming import NameRegistry, dsn_pool_name
+from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 _ATTR = "_poolwatch_binding"
 _perf = time.perf_counter
@@ -49,6 +51,8 @@ class _Binding:
         #: Loan keys (weak references) whose connection was garbage-collected while out.
         #: Filled from inside the garbage collector, so only appended to, never locked.
         self.collected: deque[weakref.ref[Any]] = deque()
+        #: The pool's ``kwargs`` before and after poolwatch added ``application_name``.
+        self.kwargs_swap: tuple[Any, dict[str, Any]] | None = None
 
     def read_state(self) -> PoolState | None:
         self.reap()
@@ -83,6 +87,26 @@ def pool_state(pool: Any) -> PoolState:
     )
 
 
+def user_set_application_name(pool: Any) -> bool:
+    """Whether the pool's connections already get an ``application_name`` (or we cannot tell)."""
+    conninfo, kwargs = getattr(pool, "conninfo", None), getattr(pool, "kwargs", None)
+    if not isinstance(conninfo, str) or not (kwargs is None or isinstance(kwargs, dict)):
+        return True  # resolved by a callable per connection: leave it alone
+    if "PGAPPNAME" in os.environ or (kwargs and "application_name" in kwargs):
+        return True
+    return "application_name" in conninfo_to_dict(conninfo)
+
+
+def name_connections(binding: _Binding, pool: Any, template: str | None, name: str) -> None:
+    """Give connections the pool opens from now on an ``application_name``, unless set."""
+    if template is None or user_set_application_name(pool):
+        return
+    before = pool.kwargs
+    after = {**(before or {}), "application_name": application_name(template, name)}
+    pool.kwargs = after
+    binding.kwargs_swap = (before, after)
+
+
 def default_name(pool: Any) -> str:
     """The pool's own ``name`` if the user chose one, else its target without the password."""
     chosen = getattr(pool, "name", None)
@@ -103,6 +127,7 @@ class PsycopgPoolAdapter:
         self._lock = threading.RLock()
         self._installed = False
         self._auto: Telemetry | None = None
+        self._application_name: str | None = APPLICATION_NAME
         self._bindings: dict[int, _Binding] = {}
         self._originals: dict[tuple[type[Any], str], Any] = {}
         self._graveyard: deque[int] = deque()
@@ -113,14 +138,21 @@ class PsycopgPoolAdapter:
         """Whether psycopg_pool's classes are patched right now."""
         return self._installed
 
-    def instrument_all(self, telemetry: Telemetry) -> None:
+    def instrument_all(
+        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+    ) -> None:
         """Record every pool from its first checkout on."""
         with self._lock:
             self._install()
             self._auto = telemetry
+            self._application_name = application_name
 
     def instrument_pool(
-        self, pool: Any, telemetry: Telemetry, pool_name: str | None = None
+        self,
+        pool: Any,
+        telemetry: Telemetry,
+        pool_name: str | None = None,
+        application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
         """Record one pool (sync or async); a second call returns the first recorder."""
         with self._lock:
@@ -128,7 +160,7 @@ class PsycopgPoolAdapter:
             existing: _Binding | None = vars(pool).get(_ATTR)
             if existing is not None and existing.recorder is not None:
                 return existing.recorder
-            return self._attach(pool, telemetry, pool_name)
+            return self._attach(pool, telemetry, pool_name, application_name)
 
     def uninstrument_pool(self, pool: Any) -> None:
         """Stop recording one pool."""
@@ -155,16 +187,19 @@ class PsycopgPoolAdapter:
             existing: _Binding | None = vars(pool).get(_ATTR)
             if existing is not None or self._auto is None:
                 return existing
-            self._attach(pool, self._auto, None)
+            self._attach(pool, self._auto, None, self._application_name)
             return vars(pool)[_ATTR]  # type: ignore[no-any-return]
 
     # --- attaching ----------------------------------------------------------------------------
 
-    def _attach(self, pool: Any, telemetry: Telemetry, pool_name: str | None) -> PoolRecorder:
+    def _attach(
+        self, pool: Any, telemetry: Telemetry, pool_name: str | None, app_name: str | None
+    ) -> PoolRecorder:
         self._reap()
         binding = _Binding(pool)
         name = self.names.claim(pool_name or default_name(pool), owner=binding)
         binding.recorder = recorder = telemetry.pool(name, binding.read_state)
+        name_connections(binding, pool, app_name, name)
         setattr(pool, _ATTR, binding)
         self._bindings[id(binding)] = binding
         finalizer = weakref.finalize(pool, self._graveyard.append, id(binding))
@@ -184,6 +219,10 @@ class PsycopgPoolAdapter:
         pool = binding.pool_ref()
         if pool is not None and vars(pool).get(_ATTR) is binding:
             delattr(pool, _ATTR)
+        if pool is not None and binding.kwargs_swap is not None:
+            before, after = binding.kwargs_swap
+            if pool.kwargs is after:
+                pool.kwargs = before
         if binding.recorder is not None:
             binding.recorder.telemetry.drop(binding.recorder)
         self.names.release(binding)
