@@ -37,7 +37,9 @@ def assert_the_true_story(telemetry: Capture, outer_key: str) -> None:
     """Timeouts counted, waits at the timeout, conflicts caused by them, holders named."""
     assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "jobs") == EXPECTED_TIMEOUTS
     wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "jobs")
-    assert wait["0.5"] - wait["0.25"] == EXPECTED_TIMEOUTS  # every timed-out wait was ~0.3 s
+    # every timed-out wait was ~0.3 s (up to 1 s when the machine is busy); every other was fast
+    assert wait["1.0"] - wait["0.25"] == EXPECTED_TIMEOUTS
+    assert wait["0.25"] == wait["+Inf"] - EXPECTED_TIMEOUTS
 
     conflicts = telemetry.events(catalog.EVENT_CONFLICT)
     assert len(conflicts) == EXPECTED_TIMEOUTS
@@ -50,7 +52,7 @@ def assert_the_true_story(telemetry: Capture, outer_key: str) -> None:
         assert attributes[catalog.SESSION_CURRENT_SITE].endswith("scheduler.<locals>.child")
         assert attributes[catalog.CONFLICT_CAUSE] == catalog.CAUSE_POOL_TIMEOUT
         assert attributes[catalog.CONFLICT_CAUSE_POOL] == "jobs"
-        assert 0 <= attributes[catalog.CONFLICT_CAUSE_AGE] < 1.0
+        assert 0 <= attributes[catalog.CONFLICT_CAUSE_AGE] < 5.0
         assert (
             "QueuePool limit of size 2 overflow 1 reached"
             in attributes[catalog.CONFLICT_CAUSE_MESSAGE]
