@@ -22,11 +22,11 @@ import threading
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
-import sqlalchemy as sa
 
 
 def engine_for(url: str) -> sa.Engine:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gc
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-import sqlalchemy as sa
 from poolwatch.naming import NameRegistry, url_pool_name
 
 

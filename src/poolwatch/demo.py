@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import poolwatch
 import sqlalchemy as sa
+
+import poolwatch
 from poolwatch import catalog
 from poolwatch._histogram import quantile
 from poolwatch.testing import Capture

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
-import sqlalchemy
 from poolwatch import catalog
 from poolwatch.config import ENV_PREFIX, Config
-from sqlalchemy import exc
 from tests.support.otlp_receiver import OtlpReceiver, Points
 
 APPS = Path(__file__).parent / "apps"

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 from opentelemetry.trace import SpanKind, StatusCode
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 

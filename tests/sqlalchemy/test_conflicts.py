@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from sqlalchemy import event
 from tests.sqlalchemy.models import Base, Job
 
 

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 from tests.sqlalchemy.conftest import buckets, counts, gauge

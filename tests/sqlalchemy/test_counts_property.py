@@ -6,12 +6,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 

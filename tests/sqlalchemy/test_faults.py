@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import _guard, catalog
 from poolwatch.recorder import PoolRecorder
 from poolwatch.testing import Capture

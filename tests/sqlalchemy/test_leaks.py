@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import _guard, catalog
 from poolwatch.testing import Capture
 from tests.sqlalchemy.conftest import gauge

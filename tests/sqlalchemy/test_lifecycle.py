@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
-from sqlalchemy import event
 from tests.sqlalchemy.conftest import counts, gauge, observed
 
 ORIGINAL_CONNECT = sa.pool.Pool.connect

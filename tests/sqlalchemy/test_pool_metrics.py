@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
 import poolwatch
-import sqlalchemy as sa
 from poolwatch import catalog
 from poolwatch.testing import Capture
 from tests.sqlalchemy.conftest import buckets, counts, gauge, observed

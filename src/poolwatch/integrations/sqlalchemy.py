@@ -17,10 +17,10 @@ from typing import Any
 import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import (
     AssertionPool,
-    AsyncAdaptedQueuePool,
     NullPool,
     Pool,
     QueuePool,
@@ -33,7 +33,6 @@ from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
-from sqlalchemy import event, exc
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
@@ -65,8 +64,8 @@ class _Binding:
 
 def pool_state(pool: Pool, loans: int) -> PoolState:
     """The state SQLAlchemy reports for ``pool``; ``loans`` is poolwatch's count of checkouts."""
-    if type(pool) in _QUEUE_POOLS or isinstance(pool, QueuePool):
-        return _queue_pool_state(pool)  # type: ignore[arg-type]
+    if isinstance(pool, QueuePool):  # AsyncAdaptedQueuePool too
+        return _queue_pool_state(pool)
     if isinstance(pool, SingletonThreadPool):
         opened = len(pool._all_conns)
         return PoolState(loans, max(opened - loans, 0), pool.size, pool.size, 0)
@@ -77,9 +76,6 @@ def pool_state(pool: Pool, loans: int) -> PoolState:
     if isinstance(pool, NullPool):
         return PoolState(used=loans, idle=0, max=None, idle_max=0, idle_min=0)
     return PoolState(used=loans, idle=0)
-
-
-_QUEUE_POOLS = frozenset({QueuePool, AsyncAdaptedQueuePool})
 
 
 def _queue_pool_state(pool: QueuePool) -> PoolState:

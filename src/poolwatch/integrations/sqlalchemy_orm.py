@@ -15,13 +15,13 @@ from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.exc import StaleDataError
 
 from poolwatch import _guard, _sites, catalog
 from poolwatch.telemetry import Telemetry
-from sqlalchemy import event, exc
 
 _SITE_ATTR = "_poolwatch_site"
 _SEEN_ATTR = "_poolwatch_seen"
