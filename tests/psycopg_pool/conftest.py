@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 import poolwatch
 from poolwatch.testing import Capture
-from psycopg_pool import ConnectionPool
 from tests.support.postgres import PostgresCluster
 
 PoolFactory = Callable[..., ConnectionPool]

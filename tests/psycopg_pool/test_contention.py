@@ -7,11 +7,11 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 import poolwatch
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from tests.sqlalchemy.conftest import buckets, counts, gauge
 from tests.support.postgres import PostgresCluster
 

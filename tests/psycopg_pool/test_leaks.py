@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import psycopg_pool
+import pytest
+from psycopg_pool import ConnectionPool
+
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from psycopg_pool import ConnectionPool
 from tests.sqlalchemy.conftest import counts, gauge
 
 pytestmark = pytest.mark.postgres

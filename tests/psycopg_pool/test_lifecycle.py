@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTimeout
 
 import poolwatch
 from poolwatch import catalog
 from poolwatch.integrations.psycopg_pool import ADAPTER
 from poolwatch.testing import Capture
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTimeout
 from tests.psycopg_pool.conftest import PoolFactory
 from tests.support.postgres import PASSWORD, PostgresCluster
 
@@ -145,3 +145,34 @@ def test_instrumentor_records_pools_from_their_first_checkout(
     finally:
         instrumentor.uninstrument()
     assert not ADAPTER.installed
+
+
+@pytest.mark.asyncio
+async def test_instrument_all_records_async_pools_from_their_first_checkout(
+    postgres: PostgresCluster, telemetry: Capture
+) -> None:
+    """An async pool made after ``instrument_psycopg_pool()`` is recorded under its own name."""
+    poolwatch.instrument_psycopg_pool(**telemetry.providers)
+    pool = AsyncConnectionPool(postgres.dsn, min_size=1, name="async-jobs", open=False)
+    await pool.open(wait=True)
+    try:
+        async with pool.connection():
+            assert pool_names(telemetry) == ["async-jobs"]
+    finally:
+        await pool.close()
+
+
+def test_an_internal_error_is_counted_and_the_checkout_still_succeeds(
+    instrumented: Callable[..., ConnectionPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing recorder costs the bookkeeping of one checkout, never the application's query."""
+    pool = instrumented(min_size=1)
+    recorder = vars(pool)["_poolwatch_binding"].recorder
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("poolwatch bug")
+
+    monkeypatch.setattr(recorder, "succeeded", broken)
+    with pool.connection() as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+    assert poolwatch._guard.error_counts() == {"psycopg_pool.checkout": 1}

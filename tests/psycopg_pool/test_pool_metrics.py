@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from psycopg_pool import ConnectionPool, PoolTimeout
 from tests.sqlalchemy.conftest import buckets, counts, gauge, observed
 
 pytestmark = pytest.mark.postgres
