@@ -57,7 +57,7 @@ class _Binding:
     def read_state(self) -> PoolState | None:
         self.reap()
         pool = self.pool_ref()
-        if pool is None or (pool.closed and pool._opened):
+        if pool is None or (pool.closed and getattr(pool, "_opened", True)):
             return None  # gone, or closed for good (a psycopg pool cannot be reopened)
         return pool_state(pool)
 
@@ -68,7 +68,11 @@ class _Binding:
     def reap(self) -> None:
         """Report loans whose connection was garbage-collected without ``putconn``."""
         while self.collected and self.recorder is not None:
-            self.recorder.forget(self.collected.popleft())
+            try:
+                key = self.collected.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self.recorder.forget(key)
 
 
 def pool_state(pool: Any) -> PoolState:
