@@ -29,7 +29,7 @@ def assert_two_served_three_timed_out(telemetry: Capture, pool: str) -> None:
     wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, pool)
     assert (wait["0.1"], wait["0.25"], wait["0.5"], wait["+Inf"]) == (2, 2, 5, 5)
     use = buckets(telemetry, catalog.USE_TIME_BUCKET, pool)
-    assert (use["0.5"], use["1.0"], use["+Inf"]) == (0, 2, 2)
+    assert (use["0.5"], use["2.5"], use["+Inf"]) == (0, 2, 2)  # the two 0.8 s holds (with slack)
     assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, pool) == 0
     assert counts(telemetry, pool) == (0, 2)
     assert len(telemetry.events(catalog.EVENT_POOL_TIMEOUT)) == 3
