@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _logger = logging.getLogger("poolwatch")
 _lock = threading.Lock()
@@ -30,6 +34,15 @@ def internal_error(hook: str, exc: BaseException) -> None:
             )
     except Exception:  # noqa: BLE001  # pragma: no cover - logging itself failed
         pass
+
+
+def guarded(hook: str, fn: Callable[..., T], *args: Any) -> T | None:
+    """``fn(*args)``, or None after counting and logging an error raised inside poolwatch."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the hook boundary
+        internal_error(hook, exc)
+        return None
 
 
 def error_counts() -> dict[str, int]:

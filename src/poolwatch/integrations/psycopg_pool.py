@@ -266,7 +266,7 @@ def _begin(pool: Any) -> _Begun | None:
     """Start recording a checkout of ``pool``; None if the pool is not recorded."""
     binding: _Binding | None = pool.__dict__.get(_ATTR)
     if binding is None:
-        binding = _first_sight(pool)
+        binding = _guard.guarded("psycopg_pool.attach", ADAPTER.auto_attach, pool)
         if binding is None:
             return None
     recorder = binding.recorder
@@ -277,7 +277,9 @@ def _begin(pool: Any) -> _Begun | None:
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
         return None
-    traced = _start_trace(recorder, parent) if recorder.spans else None
+    traced = (
+        _guard.guarded("psycopg_pool.checkout", recorder.trace, parent) if recorder.spans else None
+    )
     return binding, started, parent, traced
 
 
@@ -321,22 +323,6 @@ def _created(pool: Any, started: float) -> None:
         _guard.internal_error("psycopg_pool.connect", error)
 
 
-def _start_trace(recorder: PoolRecorder, parent: Span) -> Traced | None:
-    try:
-        return recorder.trace(parent)
-    except Exception as error:  # noqa: BLE001 - a broken tracer must not cost the bookkeeping
-        _guard.internal_error("psycopg_pool.checkout", error)
-        return None
-
-
-def _first_sight(pool: Any) -> _Binding | None:
-    try:
-        return ADAPTER.auto_attach(pool)
-    except Exception as error:  # noqa: BLE001
-        _guard.internal_error("psycopg_pool.attach", error)
-        return None
-
-
 def _mark(replacement: Any, original: Any) -> Any:
     replacement.__wrapped__ = original
     replacement.__doc__ = original.__doc__
@@ -358,7 +344,11 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)
             return original(pool, timeout)
-        traced = _start_trace(recorder, parent) if recorder.spans else None
+        traced = (
+            _guard.guarded("psycopg_pool.checkout", recorder.trace, parent)
+            if recorder.spans
+            else None
+        )
         try:
             connection = original(pool, timeout)
         except BaseException as failure:

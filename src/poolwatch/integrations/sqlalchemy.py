@@ -356,7 +356,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     def connect(pool: Any) -> Any:
         recorder: PoolRecorder | None = getattr(pool, _ATTR, None)
         if recorder is None:
-            recorder = _first_sight(pool)
+            recorder = _guard.guarded("sqlalchemy.attach", ADAPTER.auto_attach, pool)
             if recorder is None:
                 return original(pool)
         try:
@@ -366,7 +366,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
         traced = (
-            _start_trace(recorder, parent)
+            _guard.guarded("sqlalchemy.checkout", recorder.trace, parent)
             if recorder.spans and (recorder.root_spans or parent.is_recording())
             else None
         )
@@ -389,14 +389,6 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     return connect
 
 
-def _start_trace(recorder: PoolRecorder, parent: Any) -> Traced | None:
-    try:
-        return recorder.trace(parent)
-    except Exception as error:  # noqa: BLE001 - a broken tracer must not cost the bookkeeping
-        _guard.internal_error("sqlalchemy.checkout", error)
-        return None
-
-
 def _checkout_failed(
     recorder: PoolRecorder, started: float, traced: Traced | None, failure: BaseException
 ) -> None:
@@ -404,14 +396,6 @@ def _checkout_failed(
         recorder.failed(started, traced, failure, isinstance(failure, exc.TimeoutError))
     except Exception as error:  # noqa: BLE001
         _guard.internal_error("sqlalchemy.checkout", error)
-
-
-def _first_sight(pool: Any) -> PoolRecorder | None:
-    try:
-        return ADAPTER.auto_attach(pool)
-    except Exception as error:  # noqa: BLE001
-        _guard.internal_error("sqlalchemy.attach", error)
-        return None
 
 
 def _wrap_recreate(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:

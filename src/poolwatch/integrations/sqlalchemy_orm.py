@@ -92,7 +92,9 @@ class SessionConflicts:
             return wrapped(*args, **kwargs)
         except exc.InvalidRequestError as conflict:
             if "is already attached to session" in str(conflict):
-                self._guarded(self._already_attached, session, args, conflict)
+                _guard.guarded(
+                    "sqlalchemy.session", self._already_attached, session, args, conflict
+                )
             raise
 
     def _session_call(self, wrapped: Any, session: Any, args: Any, kwargs: Any) -> Any:
@@ -101,7 +103,7 @@ class SessionConflicts:
         except (exc.InvalidRequestError, StaleDataError) as conflict:
             kind = _session_kind(conflict)
             if kind is not None and not getattr(conflict, _SEEN_ATTR, False):
-                self._guarded(self._report, session, kind, conflict)
+                _guard.guarded("sqlalchemy.session", self._report, session, kind, conflict)
             raise
 
     def _handle_error(self, context: Any) -> None:
@@ -125,12 +127,6 @@ class SessionConflicts:
             _guard.internal_error("sqlalchemy.handle_error", error)
 
     # --- reporting -------------------------------------------------------------------------
-
-    def _guarded(self, report: Callable[..., None], *args: Any) -> None:
-        try:
-            report(*args)
-        except Exception as error:  # noqa: BLE001 - never replace the app's exception
-            _guard.internal_error("sqlalchemy.session", error)
 
     def _already_attached(self, session: Any, args: Any, conflict: BaseException) -> None:
         setattr(conflict, _SEEN_ATTR, True)
