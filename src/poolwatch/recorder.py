@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from poolwatch.telemetry import Telemetry
 
 _perf = time.perf_counter
+#: Buffered values per pool before the checking-in thread folds them into the buckets.
+_FOLD_AT = 1024
 _current_thread = threading.current_thread
 _running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
@@ -117,6 +119,10 @@ class PoolRecorder:
         #: Keys of loans already reported as leaked.
         self._leaked: set[object] = set()
         self._waiting: deque[None] = deque()
+        # Waits and hold times are appended here (atomic, no lock) and folded into the buckets
+        # at collection or every _FOLD_AT values: cheaper per checkout than a lock and a bisect.
+        self._waits: deque[float] = deque()
+        self._uses: deque[float] = deque()
         self._lock = threading.Lock()
         self.wait = Buckets(catalog.WAIT_BUCKETS)
         self.use = Buckets(catalog.USE_BUCKETS)
@@ -162,8 +168,10 @@ class PoolRecorder:
         now = _perf()
         waited = now - started
         self._waiting.pop()
-        with self._lock:
-            self.wait.observe(waited)
+        waits = self._waits
+        waits.append(waited)
+        if len(waits) > _FOLD_AT:
+            self.fold()
         if key not in self.loans:
             self.loans[key] = loan_entry(now, owner, self._sites.capture(3), parent)
         if self._standard is not None:
@@ -205,8 +213,10 @@ class PoolRecorder:
         if entry is None:
             return
         held = _perf() - entry[0]
-        with self._lock:
-            self.use.observe(held)
+        uses = self._uses
+        uses.append(held)
+        if len(uses) > _FOLD_AT:
+            self.fold()
         if self._standard is not None:
             self._standard.use.record(held, self.attributes)
         owner = entry[1]
@@ -238,6 +248,12 @@ class PoolRecorder:
             self.create.observe(seconds)
         if self._standard is not None:
             self._standard.create.record(seconds, self.attributes)
+
+    def fold(self) -> None:
+        """Move buffered waits and hold times into their buckets (collection calls this)."""
+        with self._lock:
+            _drain(self._waits, self.wait)
+            _drain(self._uses, self.use)
 
     # --- leaks ---------------------------------------------------------------------------------
 
@@ -293,6 +309,14 @@ class PoolRecorder:
         if state.max is not None:
             attributes[catalog.POOL_MAX] = state.max
         return attributes
+
+
+def _drain(values: deque[float], buckets: Buckets) -> None:
+    """Observe every value in ``values`` (others may append meanwhile; only one drains)."""
+    take = values.popleft
+    observe = buckets.observe
+    while values:
+        observe(take())
 
 
 class _Holders:

@@ -406,6 +406,7 @@ def _leaked_now(telemetry: Telemetry) -> Iterator[Observation]:
 def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
     def read(telemetry: Telemetry) -> Iterator[Observation]:
         for recorder in telemetry.pools():
+            recorder.fold()
             buckets: Buckets = getattr(recorder, field)
             with recorder._lock:
                 pairs = list(buckets.cumulative())
@@ -418,6 +419,7 @@ def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
 def _sums(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
     def read(telemetry: Telemetry) -> Iterator[Observation]:
         for recorder in telemetry.pools():
+            recorder.fold()
             yield Observation(getattr(recorder, field).total, recorder.attributes)
 
     return read

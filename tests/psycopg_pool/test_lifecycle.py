@@ -127,6 +127,7 @@ def test_other_checkout_errors_pass_through_and_are_not_timeouts(
     with pytest.raises(PoolClosed):
         pool.getconn()
     assert recorder.timeouts == 0
+    recorder.fold()
     assert list(recorder.wait.cumulative())[-1] == ("+Inf", 2)
 
 

@@ -156,3 +156,20 @@ def test_metrics_carry_the_units_and_descriptions_of_the_catalog(
         assert by_name[name].unit == unit
     standard = {m.name for m in catalog.STANDARD_METRICS if m.kind is not catalog.Kind.HISTOGRAM}
     assert standard <= set(exported)
+
+
+def test_buffered_waits_are_folded_without_a_collection_and_none_is_lost(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """Waits buffer lock-free up to a bound, then fold into the buckets; counts stay exact."""
+    from poolwatch import recorder as recorder_module
+
+    engine = instrumented()
+    recorder = engine.pool._poolwatch_recorder  # type: ignore[attr-defined]
+    checkouts = 3 * recorder_module._FOLD_AT
+    for _ in range(checkouts):
+        engine.pool.connect().close()
+    assert len(recorder._waits) <= recorder_module._FOLD_AT
+    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == checkouts
+    assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == checkouts
+    assert len(recorder._waits) == 0
