@@ -12,8 +12,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 import poolwatch
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import buckets, counts, gauge
 from tests.support.postgres import PostgresCluster
+from tests.support.readings import buckets, counts, gauge
 
 pytestmark = pytest.mark.postgres
 

@@ -16,19 +16,11 @@ from psycopg_pool import ConnectionPool
 
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import counts, gauge
+from tests.support.readings import counts, gauge, wait_for
 
 pytestmark = pytest.mark.postgres
 
 THRESHOLD = 0.2
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
 
 
 def borrow_and_forget(pool: ConnectionPool) -> Any:

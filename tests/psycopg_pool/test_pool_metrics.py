@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import buckets, counts, gauge, observed
+from tests.support.readings import buckets, counts, gauge, observed
 
 pytestmark = pytest.mark.postgres
 

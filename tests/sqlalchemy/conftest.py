@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 
 import poolwatch
-from poolwatch import catalog
 from poolwatch.testing import Capture
 
 EngineFactory = Callable[..., sa.Engine]
@@ -41,35 +40,3 @@ def instrumented(make_engine: EngineFactory, telemetry: Capture) -> Callable[...
         return engine
 
     return make
-
-
-def counts(telemetry: Capture, pool: str) -> tuple[int, int]:
-    """(used, idle) as poolwatch reports them for ``pool``."""
-    used = telemetry.value(
-        catalog.CONNECTION_COUNT.name,
-        attributes={catalog.POOL_NAME: pool, catalog.STATE: catalog.STATE_USED},
-    )
-    idle = telemetry.value(
-        catalog.CONNECTION_COUNT.name,
-        attributes={catalog.POOL_NAME: pool, catalog.STATE: catalog.STATE_IDLE},
-    )
-    return used, idle
-
-
-def gauge(telemetry: Capture, metric: catalog.Metric, pool: str) -> Any:
-    """The value of a per-pool metric."""
-    return telemetry.value(metric.name, attributes={catalog.POOL_NAME: pool})
-
-
-def buckets(telemetry: Capture, metric: catalog.Metric, pool: str) -> dict[str, int]:
-    """Cumulative counts by ``le`` for an aggregated histogram."""
-    return {
-        point.attributes[catalog.LE]: point.value
-        for point in telemetry.metrics().get(metric.name, [])
-        if point.attributes.get(catalog.POOL_NAME) == pool
-    }
-
-
-def observed(telemetry: Capture, metric: catalog.Metric, pool: str) -> int:
-    """How many values an aggregated histogram holds (its ``+Inf`` bucket)."""
-    return buckets(telemetry, metric, pool).get("+Inf", 0)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import poolwatch
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import buckets, counts, gauge
+from tests.support.readings import buckets, counts, gauge
 
 HOLD = 0.8
 TIMEOUT = 0.3

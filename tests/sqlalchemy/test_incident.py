@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 import poolwatch
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import buckets, gauge
 from tests.sqlalchemy.models import Base, Job
+from tests.support.readings import buckets, gauge
 
 CHILDREN = 5
 POOL_SIZE, OVERFLOW, TIMEOUT = 2, 1, 0.3

@@ -19,17 +19,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import poolwatch
 from poolwatch import _guard, catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import gauge
+from tests.support.readings import gauge, wait_for
 
 THRESHOLD = 0.2
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import poolwatch
 from poolwatch import catalog
 from poolwatch.integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import counts, gauge, observed
+from tests.support.readings import counts, gauge, observed
 
 ORIGINAL_CONNECT = sa.pool.Pool.connect
 ORIGINAL_SINGLETON_CONNECT = sa.pool.SingletonThreadPool.connect

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import poolwatch
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.sqlalchemy.conftest import buckets, counts, gauge, observed
+from tests.support.readings import buckets, counts, gauge, observed
 
 
 def test_nine_standard_metrics_are_reported_with_exact_values(
