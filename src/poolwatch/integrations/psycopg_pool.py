@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from poolwatch import _guard
+from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
@@ -134,7 +135,7 @@ class PsycopgPoolAdapter:
         self._application_name: str | None = APPLICATION_NAME
         self._bindings: dict[int, _Binding] = {}
         self._originals: dict[tuple[type[Any], str], Any] = {}
-        self._graveyard: deque[int] = deque()
+        self._graveyard = Graveyard()
         self.names = NameRegistry()
 
     @property
@@ -206,17 +207,11 @@ class PsycopgPoolAdapter:
         name_connections(binding, pool, app_name, name)
         setattr(pool, _ATTR, binding)
         self._bindings[id(binding)] = binding
-        finalizer = weakref.finalize(pool, self._graveyard.append, id(binding))
-        finalizer.atexit = False  # the SDK's exit-time export must still see the pool
+        self._graveyard.watch(pool, id(binding))
         return recorder
 
     def _reap(self) -> None:
-        """Detach the bindings of collected pools; called with ``_lock`` held."""
-        while self._graveyard:
-            key = self._graveyard.popleft()
-            binding = self._bindings.get(key)
-            if binding is not None:
-                self._detach(key, binding)
+        self._graveyard.reap(self._bindings, self._detach)
 
     def _detach(self, key: int, binding: _Binding) -> None:
         del self._bindings[key]

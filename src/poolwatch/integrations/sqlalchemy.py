@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from sqlalchemy.pool import (
 )
 
 from poolwatch import _guard
+from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
@@ -101,7 +101,7 @@ class SQLAlchemyAdapter:
         self._bindings: dict[int, _Binding] = {}
         self.names = NameRegistry()
         self.conflicts = SessionConflicts(self.telemetry_of)
-        self._graveyard: deque[int] = deque()
+        self._graveyard = Graveyard()
 
     # --- public ------------------------------------------------------------------------------
 
@@ -184,30 +184,11 @@ class SQLAlchemyAdapter:
         self._listen(binding, pool, engine)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
-        finalizer = weakref.finalize(
-            engine if engine is not None else pool, self._gone, id(binding)
-        )
-        # Not at interpreter exit: the SDK's own exit handler runs after ours and must still
-        # see every pool for its final export.
-        finalizer.atexit = False
+        self._graveyard.watch(engine if engine is not None else pool, id(binding))
         return recorder
 
-    def _gone(self, key: int) -> None:
-        """The engine (or standalone pool) was garbage-collected: free its name and recorder.
-
-        Runs inside the garbage collector, on whichever thread triggered it, possibly while
-        another thread holds ``_lock`` and waits for this one (a starting thread collects
-        garbage before it reports itself started). So it only queues the work, never blocks.
-        """
-        self._graveyard.append(key)
-
     def _reap(self) -> None:
-        """Detach the bindings of collected engines; called with ``_lock`` held."""
-        while self._graveyard:
-            key = self._graveyard.popleft()
-            binding = self._bindings.get(key)
-            if binding is not None:
-                self._detach(key, binding)
+        self._graveyard.reap(self._bindings, self._detach)
 
     def _listen(self, binding: _Binding, pool: Pool, engine: Engine | None) -> None:
         assert binding.recorder is not None
