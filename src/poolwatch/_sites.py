@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import CodeType, FrameType
-from typing import Final
+from typing import Any, Final
 
 Site = tuple[tuple[CodeType, int], ...]
 
@@ -39,6 +39,7 @@ LIBRARY_PACKAGES: Final = (
 )
 
 _MAX_CACHED_FILES: Final = 65_536
+_MAX_AWAIT_DEPTH: Final = 256
 
 
 _INSTALLED = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
@@ -113,8 +114,43 @@ class SiteCapture:
             parent = parent.parent
         return site
 
+    def of_holder(self, thread_id: int, task: Any, frames: Mapping[int, FrameType]) -> Site:
+        """Where a holder is right now: its asyncio task's stack, else its thread's.
+
+        ``frames`` is :func:`sys._current_frames` taken once for all holders. A task suspended at
+        an ``await`` shows the coroutines that hold the connection; a thread shows its live stack.
+        """
+        if task is not None and not task.done():
+            site = self._from_frames(reversed(awaiting(task.get_coro())))
+            if site:
+                return site
+        return self.from_frame(frames.get(thread_id))
+
+    def _from_frames(self, frames: Iterable[FrameType]) -> Site:
+        """Up to ``limit`` application frames of ``frames`` (innermost first)."""
+        found: list[tuple[CodeType, int]] = []
+        fallback: list[tuple[CodeType, int]] = []
+        kinds = self._kinds
+        limit = self.limit
+        for frame in frames:
+            code = frame.f_code
+            kind = kinds.get(code.co_filename)
+            if kind is None:
+                kind = self.kind(code)
+            if kind == APP:
+                found.append((code, frame.f_lasti))
+                if len(found) >= limit:
+                    break
+            elif kind == THIRD_PARTY and len(fallback) < limit:
+                fallback.append((code, frame.f_lasti))
+        return tuple(found or fallback)
+
     def from_frame(self, frame: FrameType | None) -> Site:
-        """Up to ``limit`` application frames from ``frame`` outwards (any thread's stack)."""
+        """Up to ``limit`` application frames from ``frame`` outwards (any thread's stack).
+
+        The loop of :meth:`_from_frames` written out over ``f_back``: this runs at checkouts,
+        and a generator feeding the shared loop costs a third more.
+        """
         found: list[tuple[CodeType, int]] = []
         fallback: list[tuple[CodeType, int]] = []
         kinds = self._kinds
@@ -132,6 +168,30 @@ class SiteCapture:
                 fallback.append((code, frame.f_lasti))
             frame = frame.f_back
         return tuple(found or fallback)
+
+
+def awaiting(coroutine: Any) -> list[FrameType]:
+    """The frames of ``coroutine`` and of what it awaits, outermost first.
+
+    ``Task.get_stack()`` gives only the outermost frame of a suspended task (its frames are
+    linked through what each awaits, not through ``f_back``), so the chain is followed here.
+    """
+    frames: list[FrameType] = []
+    while coroutine is not None and len(frames) < _MAX_AWAIT_DEPTH:
+        frame = _first_attribute(coroutine, ("cr_frame", "ag_frame", "gi_frame"))
+        if frame is None:
+            break
+        frames.append(frame)
+        coroutine = _first_attribute(coroutine, ("cr_await", "ag_await", "gi_yieldfrom"))
+    return frames
+
+
+def _first_attribute(target: Any, names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = getattr(target, name, None)
+        if value is not None:
+            return value
+    return None
 
 
 def line_of(code: CodeType, offset: int) -> int:

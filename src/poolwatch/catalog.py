@@ -74,6 +74,11 @@ CODE_FUNCTION: Final = _code.CODE_FUNCTION_NAME
 CODE_FILE: Final = _code.CODE_FILE_PATH
 CODE_LINE: Final = _code.CODE_LINE_NUMBER
 LEAK_THRESHOLD: Final = "poolwatch.leak.threshold"
+#: How the ``code.*`` attributes were found: ``checkout`` (the borrower's stack at checkout) or
+#: ``holder_sample`` (the holder's stack sampled while it held the connection, this many
+#: seconds after checkout).
+SITE_SOURCE: Final = "poolwatch.site.source"
+SITE_SAMPLED_AFTER: Final = "poolwatch.site.sampled_after"
 #: On a pool timeout: who holds the pool's connections, most common borrow site first.
 POOL_HOLDERS: Final = "poolwatch.pool.holders"
 

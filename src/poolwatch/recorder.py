@@ -9,6 +9,7 @@ that leaves the process goes through :class:`poolwatch.telemetry.Telemetry`.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 _perf = time.perf_counter
 #: Buffered values per pool before the checking-in thread folds them into the buckets.
 _FOLD_AT = 1024
-_current_thread = threading.current_thread
+_get_ident = threading.get_ident
 _running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 _current_span = trace.get_current_span
@@ -65,27 +66,43 @@ class Traced:
         self.state = state
 
 
-#: What is kept per checkout: (started, owner, site, thread, task, span context). A plain tuple:
+#: What is kept per checkout: (started, owner, site, thread id, task, span context). A plain tuple:
 #: building one costs a fifth of an object with an ``__init__``, and it runs on every checkout.
-LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, SpanContext]
+#: ``site`` is empty when the borrow site was not captured at checkout (see :class:`PoolRecorder`).
+LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, int, Any, SpanContext]
 
+#: How a loan's code location was found: the borrower's stack at checkout, or the holder's stack
+#: sampled later, while it held the connection.
+SITE_AT_CHECKOUT = "checkout"
+SITE_SAMPLED = "holder_sample"
 
-def loan_entry(
-    started: float, owner: OwnerRef | None, site: _sites.Site, parent: Span
-) -> LoanEntry:
-    """Record who borrows a connection right now, and from where."""
-    task = _current_task() if _running_loop() is not None else None
-    return (started, owner, site, _current_thread(), task, parent.get_span_context())
+#: Without ``capture_stacks``, one checkout in this many records its borrow site (a power of two).
+SITE_EVERY = 16
+_SITE_MASK = SITE_EVERY - 1
+#: ... and every checkout does while at least this share of the pool's maximum is checked out.
+BUSY_SHARE = 0.5
+#: Loans without a borrow site get the holder's stack sampled once they are this old (seconds).
+SAMPLE_AFTER = 1.0
 
 
 class Loan:
     """A readable view of one checked-out connection, built only when it is reported."""
 
-    def __init__(self, entry: LoanEntry, leaked: bool = False) -> None:
-        self.started, self.owner, self.site, thread, task, context = entry
-        self.thread_id = thread.ident
-        self.thread_name = thread.name
+    def __init__(
+        self, entry: LoanEntry, leaked: bool = False, sampled: _Sample | None = None
+    ) -> None:
+        self.started, self.owner, self.site, self.thread_id, task, context = entry
+        #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
+        self.site_source = SITE_AT_CHECKOUT if self.site else None
+        self.sampled_after: float | None = None
+        if not self.site and sampled is not None:
+            self.site, self.sampled_after = sampled
+            self.site_source = SITE_SAMPLED if self.site else None
+        thread = _threads().get(self.thread_id)
+        self.thread_alive = thread is not None
+        self.thread_name = thread.name if thread is not None else f"ended thread {self.thread_id}"
         self.task: str | None = task.get_name() if task is not None else None
+        self._task = task
         self.context: SpanContext | None = context if context.is_valid else None
         self.leaked = leaked
 
@@ -98,12 +115,27 @@ class Loan:
         return self.thread_name if self.task is None else f"{self.thread_name}/{self.task}"
 
 
+#: A holder's stack sampled while it held a connection, and the loan's age at that moment.
+_Sample = tuple[_sites.Site, float]
+
+
+def _threads() -> dict[int | None, threading.Thread]:
+    """Live threads by id (read only when a loan is reported)."""
+    return {thread.ident: thread for thread in threading.enumerate()}
+
+
 class PoolRecorder:
     """Bookkeeping for one pool: pending callers, timeouts, loans and the three histograms.
 
     The checkout path is :meth:`begin`, optionally :meth:`trace`, then :meth:`succeeded` or
     :meth:`failed`. Callers blocked right now are the length of a deque (appends and pops are
     atomic), so beginning a checkout takes no lock.
+
+    Walking the stack for a borrow site is the dearest part of a checkout, so unless
+    ``capture_stacks`` is on it happens only for one checkout in :data:`SITE_EVERY` and for every
+    checkout while the pool is busy (:data:`BUSY_SHARE` of its maximum out), when holders matter.
+    Other loans get their holder's stack sampled once they are :data:`SAMPLE_AFTER` old (by the
+    watchdog), or when a timeout lists the holders.
     """
 
     def __init__(self, telemetry: Telemetry, name: str, read_state: StateReader) -> None:
@@ -118,6 +150,11 @@ class PoolRecorder:
         self.loans: dict[object, LoanEntry] = {}
         #: Keys of loans already reported as leaked.
         self._leaked: set[object] = set()
+        #: Holders' stacks sampled for loans that have no borrow site, by loan key.
+        self._sampled: dict[object, _Sample] = {}
+        self._tick = 0
+        #: Loans out from which on every checkout records its site (-1: not worked out yet).
+        self._busy_at = -1
         self._waiting: deque[None] = deque()
         # Waits and hold times are appended here (atomic, no lock) and folded into the buckets
         # at collection or every _FOLD_AT values: cheaper per checkout than a lock and a bisect.
@@ -132,6 +169,7 @@ class PoolRecorder:
         self.root_spans = config.root_spans
         self._standard = telemetry.standard_histograms
         self._sites = telemetry.sites
+        self._capture_all = config.capture_stacks
 
     @property
     def pending(self) -> int:
@@ -172,8 +210,26 @@ class PoolRecorder:
         waits.append(waited)
         if len(waits) > _FOLD_AT:
             self.fold()
-        if key not in self.loans:
-            self.loans[key] = loan_entry(now, owner, self._sites.capture(3), parent)
+        loans = self.loans
+        if key not in loans:
+            tick = self._tick
+            self._tick = tick + 1
+            if self._capture_all or len(loans) >= self._busy_at or not tick & _SITE_MASK:
+                if self._busy_at < 0:
+                    self._busy_at = self._busy_threshold()
+                site = self._sites.capture(3)
+            else:
+                site = ()
+            # who borrows it, from where: the LoanEntry tuple, built inline (a call is a tenth
+            # of what the checkout costs poolwatch)
+            loans[key] = (
+                now,
+                owner,
+                site,
+                _get_ident(),
+                _current_task() if _running_loop() is not None else None,
+                parent.get_span_context(),
+            )
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
@@ -219,16 +275,18 @@ class PoolRecorder:
             self.fold()
         if self._standard is not None:
             self._standard.use.record(held, self.attributes)
+        sampled = self._sampled.pop(key, None) if self._sampled else None
         owner = entry[1]
         leaked = bool(self._leaked) and key in self._leaked
         if leaked or (owner is not None and owner() is None):
-            self._came_back(key, Loan(entry, leaked), held)
+            self._came_back(key, Loan(entry, leaked, sampled), held)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
         entry = self.loans.pop(key, None)
+        sampled = self._sampled.pop(key, None)
         if entry is not None:
-            loan = Loan(entry, key in self._leaked)
+            loan = Loan(entry, key in self._leaked, sampled)
             if loan.collected():
                 self._came_back(key, loan, _perf() - loan.started)
             self._leaked.discard(key)
@@ -254,6 +312,36 @@ class PoolRecorder:
         with self._lock:
             _drain(self._waits, self.wait)
             _drain(self._uses, self.use)
+        self._busy_at = self._busy_threshold()
+
+    def _busy_threshold(self) -> int:
+        state = self.read_state()
+        limit = state.max if state is not None else None
+        return max(1, int(limit * BUSY_SHARE)) if limit else sys.maxsize
+
+    # --- borrow sites ----------------------------------------------------------------------
+
+    def sample_sites(self, older_than: float) -> None:
+        """Sample the holder's stack for loans at least ``older_than`` old that have no site."""
+        cutoff = _perf() - older_than
+        sampled = self._sampled
+        missing = [
+            (key, entry)
+            for key, entry in list(self.loans.items())
+            if not entry[2] and entry[0] <= cutoff and key not in sampled
+        ]
+        if not missing:
+            return
+        frames = sys._current_frames()
+        now = _perf()
+        for key, entry in missing:
+            sampled[key] = (self._sites.of_holder(entry[3], entry[4], frames), now - entry[0])
+            if self.loans.get(key) is not entry:  # came back meanwhile
+                sampled.pop(key, None)
+
+    def loan(self, key: object, entry: LoanEntry, leaked: bool = False) -> Loan:
+        """The readable view of one loan, with its sampled site if it has one."""
+        return Loan(entry, leaked, self._sampled.get(key))
 
     # --- leaks ---------------------------------------------------------------------------------
 
@@ -270,7 +358,7 @@ class PoolRecorder:
         with self._lock:
             self.leaks += len(found)
         self._leaked.update(key for key, _ in found)
-        return [Loan(entry, leaked=True) for _, entry in found]
+        return [self.loan(key, entry, leaked=True) for key, entry in found]
 
     def leaked_now(self) -> int:
         """Connections held past the threshold right now."""
@@ -281,10 +369,11 @@ class PoolRecorder:
 
         Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``.
         """
+        self.sample_sites(0.0)
         now = _perf()
         groups: dict[str, _Holders] = {}
-        for entry in list(self.loans.values()):
-            loan = Loan(entry)
+        for key, entry in list(self.loans.items()):
+            loan = self.loan(key, entry)
             where, line = _sites.function_of(loan.site)
             group = groups.setdefault(where, _Holders())
             group.add(line, now - loan.started, loan.holder())

@@ -32,7 +32,14 @@ from poolwatch import _guard, _sites, catalog
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
-from poolwatch.recorder import Loan, PoolRecorder, PoolState, StateReader
+from poolwatch.recorder import (
+    SAMPLE_AFTER,
+    SITE_SAMPLED,
+    Loan,
+    PoolRecorder,
+    PoolState,
+    StateReader,
+)
 
 _RECENT_TIMEOUTS = 4096
 
@@ -136,9 +143,16 @@ class Telemetry:
             self._pools.clear()
 
     def check_leaks(self) -> None:
-        """Report every connection that has just crossed the leak threshold (the watchdog's job)."""
+        """Report every connection that has just crossed the leak threshold (the watchdog's job).
+
+        Loans without a borrow site first get their holder's stack sampled, once they are
+        :data:`~poolwatch.recorder.SAMPLE_AFTER` old (or as old as the threshold, if it is lower).
+        """
         threshold = self.config.leak_threshold
+        sample_after = min(SAMPLE_AFTER, threshold)
         for recorder in self.pools():
+            if not self.config.capture_stacks:
+                recorder.sample_sites(sample_after)
             for loan in recorder.find_leaks(threshold):
                 self._leaked(recorder, loan)
 
@@ -176,7 +190,7 @@ class Telemetry:
         body = (
             f"connection from pool {recorder.name} held for {age:.1f}s "
             f"(threshold {self.config.leak_threshold:g}s) by {loan.holder()}, "
-            f"borrowed at {_sites.describe(loan.site)}"
+            f"{_where(loan)}"
         )
         self.emit_event(catalog.EVENT_LEAK, body, attributes, context=loan.context)
 
@@ -195,8 +209,7 @@ class Telemetry:
         attributes[catalog.CONNECTION_HELD] = held
         body = (
             f"connection from pool {recorder.name} was garbage-collected without being "
-            f"returned, {held:.1f}s after {loan.holder()} borrowed it at "
-            f"{_sites.describe(loan.site)}"
+            f"returned, {held:.1f}s after {loan.holder()} borrowed it; {_where(loan)}"
         )
         self.emit_event(catalog.EVENT_NEVER_RETURNED, body, attributes, context=loan.context)
 
@@ -280,7 +293,22 @@ def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
         attributes[catalog.CODE_FILE] = code.co_filename
         attributes[catalog.CODE_LINE] = _sites.line_of(code, offset)
         attributes[catalog.CODE_STACKTRACE] = _sites.stacktrace(loan.site)
+        attributes[catalog.SITE_SOURCE] = loan.site_source
+        if loan.sampled_after is not None:
+            attributes[catalog.SITE_SAMPLED_AFTER] = loan.sampled_after
     return attributes
+
+
+def _where(loan: Loan) -> str:
+    """Where the loan's code location came from, in words."""
+    if loan.site_source == SITE_SAMPLED:
+        return (
+            f"holding it at {_sites.describe(loan.site)} "
+            f"(stack sampled {loan.sampled_after or 0.0:.1f}s after checkout)"
+        )
+    if loan.site:
+        return f"borrowed at {_sites.describe(loan.site)}"
+    return "borrow site not captured (capture_stacks records it at every checkout)"
 
 
 class _Watchdog:
@@ -321,8 +349,10 @@ class _Watchdog:
 
     def _run(self) -> None:
         while targets := self._targets():
-            interval = min(t.config.leak_threshold for t in targets) / 4
-            time.sleep(min(max(interval, 0.02), 5.0))
+            # a few times per threshold, and often enough to sample holders soon after
+            # SAMPLE_AFTER, while they are most likely still in the code that borrowed
+            interval = min(min(t.config.leak_threshold for t in targets) / 4, SAMPLE_AFTER / 2)
+            time.sleep(max(interval, 0.02))
             for telemetry in targets:
                 try:
                     telemetry.check_leaks()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import poolwatch
@@ -97,8 +97,12 @@ async def scheduler(engine: Any) -> tuple[str, list[str]]:
         return str(outer.sync_session.hash_key), results
 
 
-def run_async_incident(url: str, telemetry: Capture) -> str:
-    """Run the scheduler on an async engine; returns the outer session's key."""
+def run_async_incident(url: str, telemetry: Capture) -> tuple[str, AsyncEngine]:
+    """Run the scheduler on an async engine; returns the outer session's key and the engine.
+
+    The caller keeps the engine alive while it reads metrics: a garbage-collected engine's pool
+    is no longer reported.
+    """
     engine = create_async_engine(
         url, pool_size=POOL_SIZE, max_overflow=OVERFLOW, pool_timeout=TIMEOUT
     )
@@ -119,19 +123,19 @@ def run_async_incident(url: str, telemetry: Capture) -> str:
     attached = [r for r in results if "is already attached to session" in r]
     assert len(attached) == EXPECTED_TIMEOUTS
     assert results.count("done") == CHILDREN - EXPECTED_TIMEOUTS
-    return outer_key
+    return outer_key, engine
 
 
 def test_async_incident_on_sqlite(telemetry: Capture, tmp_path: Path) -> None:
     """Async engine on SQLite: the conflict is attributed to the pool timeout before it."""
-    outer_key = run_async_incident(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", telemetry)
+    outer_key, _engine = run_async_incident(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", telemetry)
     assert_the_true_story(telemetry, outer_key)
 
 
 @pytest.mark.postgres
 def test_async_incident_on_postgresql(telemetry: Capture, postgres_url: str) -> None:
     """Async engine on PostgreSQL (psycopg): the same story."""
-    outer_key = run_async_incident(postgres_url, telemetry)
+    outer_key, _engine = run_async_incident(postgres_url, telemetry)
     assert_the_true_story(telemetry, outer_key)
 
 
