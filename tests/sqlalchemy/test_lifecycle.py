@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
 from poolwatch import catalog
@@ -22,6 +23,7 @@ ORIGINAL_CONNECT = sa.pool.Pool.connect
 ORIGINAL_SINGLETON_CONNECT = sa.pool.SingletonThreadPool.connect
 ORIGINAL_ENGINE_INIT = sa.engine.Engine.__init__
 ORIGINAL_RECREATE = sa.pool.QueuePool.recreate
+ORIGINAL_CHECKIN = _ConnectionRecord.checkin
 
 
 def pool_names(telemetry: Capture) -> list[str]:
@@ -80,6 +82,7 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     poolwatch.instrument_sqlalchemy(**telemetry.providers)
     poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
     assert sa.pool.Pool.connect is not ORIGINAL_CONNECT
+    assert _ConnectionRecord.checkin is not ORIGINAL_CHECKIN
     listeners = next(iter(ADAPTER._bindings.values())).listeners
 
     poolwatch.uninstrument_sqlalchemy()
@@ -88,6 +91,7 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     assert sa.pool.SingletonThreadPool.connect is ORIGINAL_SINGLETON_CONNECT
     assert sa.engine.Engine.__init__ is ORIGINAL_ENGINE_INIT
     assert sa.pool.QueuePool.recreate is ORIGINAL_RECREATE
+    assert _ConnectionRecord.checkin is ORIGINAL_CHECKIN
     assert not ADAPTER.installed
     assert not hasattr(engine.pool, "_poolwatch_recorder")
     for name, fn in listeners:
