@@ -47,11 +47,14 @@ class Variant:
         setup: Callable[[sa.Engine, dict[str, Any]], None],
         teardown: Callable[[sa.Engine], None],
         traced: bool = False,
+        span_per_cycle: bool = False,
     ) -> None:
         self.name = name
         self.setup = setup
         self.teardown = teardown
         self.traced = traced
+        #: Wrap each cycle in an SDK span with no attributes: what any span per checkout costs.
+        self.span_per_cycle = span_per_cycle
 
 
 class DiscardSpans(SpanExporter):
@@ -99,6 +102,7 @@ VARIANTS = (
     Variant("poolwatch standard histograms", _poolwatch(histograms="standard"), _off),
     Variant("bare, in a sampled trace", _nothing, _nothing, traced=True),
     Variant("poolwatch, span per checkout", _poolwatch(), _off, traced=True),
+    Variant("bare + an empty SDK span", _nothing, _nothing, traced=True, span_per_cycle=True),
     Variant("upstream otel-sqlalchemy", _upstream_setup, _upstream_teardown),
 )
 
@@ -117,7 +121,13 @@ def measure(variant: Variant, url: str, cycle: Cycle, cycles: int) -> float:
     try:
         tracer = tracer_provider.get_tracer("benchmark")
         start = time.process_time()
-        if variant.traced:
+        if variant.span_per_cycle:
+            with tracer.start_as_current_span("request"):
+                for _ in range(cycles):
+                    span = tracer.start_span("checkout")
+                    cycle(engine)
+                    span.end()
+        elif variant.traced:
             with tracer.start_as_current_span("request"):
                 for _ in range(cycles):
                     cycle(engine)

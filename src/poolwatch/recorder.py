@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanContext, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext
 
 from poolwatch import _sites, catalog
 from poolwatch._histogram import Buckets
@@ -56,12 +56,17 @@ StateReader = Callable[[], "PoolState | None"]
 
 
 class Traced:
-    """A checkout being traced: its span, and the pool's state when the wait began."""
+    """A checkout being traced: when its wait began, and the pool's state at that moment.
 
-    __slots__ = ("span", "state")
+    Its span is made once the checkout is over, with this start time and every attribute at
+    once: one attribute set in the SDK instead of two, and the same span as one started before
+    the wait (nothing is ever its child, and an unfinished span is not exported).
+    """
 
-    def __init__(self, span: Span, state: dict[str, Any]) -> None:
-        self.span = span
+    __slots__ = ("started_ns", "state")
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.started_ns = time.time_ns()
         #: Span attributes describing the pool when the wait began (reused by the timeout event).
         self.state = state
 
@@ -184,11 +189,10 @@ class PoolRecorder:
         return _perf()
 
     def trace(self, parent: Span) -> Traced | None:
-        """Start a checkout span if ``parent`` (the current span) records, or roots are on."""
+        """Trace this checkout if ``parent`` (the current span) records, or roots are on."""
         if not (self.root_spans or parent.is_recording()):
             return None
-        state = self.state_attributes(self.state_now(), self.pending)
-        return Traced(self.telemetry.start_checkout_span(state), state)
+        return Traced(self.state_attributes(self.state_now(), self.pending))
 
     def succeeded(
         self,
@@ -233,8 +237,7 @@ class PoolRecorder:
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
-            traced.span.set_attribute(catalog.WAIT_DURATION, waited)
-            traced.span.end()
+            self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
 
     def failed(
         self, started: float, traced: Traced | None, exc: BaseException, timed_out: bool
@@ -256,7 +259,7 @@ class PoolRecorder:
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
-            _end_with_error(traced.span, exc, waited)
+            self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
         if state is not None:
             state[catalog.POOL_HOLDERS] = self.holders()
             self.telemetry.timed_out(self.name, state, waited, exc)
@@ -426,11 +429,3 @@ class _Holders:
     def detail(self) -> str:
         lines = ", ".join(str(line) for line in sorted(self.lines))
         return f"line{'s' if len(self.lines) > 1 else ''} {lines}; oldest {self.oldest:.1f}s, {self.holder}"
-
-
-def _end_with_error(span: Span, exc: BaseException, waited: float) -> None:
-    span.set_attribute(catalog.WAIT_DURATION, waited)
-    span.set_attribute(catalog.ERROR_TYPE, type(exc).__qualname__)
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-    span.end()

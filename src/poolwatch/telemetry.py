@@ -26,7 +26,14 @@ from opentelemetry.metrics import (
     Observation,
     get_meter_provider,
 )
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TracerProvider
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+)
 
 from poolwatch import _guard, _sites, catalog
 from poolwatch._histogram import Buckets
@@ -158,11 +165,30 @@ class Telemetry:
 
     # --- spans and events ---------------------------------------------------------------------
 
-    def start_checkout_span(self, state: dict[str, Any]) -> Span:
-        """A span around one checkout, child of the current span."""
-        return self.tracer.start_span(
-            catalog.SPAN_CHECKOUT, kind=SpanKind.INTERNAL, attributes=state
+    def checkout_span(
+        self,
+        started_ns: int,
+        state: dict[str, Any],
+        waited: float,
+        error: BaseException | None = None,
+    ) -> None:
+        """The span of one checkout that began at ``started_ns``, child of the current span.
+
+        ``state`` describes the pool when the wait began; a failed checkout records ``error``.
+        """
+        attributes = {**state, catalog.WAIT_DURATION: waited}
+        if error is not None:
+            attributes[catalog.ERROR_TYPE] = type(error).__qualname__
+        span = self.tracer.start_span(
+            catalog.SPAN_CHECKOUT,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=started_ns,
         )
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
 
     def timed_out(
         self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
