@@ -70,6 +70,9 @@ def instrument(django_project: None, service: str, telemetry: Capture) -> Iterat
     poolwatch.uninstrument_django()
     connections.close_all()
     poolwatch.uninstrument_psycopg_pool()
+    pooled = connections["pooled"]
+    if pooled.alias in pooled._connection_pools:  # the next test gets a pool of its own
+        pooled.close_pool()
 
 
 @pytest.fixture

@@ -121,7 +121,12 @@ class DjangoAdapter:
         with self._lock:
             if any(ref() is pool for ref in self._pools):
                 return
-            PSYCOPG_POOL.instrument_pool(pool, tracker.telemetry, pool_name(wrapper.alias), None)
+            # The pool may predate this connect (Django reads it before connecting), so its
+            # connections are named through the psycopg_pool adapter, unless the user named them.
+            name = (
+                application_name(wrapper.alias) if tracker.config.django_application_name else None
+            )
+            PSYCOPG_POOL.instrument_pool(pool, tracker.telemetry, pool_name(wrapper.alias), name)
             self._pools.append(weakref.ref(pool))
 
     def _release_pools(self) -> None:

@@ -1,7 +1,8 @@
 """Settings of the test project; the database comes from ``POOLWATCH_DJANGO_*`` variables.
 
 Aliases: ``default`` closes its connection at the end of each request (``CONN_MAX_AGE = 0``),
-``persistent`` keeps it for five minutes, ``pooled`` uses Django's own psycopg pool (5.1+).
+``persistent`` keeps it for five minutes, ``checked`` too with health checks on, ``pooled`` uses
+Django's own psycopg pool (5.1+).
 """
 
 import os
@@ -26,10 +27,11 @@ _SERVER = {
 DATABASES = {
     "default": {**_SERVER, "CONN_MAX_AGE": 0},
     "persistent": {**_SERVER, "CONN_MAX_AGE": 300},
+    "checked": {**_SERVER, "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True},
     "pooled": {
         **_SERVER,
         "CONN_MAX_AGE": 0,
-        "OPTIONS": {"pool": {"min_size": 1, "max_size": 2, "timeout": 5}},
+        "OPTIONS": {"pool": {"min_size": 2, "max_size": 2, "timeout": 5}},
     },
 }
 

@@ -1,10 +1,14 @@
 """Views that query the database the ways the connection tests need."""
 
+from collections.abc import Callable
+
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
 
 #: What ``short_body`` declares it sends; it sends far less.
 DECLARED_LENGTH = 100
+#: Called by ``pid`` once it has queried (tests look at poolwatch's view mid-request).
+probe: Callable[[], None] | None = None
 
 
 def _backend_pid(alias: str) -> int:
@@ -24,4 +28,7 @@ def short_body(request: HttpRequest) -> HttpResponse:
 
 def pid(request: HttpRequest, alias: str) -> HttpResponse:
     """Answers the backend pid of the connection the request used on ``alias``."""
-    return HttpResponse(str(_backend_pid(alias)).encode())
+    backend = _backend_pid(alias)
+    if probe is not None:
+        probe()
+    return HttpResponse(str(backend).encode())
