@@ -33,13 +33,13 @@ def receivers() -> tuple[int, int]:
 def test_uninstrument_restores_every_replaced_attribute_by_identity(
     instrument: Instrument,
 ) -> None:
-    """Every class attribute and signal receiver is exactly what it was before."""
+    """Every replaced class attribute is exactly what it was before; signals are untouched."""
     before, listening = originals(), receivers()
     instrument()
     during = originals()
     assert all(during[key] is not value for key, value in before.items())
     assert all(getattr(during[key], "__wrapped__", None) is before[key] for key in before)
-    assert receivers() == (listening[0] + 1, listening[1] + 1)
+    assert receivers() == listening  # no signal receiver: the methods that send them are hooked
     poolwatch.uninstrument_django()
     after = originals()
     assert all(after[key] is value for key, value in before.items())

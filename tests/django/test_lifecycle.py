@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from django.db import close_old_connections, connections, transaction
-from django.test import Client
 
 from poolwatch import catalog
 from poolwatch.testing import Capture
@@ -80,15 +79,16 @@ def probe() -> Iterator[list[Any]]:
 
 
 def test_connection_in_a_request_counts_in_request_then_idle(
-    instrument: Instrument, telemetry: Capture, probe: list[Any]
+    instrument: Instrument, telemetry: Capture, probe: list[Any], wsgi_server: tuple[str, int]
 ) -> None:
     """Under CONN_MAX_AGE > 0 a request's connection is in_request, then idle once it ended."""
     instrument()
     views.probe = lambda: probe.append(states(telemetry, "persistent"))
 
-    response = Client().get("/pid/persistent/")
+    answer = http_get(wsgi_server, "/pid/persistent/")
 
-    assert response.status_code == 200
+    assert answer is not None
+    assert answer[0] == 200
     assert probe == [{**IDLE, catalog.DJANGO_IDLE: 0, catalog.DJANGO_IN_REQUEST: 1}]
     assert states(telemetry, "persistent") == IDLE
     assert opened(telemetry, "persistent") == 1

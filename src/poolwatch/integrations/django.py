@@ -1,28 +1,33 @@
 """Django adapter: database connections and the requests that open them, as tracker facts.
 
-``BaseDatabaseWrapper`` (connect, close and the paths that close: end of request, CONN_MAX_AGE,
-health checks, errors), ``CursorWrapper`` (the last query's location) and the WSGI and ASGI
-handlers (when a request really ends, its method, route and view) are replaced at class level by
-plain functions that :meth:`DjangoAdapter.uninstrument` puts back. Importing this module reads no
-setting; Django's configuration is only read by hooks, when the application already runs.
+``BaseDatabaseWrapper.connect``/``close`` (the close reason read from the caller: end of request,
+CONN_MAX_AGE, health check, error), ``CursorWrapper`` (the last query's location) and the request
+lifecycle are replaced at class level by plain functions that :meth:`DjangoAdapter.uninstrument`
+puts back. A request starts where Django sends ``request_started`` (``WSGIHandler.__call__``,
+``ASGIHandler.handle``) and ends where it sends ``request_finished`` (``HttpResponseBase.close``)
+or, under ASGI, when ``handle`` returns or raises even though ``request_finished`` never came.
+Hooking those methods rather than connecting signal receivers costs a third as much per request.
+``BaseHandler.resolve_request`` gives the route and view. Importing this module reads no setting.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
-from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
+from django.http.response import HttpResponseBase
 from opentelemetry.metrics import MeterProvider, get_meter_provider
 
 from poolwatch import _guard, catalog
@@ -39,9 +44,6 @@ from poolwatch.telemetry import Telemetry
 
 #: Where a wrapper keeps its :class:`ConnectionRecord` while its connection is open.
 _ATTR = "_poolwatch_connection"
-#: Set on a wrapper while Django decides whether to close it: the close reason to report.
-_CLOSING = "_poolwatch_closing"
-_UID = "poolwatch.django"
 _perf = time.perf_counter
 _monotonic = time.monotonic
 
@@ -74,8 +76,6 @@ class DjangoAdapter:
                 original = vars(cls)[name]
                 self._originals[cls, name] = original
                 setattr(cls, name, _mark(make(original), original))
-            signals.request_started.connect(_request_started, weak=False, dispatch_uid=_UID)
-            signals.request_finished.connect(_request_finished, weak=False, dispatch_uid=_UID)
             self.tracker = tracker
 
     def uninstrument(self) -> None:
@@ -87,8 +87,6 @@ class DjangoAdapter:
             for (cls, name), original in self._originals.items():
                 setattr(cls, name, original)
             self._originals.clear()
-            signals.request_started.disconnect(dispatch_uid=_UID)
-            signals.request_finished.disconnect(dispatch_uid=_UID)
             for _record, wrapper in tracker.live():
                 wrapper.__dict__.pop(_ATTR, None)
             tracker.shutdown()
@@ -161,25 +159,33 @@ def _opened(tracker: Tracker, wrapper: Any, seconds: float) -> None:
     if stale is not None:  # reconnected after a close inside an atomic block
         stale.tracker.connection_closed(stale, catalog.CLOSE_EXPLICIT)
     pooled = bool(wrapper.settings_dict.get("OPTIONS", {}).get("pool"))
-    record = tracker.connection_opened(wrapper, seconds, pooled)
-    if wrapper.vendor == "postgresql":
-        record.application_name = _server_name(wrapper)
-    wrapper.__dict__[_ATTR] = record
+    wrapper.__dict__[_ATTR] = tracker.connection_opened(wrapper, seconds, pooled)
 
 
-def _server_name(wrapper: Any) -> str | None:
-    info = getattr(wrapper.connection, "info", None)
-    name = info.parameter_status("application_name") if info is not None else None
-    return name.decode() if isinstance(name, bytes) else name
+#: Django's methods that close a connection for a reason of their own, by function name.
+_CLOSERS = {
+    "close_if_unusable_or_obsolete": "recycle",
+    "close_if_health_check_failed": catalog.CLOSE_HEALTH_CHECK,
+}
+#: How many callers up ``close`` looks for one of them (past Django's ``async_unsafe``).
+_CLOSER_DEPTH = 4
 
 
-def _close_reason(wrapper: Any) -> str:
-    """Why Django is closing the wrapper's connection right now."""
-    closing = wrapper.__dict__.get(_CLOSING)
+def _close_reason(wrapper: Any, frame: FrameType | None) -> str:
+    """Why Django is closing the wrapper's connection: read from ``close``'s callers, so the
+    paths that decide to close cost nothing on the paths that do not."""
+    closing = None
+    for _ in range(_CLOSER_DEPTH):
+        if frame is None:
+            break
+        closing = _CLOSERS.get(frame.f_code.co_name)
+        if closing is not None:
+            break
+        frame = frame.f_back
     if closing is None:
         return catalog.CLOSE_EXPLICIT
     if closing != "recycle":
-        return str(closing)
+        return closing
     settings = wrapper.settings_dict
     if wrapper.errors_occurred or wrapper.autocommit != settings.get("AUTOCOMMIT", True):
         return catalog.CLOSE_ERROR
@@ -220,34 +226,13 @@ def _close(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             if self.connection is None or self.closed_in_transaction:
                 del self.__dict__[_ATTR]
-                reason = _guard.guarded("django.close", _close_reason, self)
-                _guard.guarded(
-                    "django.close",
-                    record.tracker.connection_closed,
-                    record,
-                    reason or catalog.CLOSE_EXPLICIT,
-                )
+                _guard.guarded("django.close", _closed, record, self, sys._getframe(1))
 
     return close
 
 
-def _closing(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A replacement that tells ``close`` why it runs while ``original`` decides to close."""
-
-    def replace(original: Callable[..., Any]) -> Callable[..., Any]:
-        def method(self: Any) -> None:
-            if _ATTR not in self.__dict__:
-                original(self)
-                return
-            self.__dict__[_CLOSING] = reason
-            try:
-                original(self)
-            finally:
-                self.__dict__.pop(_CLOSING, None)
-
-        return method
-
-    return replace
+def _closed(record: ConnectionRecord, wrapper: Any, caller: FrameType) -> None:
+    record.tracker.connection_closed(record, _close_reason(wrapper, caller))
 
 
 def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -267,14 +252,6 @@ def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
     return _execute_with_wrappers
 
 
-def _wsgi_call(original: Callable[..., Any]) -> Callable[..., Any]:
-    def __call__(self: Any, environ: Any, start_response: Any) -> Any:
-        _guard.guarded("django.request", _begin_request, environ.get("REQUEST_METHOD"))
-        return original(self, environ, start_response)
-
-    return __call__
-
-
 def _asgi_handle(original: Callable[..., Any]) -> Callable[..., Any]:
     async def handle(self: Any, scope: Any, receive: Any, send: Any) -> Any:
         request = RequestInfo(scope.get("method"))
@@ -292,14 +269,20 @@ def _asgi_handle(original: Callable[..., Any]) -> Callable[..., Any]:
 def _resolve_request(original: Callable[..., Any]) -> Callable[..., Any]:
     def resolve_request(self: Any, request: Any) -> Any:
         match = original(self, request)
-        _guard.guarded("django.request", _resolved, match)
+        current = CURRENT_REQUEST.get()
+        if current is not None:
+            try:
+                current.route = getattr(match, "route", None) or None
+                current.view = getattr(match, "_func_path", None)
+            except Exception as error:  # noqa: BLE001 - the hook boundary
+                _guard.internal_error("django.request", error)
         return match
 
     return resolve_request
 
 
 def _begin_request(method: str | None) -> RequestInfo:
-    """A handler starts serving a request in this thread (any earlier one here is over)."""
+    """A request starts in this thread (so any earlier one here is over)."""
     previous = CURRENT_REQUEST.get()
     if previous is not None:
         previous.end()
@@ -308,29 +291,27 @@ def _begin_request(method: str | None) -> RequestInfo:
     return request
 
 
-def _resolved(match: Any) -> None:
-    request = CURRENT_REQUEST.get()
-    if request is not None:
-        request.route = getattr(match, "route", None) or None
-        request.view = getattr(match, "_func_path", None)
+def _wsgi_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self: Any, environ: Any, start_response: Any) -> Any:
+        try:
+            _begin_request(environ.get("REQUEST_METHOD"))
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("django.request", error)
+        return original(self, environ, start_response)
+
+    return __call__
 
 
-def _request_started(sender: Any, **kwargs: Any) -> None:
-    """Start a request for handlers poolwatch does not wrap (the test client, say)."""
-    try:
-        request = CURRENT_REQUEST.get()
-        if request is None or request.ended_at is not None or request.signalled:
-            environ, scope = kwargs.get("environ") or {}, kwargs.get("scope") or {}
-            request = _begin_request(environ.get("REQUEST_METHOD") or scope.get("method"))
-        request.signalled = True
-    except Exception as error:  # noqa: BLE001 - the hook boundary
-        _guard.internal_error("django.request", error)
+def _response_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    def close(self: Any) -> None:
+        try:
+            original(self)  # sends request_finished: CONN_MAX_AGE = 0 connections close here
+        finally:
+            request = CURRENT_REQUEST.get()
+            if request is not None:
+                request.end()
 
-
-def _request_finished(sender: Any, **kwargs: Any) -> None:
-    request = CURRENT_REQUEST.get()
-    if request is not None:
-        request.end()
+    return close
 
 
 def _mark(replacement: Any, original: Any) -> Any:
@@ -342,10 +323,9 @@ def _mark(replacement: Any, original: Any) -> Any:
 _REPLACEMENTS: dict[tuple[type[Any], str], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     (BaseDatabaseWrapper, "connect"): _connect,
     (BaseDatabaseWrapper, "close"): _close,
-    (BaseDatabaseWrapper, "close_if_unusable_or_obsolete"): _closing("recycle"),
-    (BaseDatabaseWrapper, "close_if_health_check_failed"): _closing(catalog.CLOSE_HEALTH_CHECK),
     (CursorWrapper, "_execute_with_wrappers"): _execute_with_wrappers,
     (WSGIHandler, "__call__"): _wsgi_call,
     (ASGIHandler, "handle"): _asgi_handle,
+    (HttpResponseBase, "close"): _response_close,
     (BaseHandler, "resolve_request"): _resolve_request,
 }

@@ -8,6 +8,7 @@ finds orphans from a light daemon thread, and reads the ``poolwatch.django.*`` m
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import threading
 import time
@@ -23,6 +24,25 @@ from poolwatch.recorder import PoolRecorder, PoolState
 from poolwatch.telemetry import Telemetry
 
 _monotonic = time.monotonic
+_current_thread = threading.current_thread
+_MISSING = object()
+#: Counts forks: a child process has no checker thread, and starts one on its next connection.
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation  # noqa: PLW0603 - one counter for the whole process
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _append(queue: deque[int], key: int, _ref: object) -> None:
+    queue.append(key)  # runs inside the garbage collector: no lock
+
+
 _STATES = (
     catalog.DJANGO_IN_REQUEST,
     catalog.DJANGO_IDLE,
@@ -85,17 +105,18 @@ class ConnectionRecord:
         "tracker",
     )
 
-    def __init__(self, tracker: Tracker, wrapper: Any, site: _sites.Site) -> None:
+    def __init__(self, tracker: Tracker, alias: str, site: _sites.Site) -> None:
         self.tracker = tracker
         self.ref: weakref.ref[Any] | None = None
-        self.alias: str = wrapper.alias
+        self.alias = alias
         self.opened_at = self.last_query_at = _monotonic()
         self.site = site
         self.last_site: _sites.Site = ()
-        self.thread = threading.current_thread()
+        self.thread = _current_thread()
         request = CURRENT_REQUEST.get()
         self.request = request if request is not None and request.ended_at is None else None
-        self.backend_pid = backend_pid(wrapper.connection)
+        #: Read from the live connection when it is reported (not on the hot path).
+        self.backend_pid: int | None = None
         self.application_name: str | None = None
         #: Why it was found orphaned (None while it is not).
         self.orphaned: str | None = None
@@ -121,6 +142,14 @@ def backend_pid(connection: Any) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
+def server_application_name(connection: Any) -> str | None:
+    """The ``application_name`` PostgreSQL reports for a psycopg 3 connection, else None."""
+    info = getattr(connection, "info", None)
+    status = getattr(info, "parameter_status", None)
+    name = status("application_name") if status is not None else None
+    return name.decode() if isinstance(name, bytes) else name
+
+
 def in_transaction(wrapper: Any) -> bool:
     """Whether Django has a transaction open on the wrapper (an atomic block, or autocommit off)."""
     return bool(wrapper.in_atomic_block) or wrapper.autocommit is False
@@ -142,46 +171,57 @@ class Tracker:
         self._records: dict[int, ConnectionRecord] = {}
         #: Keys of records whose wrapper was garbage-collected (appended inside the collector).
         self._collected: deque[int] = deque()
-        self.opened: Counter[str] = Counter()
-        self.closed: Counter[tuple[str, str]] = Counter()
-        self.orphans: Counter[str] = Counter()
+        self.opened: dict[str, int] = {}
+        self.closed: dict[tuple[str, str], int] = {}
+        self.orphans: dict[str, int] = {}
         self._aliases: dict[str, PoolRecorder | None] = {}
+        #: Opening and last-query sites: the innermost application frame is what is reported
+        #: (the whole stack with ``capture_stacks``), and walking less of the stack is cheaper.
+        self.sites = telemetry.sites if self.config.capture_stacks else _sites.SiteCapture(1)
         self.query_sites = _sites.SiteCapture(limit=1)
         self._checker: threading.Thread | None = None
+        self._checker_generation = -1
         self._stop = threading.Event()
 
     # --- facts from the hooks -------------------------------------------------------------------
 
     def connection_opened(self, wrapper: Any, seconds: float, pooled: bool) -> ConnectionRecord:
         """``wrapper`` has just connected, taking ``seconds``."""
-        record = ConnectionRecord(self, wrapper, self.telemetry.sites.capture(3))
+        alias: str = wrapper.alias
+        record = ConnectionRecord(self, alias, self.sites.capture(3))
         key = id(record)
-        record.ref = weakref.ref(wrapper, lambda _ref: self._collected.append(key))
+        record.ref = weakref.ref(wrapper, functools.partial(_append, self._collected, key))
         with self._lock:
             self._records[key] = record
-            self.opened[record.alias] += 1
-            standard = self._standard_recorder(record.alias, pooled)
+            self.opened[alias] = self.opened.get(alias, 0) + 1
+        standard = self._standard_recorder(alias, pooled)
         if standard is not None:
             standard.connection_created(seconds)
-        self.ensure_checker()
+        if self._checker_generation != _generation:
+            self.ensure_checker()
         return record
 
     def connection_closed(self, record: ConnectionRecord, reason: str) -> None:
         """The connection of ``record`` was closed (or handed back to Django's pool)."""
+        key = record.alias, reason
         with self._lock:
             if self._records.pop(id(record), None) is None:
                 return
-            self.closed[record.alias, reason] += 1
+            self.closed[key] = self.closed.get(key, 0) + 1
         record.ref = None
 
     def _standard_recorder(self, alias: str, pooled: bool) -> PoolRecorder | None:
         """The ``db.client.connection.*`` recorder for ``alias`` (none when Django's pool,
         recorded by the psycopg_pool adapter, stands behind it)."""
-        if alias not in self._aliases:
-            self._aliases[alias] = (
-                None if pooled else self.telemetry.pool(pool_name(alias), self._reader(alias))
-            )
-        return self._aliases[alias]
+        found = self._aliases.get(alias, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        with self._lock:
+            if alias not in self._aliases:
+                self._aliases[alias] = (
+                    None if pooled else self.telemetry.pool(pool_name(alias), self._reader(alias))
+                )
+            return self._aliases[alias]
 
     def _reader(self, alias: str) -> Any:
         def read_state() -> PoolState | None:
@@ -235,7 +275,8 @@ class Tracker:
             with self._lock:
                 record = self._records.pop(key, None)
                 if record is not None:
-                    self.closed[record.alias, catalog.CLOSE_GARBAGE_COLLECTED] += 1
+                    closed = record.alias, catalog.CLOSE_GARBAGE_COLLECTED
+                    self.closed[closed] = self.closed.get(closed, 0) + 1
 
     # --- orphans --------------------------------------------------------------------------------
 
@@ -249,7 +290,10 @@ class Tracker:
                     continue
                 record.orphaned = reason
                 with self._lock:
-                    self.orphans[record.alias] += 1
+                    self.orphans[record.alias] = self.orphans.get(record.alias, 0) + 1
+                if wrapper.connection is not None:
+                    record.backend_pid = backend_pid(wrapper.connection)
+                    record.application_name = server_application_name(wrapper.connection)
                 self._report(record, reason, now)
             if self.config.close_orphans and not record.thread.is_alive():
                 self._close_orphan(record, wrapper)
@@ -308,13 +352,11 @@ class Tracker:
     # --- the checker thread ---------------------------------------------------------------------
 
     def ensure_checker(self) -> None:
-        """Start the orphan checker unless it runs (it does not survive a fork)."""
-        thread = self._checker
-        if thread is not None and thread.is_alive():
-            return
+        """Start the orphan checker unless it runs in this process (a fork has none)."""
         with self._lock:
-            if (self._checker is not None and self._checker.is_alive()) or not self.active:
+            if self._checker_generation == _generation or not self.active:
                 return
+            self._checker_generation = _generation
             self._checker = threading.Thread(
                 target=self._run, name="poolwatch-django-orphans", daemon=True
             )
@@ -401,7 +443,7 @@ class Tracker:
 
     def _observe_orphans(self) -> Iterator[Observation]:
         with self._lock:
-            counts = {alias: self.orphans[alias] for alias in self.opened}
+            counts = {alias: self.orphans.get(alias, 0) for alias in self.opened}
         for alias, count in sorted(counts.items()):
             yield Observation(count, {catalog.DJANGO_ALIAS: alias})
 

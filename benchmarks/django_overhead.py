@@ -1,0 +1,156 @@
+"""Whole-process CPU per Django request doing one query: bare and with poolwatch, in one run.
+
+Run: ``python benchmarks/django_overhead.py [--requests N] [--rounds R]``. A view running
+``SELECT 1`` on SQLite is served in process through Django's WSGI handler (response iterated and
+closed, as a server does). Two aliases: ``per_request`` (CONN_MAX_AGE = 0: a connection opened and
+closed by every request, the worst case for poolwatch) and ``persistent`` (CONN_MAX_AGE = None).
+Each round measures bare, then instrumented, then uninstruments; a metric collection ends every
+measurement so its cost is counted. Figures are the best of the rounds (load from elsewhere only
+adds time), their ratio, and the median of each round's instrumented/bare ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import django
+from django.conf import settings
+from django.db import connections
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import poolwatch
+
+ALIASES = ("per_request", "persistent")
+
+
+def one_query(request: HttpRequest, alias: str) -> HttpResponse:
+    """The benchmarked view: one query, a tiny response."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        (value,) = cursor.fetchone()
+    return HttpResponse(str(value))
+
+
+urlpatterns = [path("one/<str:alias>/", one_query)]
+
+
+def configure(directory: Path) -> None:
+    """Settings for this module's view on two SQLite aliases."""
+    database = str(directory / "bench.db")
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="benchmark",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        INSTALLED_APPS=[],
+        MIDDLEWARE=[],
+        DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": database},
+            "per_request": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": database,
+                "CONN_MAX_AGE": 0,
+            },
+            "persistent": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": database,
+                "CONN_MAX_AGE": None,
+            },
+        },
+    )
+    django.setup()
+
+
+def serve(handler: Any, path_info: str) -> None:
+    """One request through the WSGI handler, as a server runs it."""
+    environ: dict[str, Any] = {"PATH_INFO": path_info, "wsgi.input": io.BytesIO()}
+    setup_testing_defaults(environ)
+    response = handler(environ, lambda status, headers, exc_info=None: None)
+    for _chunk in response:
+        pass
+    response.close()
+
+
+def measure(handler: Any, alias: str, requests: int, instrumented: bool) -> float:
+    """CPU microseconds per request for one variant, collection included."""
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    if instrumented:
+        poolwatch.instrument_django(meter_provider=meter_provider)
+    try:
+        path_info = f"/one/{alias}/"
+        serve(handler, path_info)  # warm: URL resolution caches, the persistent connection
+        reader.collect()  # the first collection sets up every instrument's storage: warm too
+        start = time.process_time()
+        for _ in range(requests):
+            serve(handler, path_info)
+        reader.collect()
+        spent = time.process_time() - start
+    finally:
+        if instrumented:
+            poolwatch.uninstrument_django()
+        connections.close_all()
+        meter_provider.shutdown()
+    return spent / requests * 1e6
+
+
+def run(requests: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Per alias: CPU microseconds per request, bare and instrumented, and their ratio (each
+    round measures both back to back, so a busy machine skews both alike)."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+    results: dict[str, dict[str, list[float]]] = {
+        alias: {"bare": [], "poolwatch": [], "ratio": []} for alias in ALIASES
+    }
+    for _ in range(rounds):
+        for alias in ALIASES:
+            bare = measure(handler, alias, requests, False)
+            instrumented = measure(handler, alias, requests, True)
+            results[alias]["bare"].append(bare)
+            results[alias]["poolwatch"].append(instrumented)
+            results[alias]["ratio"].append(instrumented / bare)
+    return {alias: _summary(variants) for alias, variants in results.items()}
+
+
+def _summary(variants: dict[str, list[float]]) -> dict[str, float]:
+    """Best-of-rounds figures (other load only ever adds time) and the median round's ratio."""
+    best_bare, best_instrumented = min(variants["bare"]), min(variants["poolwatch"])
+    return {
+        "bare": best_bare,
+        "poolwatch": best_instrumented,
+        "best": best_instrumented / best_bare,
+        "median": statistics.median(variants["ratio"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        configure(Path(directory))
+        medians = run(args.requests, args.rounds)
+    print(
+        f"\n{'one-query request':14} {'bare us':>8} {'poolwatch us':>12} {'x bare':>7} {'median x':>9}"
+    )
+    for alias, figures in medians.items():
+        print(
+            f"{alias:14} {figures['bare']:8.1f} {figures['poolwatch']:12.1f} "
+            f"{figures['best']:7.3f} {figures['median']:9.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
