@@ -1,9 +1,11 @@
 """Whole-process CPU per Django request doing one query: bare and with poolwatch, in one run.
 
-Run: ``python benchmarks/django_overhead.py [--requests N] [--rounds R]``. A view running
-``SELECT 1`` on SQLite is served in process through Django's WSGI handler (response iterated and
-closed, as a server does). Two aliases: ``per_request`` (CONN_MAX_AGE = 0: a connection opened and
-closed by every request, the worst case for poolwatch) and ``persistent`` (CONN_MAX_AGE = None).
+Run: ``python benchmarks/django_overhead.py [--requests N] [--rounds R] [--postgres]``. A view
+running ``SELECT 1`` on SQLite is served in process through Django's WSGI handler (response
+iterated and closed, as a server does). Two aliases: ``per_request`` (CONN_MAX_AGE = 0: a
+connection opened and closed by every request, the worst case for poolwatch) and ``persistent``
+(CONN_MAX_AGE = None). ``--postgres`` adds ``pg_per_request``: CONN_MAX_AGE = 0 on a throwaway
+PostgreSQL on loopback (as the tests start one), with a tenth of the requests.
 Each round measures bare, then instrumented, then uninstruments; a metric collection ends every
 measurement so its cost is counted. Figures are the best of the rounds (load from elsewhere only
 adds time), their ratio, and the median of each round's instrumented/bare ratio.
@@ -12,10 +14,13 @@ adds time), their ratio, and the median of each round's instrumented/bare ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -30,7 +35,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
 
-ALIASES = ("per_request", "persistent")
+ALIASES = ["per_request", "persistent"]
 
 
 def one_query(request: HttpRequest, alias: str) -> HttpResponse:
@@ -44,9 +49,21 @@ def one_query(request: HttpRequest, alias: str) -> HttpResponse:
 urlpatterns = [path("one/<str:alias>/", one_query)]
 
 
-def configure(directory: Path) -> None:
-    """Settings for this module's view on two SQLite aliases."""
+def configure(directory: Path, postgres: Any = None) -> None:
+    """Settings for this module's view on two SQLite aliases (and one PostgreSQL alias)."""
     database = str(directory / "bench.db")
+    extra = {}
+    if postgres is not None:
+        ALIASES.append("pg_per_request")
+        extra["pg_per_request"] = {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": postgres.host,
+            "PORT": postgres.port,
+            "NAME": postgres.database,
+            "USER": postgres.user,
+            "PASSWORD": postgres.password,
+            "CONN_MAX_AGE": 0,
+        }
     settings.configure(
         DEBUG=False,
         SECRET_KEY="benchmark",
@@ -66,6 +83,7 @@ def configure(directory: Path) -> None:
                 "NAME": database,
                 "CONN_MAX_AGE": None,
             },
+            **extra,
         },
     )
     django.setup()
@@ -115,8 +133,9 @@ def run(requests: int, rounds: int) -> dict[str, dict[str, float]]:
     }
     for _ in range(rounds):
         for alias in ALIASES:
-            bare = measure(handler, alias, requests, False)
-            instrumented = measure(handler, alias, requests, True)
+            count = requests // 10 if alias.startswith("pg_") else requests
+            bare = measure(handler, alias, count, False)
+            instrumented = measure(handler, alias, count, True)
             results[alias]["bare"].append(bare)
             results[alias]["poolwatch"].append(instrumented)
             results[alias]["ratio"].append(instrumented / bare)
@@ -134,20 +153,37 @@ def _summary(variants: dict[str, list[float]]) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[Any]:
+    """A PostgreSQL started by the tests' helper, for the duration of the block."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.postgres import start_postgres
+
+    cluster = start_postgres()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--postgres", action="store_true", help="add a PostgreSQL alias")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        configure(Path(directory))
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory())
+        configure(
+            Path(directory), stack.enter_context(throwaway_postgres()) if args.postgres else None
+        )
         medians = run(args.requests, args.rounds)
     print(
         f"\n{'one-query request':14} {'bare us':>8} {'poolwatch us':>12} {'x bare':>7} {'median x':>9}"
     )
     for alias, figures in medians.items():
         print(
-            f"{alias:14} {figures['bare']:8.1f} {figures['poolwatch']:12.1f} "
+            f"{alias:16} {figures['bare']:8.1f} {figures['poolwatch']:12.1f} "
             f"{figures['best']:7.3f} {figures['median']:9.3f}"
         )
 
