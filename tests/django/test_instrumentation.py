@@ -102,3 +102,21 @@ def test_the_applications_own_errors_pass_through_unchanged(instrument: Instrume
         cursor.execute("SELECT * FROM no_such_table")
     assert type(caught.value) is ProgrammingError
     assert _guard.error_counts() == {}
+
+
+def test_instrumenting_again_reports_through_the_same_instruments(
+    instrument: Instrument, telemetry: Capture
+) -> None:
+    """Uninstrument then instrument with the same providers: the SDK keeps the first callbacks
+    of an instrument name, so they must read the new instrumentation (one series, its count)."""
+    instrument()
+    connections["persistent"].ensure_connection()
+    connections["persistent"].close()
+    poolwatch.uninstrument_django()
+    instrument()
+    connections["persistent"].ensure_connection()
+
+    points = telemetry.metrics()[catalog.DJANGO_OPENED.name]
+    assert [(dict(point.attributes), point.value) for point in points] == [
+        ({catalog.DJANGO_ALIAS: "persistent"}, 1)
+    ]

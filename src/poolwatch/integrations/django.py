@@ -39,6 +39,7 @@ from poolwatch.integrations.django_tracking import (
     Tracker,
     application_name,
     pool_name,
+    register_metrics,
 )
 from poolwatch.telemetry import Telemetry
 
@@ -56,6 +57,13 @@ class DjangoAdapter:
         self.tracker: Tracker | None = None
         self._originals: dict[tuple[type[Any], str], Any] = {}
         self._pools: list[weakref.ref[Any]] = []
+        #: Telemetries whose meter has the Django instruments already (made once per meter).
+        self._metered: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+    def _tracker_of(self, telemetry: Telemetry) -> Tracker | None:
+        """The live tracker reporting into ``telemetry``, if any (read by its instruments)."""
+        tracker = self.tracker
+        return tracker if tracker is not None and tracker.telemetry is telemetry else None
 
     @property
     def installed(self) -> bool:
@@ -68,10 +76,12 @@ class DjangoAdapter:
             if self.tracker is not None:
                 return
             tracker = Tracker(telemetry)
-            meter = (meter_provider or get_meter_provider()).get_meter(
-                catalog.INSTRUMENTATION_SCOPE, __version__
-            )
-            tracker.register_metrics(meter)
+            if telemetry not in self._metered:
+                meter = (meter_provider or get_meter_provider()).get_meter(
+                    catalog.INSTRUMENTATION_SCOPE, __version__
+                )
+                register_metrics(meter, functools.partial(self._tracker_of, telemetry))
+                self._metered.add(telemetry)
             for (cls, name), make in _REPLACEMENTS.items():
                 original = vars(cls)[name]
                 self._originals[cls, name] = original

@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -168,6 +168,7 @@ class Tracker:
         self.config = telemetry.config
         self.active = True
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self._records: dict[int, ConnectionRecord] = {}
         #: Keys of records whose wrapper was garbage-collected (appended inside the collector).
         self._collected: deque[int] = deque()
@@ -265,6 +266,11 @@ class Tracker:
         with self._lock:
             return sorted(set(self.opened) | set(self._aliases))
 
+    def counted(self, counts: dict[Any, int]) -> list[tuple[Any, int]]:
+        """One of the tracker's counters, sorted, read under its lock."""
+        with self._lock:
+            return sorted(counts.items())
+
     def reap(self) -> None:
         """Count connections whose wrapper was garbage-collected while open."""
         while self._collected:
@@ -282,7 +288,10 @@ class Tracker:
 
     def check(self) -> None:
         """Report connections that have just become orphans (and close certain ones, if asked)."""
-        now = _monotonic()
+        with self._check_lock:  # the checker thread, or anyone who wants a check right now
+            self._check(_monotonic())
+
+    def _check(self, now: float) -> None:
         for record, wrapper in self.live():
             if record.orphaned is None:
                 reason = self._orphan_reason(record, wrapper, now)
@@ -377,75 +386,85 @@ class Tracker:
             if recorder is not None:
                 self.telemetry.drop(recorder)
 
-    # --- metrics --------------------------------------------------------------------------------
 
-    def register_metrics(self, meter: Any) -> None:
-        """The ``poolwatch.django.*`` observable instruments, read from this tracker."""
-        for metric, read in (
-            (catalog.DJANGO_CONNECTIONS, self._observe_states),
-            (catalog.DJANGO_CONNECTION_AGE, self._observe_ages),
-            (catalog.DJANGO_CONNECTION_IDLE, self._observe_idle),
-            (catalog.DJANGO_OPENED, self._observe_opened),
-            (catalog.DJANGO_CLOSED, self._observe_closed),
-            (catalog.DJANGO_ORPHANS, self._observe_orphans),
-        ):
-            create = (
-                meter.create_observable_counter
-                if metric.kind is catalog.Kind.COUNTER
-                else meter.create_observable_up_down_counter
+# --- metrics ----------------------------------------------------------------------------------------
+
+TrackerSource = Callable[[], "Tracker | None"]
+
+
+def register_metrics(meter: Any, source: TrackerSource) -> None:
+    """The ``poolwatch.django.*`` observable instruments, read from the tracker ``source`` gives
+    (registered once per meter: re-instrumenting swaps the tracker, not the instruments)."""
+    for metric, read in (
+        (catalog.DJANGO_CONNECTIONS, _observe_states),
+        (catalog.DJANGO_CONNECTION_AGE, _observe_ages),
+        (catalog.DJANGO_CONNECTION_IDLE, _observe_idle),
+        (catalog.DJANGO_OPENED, _observe_opened),
+        (catalog.DJANGO_CLOSED, _observe_closed),
+        (catalog.DJANGO_ORPHANS, _observe_orphans),
+    ):
+        create = (
+            meter.create_observable_counter
+            if metric.kind is catalog.Kind.COUNTER
+            else meter.create_observable_up_down_counter
+        )
+        create(
+            metric.name,
+            callbacks=[_callback(source, read)],
+            unit=metric.unit,
+            description=metric.description,
+        )
+
+
+def _callback(
+    source: TrackerSource, read: Callable[[Tracker], Iterator[Observation]]
+) -> Callable[[CallbackOptions], list[Observation]]:
+    def callback(_options: CallbackOptions) -> list[Observation]:
+        tracker = source()
+        if tracker is None or not (tracker.active and tracker.telemetry.active):
+            return []
+        try:
+            return list(read(tracker))
+        except Exception as exc:  # noqa: BLE001 - never raise into collection
+            _guard.internal_error("django.collect", exc)
+            return []
+
+    return callback
+
+
+def _observe_states(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (states, _age, _idle) in sorted(tracker.snapshot().items()):
+        for state in _STATES:
+            yield Observation(
+                states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state}
             )
-            create(
-                metric.name,
-                callbacks=[self._guarded(read)],
-                unit=metric.unit,
-                description=metric.description,
-            )
 
-    def _guarded(self, read: Any) -> Any:
-        def callback(_options: CallbackOptions) -> list[Observation]:
-            if not (self.active and self.telemetry.active):
-                return []
-            try:
-                return list(read())
-            except Exception as exc:  # noqa: BLE001 - never raise into collection
-                _guard.internal_error("django.collect", exc)
-                return []
 
-        return callback
+def _observe_ages(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (_states, age, _idle) in sorted(tracker.snapshot().items()):
+        yield Observation(age, {catalog.DJANGO_ALIAS: alias})
 
-    def _observe_states(self) -> Iterator[Observation]:
-        for alias, (states, _age, _idle) in sorted(self.snapshot().items()):
-            for state in _STATES:
-                yield Observation(
-                    states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state}
-                )
 
-    def _observe_ages(self) -> Iterator[Observation]:
-        for alias, (_states, age, _idle) in sorted(self.snapshot().items()):
-            yield Observation(age, {catalog.DJANGO_ALIAS: alias})
+def _observe_idle(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (_states, _age, idle) in sorted(tracker.snapshot().items()):
+        yield Observation(idle, {catalog.DJANGO_ALIAS: alias})
 
-    def _observe_idle(self) -> Iterator[Observation]:
-        for alias, (_states, _age, idle) in sorted(self.snapshot().items()):
-            yield Observation(idle, {catalog.DJANGO_ALIAS: alias})
 
-    def _observe_opened(self) -> Iterator[Observation]:
-        with self._lock:
-            opened = sorted(self.opened.items())
-        for alias, count in opened:
-            yield Observation(count, {catalog.DJANGO_ALIAS: alias})
+def _observe_opened(tracker: Tracker) -> Iterator[Observation]:
+    for alias, count in tracker.counted(tracker.opened):
+        yield Observation(count, {catalog.DJANGO_ALIAS: alias})
 
-    def _observe_closed(self) -> Iterator[Observation]:
-        self.reap()
-        with self._lock:
-            closed = sorted(self.closed.items())
-        for (alias, reason), count in closed:
-            yield Observation(count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
 
-    def _observe_orphans(self) -> Iterator[Observation]:
-        with self._lock:
-            counts = {alias: self.orphans.get(alias, 0) for alias in self.opened}
-        for alias, count in sorted(counts.items()):
-            yield Observation(count, {catalog.DJANGO_ALIAS: alias})
+def _observe_closed(tracker: Tracker) -> Iterator[Observation]:
+    tracker.reap()
+    for (alias, reason), count in tracker.counted(tracker.closed):
+        yield Observation(count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
+
+
+def _observe_orphans(tracker: Tracker) -> Iterator[Observation]:
+    orphans = dict(tracker.counted(tracker.orphans))
+    for alias, _opened in tracker.counted(tracker.opened):
+        yield Observation(orphans.get(alias, 0), {catalog.DJANGO_ALIAS: alias})
 
 
 def pool_name(alias: str) -> str:
