@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from poolwatch._version import __version__
 from poolwatch.config import Config
 from poolwatch.instrumentors import (
+    DjangoInstrumentor,
     PsycopgPoolInstrumentor,
     SQLAlchemyPoolInstrumentor,
     telemetry_from,
@@ -26,11 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Config",
+    "DjangoInstrumentor",
     "PsycopgPoolInstrumentor",
     "SQLAlchemyPoolInstrumentor",
     "__version__",
+    "instrument_django",
     "instrument_psycopg_pool",
     "instrument_sqlalchemy",
+    "uninstrument_django",
     "uninstrument_psycopg_pool",
     "uninstrument_sqlalchemy",
 ]
@@ -138,3 +142,45 @@ def uninstrument_psycopg_pool(pool: Any = None) -> None:
         ADAPTER.uninstrument_all()
     else:
         ADAPTER.uninstrument_pool(pool)
+
+
+def instrument_django(
+    *,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    logger_provider: LoggerProvider | None = None,
+    leak_threshold: float | None = None,
+    capture_stacks: bool | None = None,
+    django_idle_in_transaction: float | None = None,
+    close_orphans: bool | None = None,
+    django_application_name: bool | None = None,
+) -> None:
+    """Track every Django database connection (all aliases) and report orphans.
+
+    Reads no Django setting, so it may run before ``django.setup()``. PostgreSQL connections get
+    ``application_name`` ``<service>:<alias>`` unless they set one; Django's own pool (5.1+) is
+    recorded as the psycopg pool ``django:<alias>``. Settings left as None come from
+    ``OTEL_PYTHON_POOLWATCH_*`` variables, then defaults. Calling it again does nothing.
+    """
+    from poolwatch.integrations.django import ADAPTER
+
+    telemetry = telemetry_from(
+        {
+            "meter_provider": meter_provider,
+            "tracer_provider": tracer_provider,
+            "logger_provider": logger_provider,
+            "leak_threshold": leak_threshold,
+            "capture_stacks": capture_stacks,
+            "django_idle_in_transaction": django_idle_in_transaction,
+            "close_orphans": close_orphans,
+            "django_application_name": django_application_name,
+        }
+    )
+    ADAPTER.instrument(telemetry, meter_provider)
+
+
+def uninstrument_django() -> None:
+    """Stop tracking Django's connections and restore Django exactly as it was."""
+    from poolwatch.integrations.django import ADAPTER
+
+    ADAPTER.uninstrument()

@@ -264,6 +264,21 @@ CLOSE_HEALTH_CHECK: Final = "health_check"
 CLOSE_ERROR: Final = "error"
 CLOSE_GARBAGE_COLLECTED: Final = "garbage_collected"
 CLOSE_ORPHAN_REAPED: Final = "orphan_closed"
+#: Closed by the application itself (``connection.close()``, ``connections.close_all()``).
+CLOSE_EXPLICIT: Final = "explicit"
+#: Why a connection was found orphaned.
+ORPHAN_REASON: Final = "poolwatch.orphan.reason"
+ORPHAN_REQUEST_ENDED: Final = "request_ended"
+ORPHAN_THREAD_DEAD: Final = "thread_dead"
+ORPHAN_IDLE_IN_TRANSACTION: Final = "idle_in_transaction"
+#: Seconds since the connection's last query.
+CONNECTION_IDLE: Final = "poolwatch.connection.idle"
+#: ``path:line in function`` of the application code that ran the connection's last query.
+LAST_QUERY_SITE: Final = "poolwatch.django.last_query.site"
+#: The server process of the connection: ``pid`` in PostgreSQL's ``pg_stat_activity``.
+BACKEND_PID: Final = "poolwatch.postgresql.backend_pid"
+#: The connection's ``application_name`` as PostgreSQL reports it.
+BACKEND_APPLICATION: Final = "poolwatch.postgresql.application_name"
 HTTP_METHOD: Final = "http.request.method"
 HTTP_ROUTE: Final = "http.route"
 DJANGO_VIEW: Final = "poolwatch.django.view"

@@ -67,6 +67,22 @@ class Config:
         "task is attributed to it.",
     )
 
+    django_idle_in_transaction: float = _setting(
+        60.0,
+        "Seconds a Django connection may sit in a transaction without a query before it is "
+        "reported as orphaned; 0 turns this check off.",
+    )
+    close_orphans: bool = _setting(
+        False,
+        "Close Django connections poolwatch is certain are orphaned (their thread has ended), "
+        "returning pooled ones to Django's pool. Off: poolwatch only reports them.",
+    )
+    django_application_name: bool = _setting(
+        True,
+        "Set PostgreSQL's `application_name` to `<service>:<alias>` on Django connections that "
+        "do not set one, so `pg_stat_activity` rows match the metrics.",
+    )
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a config: keyword arguments win over environment variables, which win over defaults."""

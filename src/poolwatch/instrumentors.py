@@ -96,3 +96,35 @@ class PsycopgPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._telemetry is not None:
             forget_shared(self._telemetry)
             self._telemetry = None
+
+
+DJANGO_REQUIREMENT = "django >= 4.2, < 6"
+
+
+class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Tracks every Django database connection, finds orphans and names connections in PostgreSQL.
+
+    Loading it imports Django's modules but reads no setting: ``DJANGO_SETTINGS_MODULE`` is
+    read by the application, as always.
+    """
+
+    _telemetry: Telemetry | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return (DJANGO_REQUIREMENT,)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        if dependencies_missing(self.instrumentation_dependencies(), "django"):
+            return
+        from poolwatch.integrations.django import ADAPTER
+
+        self._telemetry = telemetry_from(kwargs)
+        ADAPTER.instrument(self._telemetry, kwargs.get("meter_provider"))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from poolwatch.integrations.django import ADAPTER
+
+        ADAPTER.uninstrument()
+        if self._telemetry is not None:
+            forget_shared(self._telemetry)
+            self._telemetry = None

@@ -1,0 +1,526 @@
+"""Django's open connections: who opened each one, in which request, and which are orphans.
+
+A :class:`Tracker` keeps one record per open ``DatabaseWrapper`` connection (watched through a
+weak reference, so poolwatch never keeps an orphan alive), counts opens and closes by reason,
+finds orphans from a light daemon thread, and reads the ``poolwatch.django.*`` metrics.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from poolwatch import _guard, _sites, catalog
+from poolwatch.recorder import PoolRecorder, PoolState
+from poolwatch.telemetry import Telemetry
+
+_monotonic = time.monotonic
+_current_thread = threading.current_thread
+_MISSING = object()
+#: Counts forks: a child process has no checker thread, and starts one on its next connection.
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation  # noqa: PLW0603 - one counter for the whole process
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _append(queue: deque[int], key: int, _ref: object) -> None:
+    queue.append(key)  # runs inside the garbage collector: no lock
+
+
+_STATES = (
+    catalog.DJANGO_IN_REQUEST,
+    catalog.DJANGO_IDLE,
+    catalog.DJANGO_IN_TRANSACTION,
+    catalog.DJANGO_ORPHANED,
+)
+#: Seconds between orphan checks; a request must have ended this long ago before its
+#: connection counts as outliving it (Django closes it in ``request_finished``, just before).
+CHECK_INTERVAL = 0.5
+
+
+class RequestInfo:
+    """One HTTP request as Django serves it: method, then route and view once resolved."""
+
+    __slots__ = ("ended_at", "method", "route", "signalled", "view")
+
+    def __init__(self, method: str | None) -> None:
+        self.method = method
+        self.route: str | None = None
+        self.view: str | None = None
+        self.ended_at: float | None = None
+        #: Whether ``request_started`` was seen for it (else a handler began it).
+        self.signalled = False
+
+    def end(self) -> None:
+        """The request is over (first call wins)."""
+        if self.ended_at is None:
+            self.ended_at = _monotonic()
+
+    def attributes(self) -> dict[str, str]:
+        found = {
+            catalog.HTTP_METHOD: self.method,
+            catalog.HTTP_ROUTE: self.route,
+            catalog.DJANGO_VIEW: self.view,
+        }
+        return {key: value for key, value in found.items() if value is not None}
+
+
+#: The request being served in this context (thread, or asyncio task and its sync threads).
+CURRENT_REQUEST: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar(
+    "poolwatch_django_request", default=None
+)
+
+
+class ConnectionRecord:
+    """One open Django connection: where, when, by which thread and in which request."""
+
+    __slots__ = (
+        "alias",
+        "application_name",
+        "backend_pid",
+        "last_query_at",
+        "last_site",
+        "opened_at",
+        "orphaned",
+        "ref",
+        "request",
+        "site",
+        "thread",
+        "tracker",
+    )
+
+    def __init__(self, tracker: Tracker, alias: str, site: _sites.Site) -> None:
+        self.tracker = tracker
+        self.ref: weakref.ref[Any] | None = None
+        self.alias = alias
+        self.opened_at = self.last_query_at = _monotonic()
+        self.site = site
+        self.last_site: _sites.Site = ()
+        self.thread = _current_thread()
+        request = CURRENT_REQUEST.get()
+        self.request = request if request is not None and request.ended_at is None else None
+        #: Read from the live connection when it is reported (not on the hot path).
+        self.backend_pid: int | None = None
+        self.application_name: str | None = None
+        #: Why it was found orphaned (None while it is not).
+        self.orphaned: str | None = None
+
+    def state(self, wrapper: Any, now: float) -> str:
+        """The connection's state right now (orphaned wins over everything else)."""
+        if self.orphaned is not None:
+            return catalog.DJANGO_ORPHANED
+        if in_transaction(wrapper):
+            return catalog.DJANGO_IN_TRANSACTION
+        request = self.request
+        if request is not None and request.ended_at is None:
+            return catalog.DJANGO_IN_REQUEST
+        return catalog.DJANGO_IDLE
+
+
+def backend_pid(connection: Any) -> int | None:
+    """The PostgreSQL server process of a psycopg 3 or psycopg2 connection, else None."""
+    info = getattr(connection, "info", None)
+    pid = getattr(info, "backend_pid", None)
+    if pid is None and hasattr(connection, "get_backend_pid"):
+        pid = connection.get_backend_pid()
+    return pid if isinstance(pid, int) else None
+
+
+def server_application_name(connection: Any) -> str | None:
+    """The ``application_name`` PostgreSQL reports for a psycopg 3 connection, else None."""
+    info = getattr(connection, "info", None)
+    status = getattr(info, "parameter_status", None)
+    name = status("application_name") if status is not None else None
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def in_transaction(wrapper: Any) -> bool:
+    """Whether Django has a transaction open on the wrapper (an atomic block, or autocommit off)."""
+    return bool(wrapper.in_atomic_block) or wrapper.autocommit is False
+
+
+def closes_at_request_end(wrapper: Any) -> bool:
+    """``CONN_MAX_AGE = 0``: Django closes the connection when the request finishes."""
+    return bool(wrapper.settings_dict.get("CONN_MAX_AGE") == 0)
+
+
+class Tracker:
+    """The open Django connections of one instrumentation, and what became of closed ones."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self.config = telemetry.config
+        self.active = True
+        self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self._records: dict[int, ConnectionRecord] = {}
+        #: Keys of records whose wrapper was garbage-collected (appended inside the collector).
+        self._collected: deque[int] = deque()
+        self.opened: dict[str, int] = {}
+        self.closed: dict[tuple[str, str], int] = {}
+        self.orphans: dict[str, int] = {}
+        self._aliases: dict[str, PoolRecorder | None] = {}
+        #: Opening and last-query sites: the innermost application frame is what is reported
+        #: (the whole stack with ``capture_stacks``), and walking less of the stack is cheaper.
+        self.sites = telemetry.sites if self.config.capture_stacks else _sites.SiteCapture(1)
+        self.query_sites = _sites.SiteCapture(limit=1)
+        self._checker: threading.Thread | None = None
+        self._checker_generation = -1
+        self._stop = threading.Event()
+
+    # --- facts from the hooks -------------------------------------------------------------------
+
+    def connection_opened(self, wrapper: Any, seconds: float, pooled: bool) -> ConnectionRecord:
+        """``wrapper`` has just connected, taking ``seconds``."""
+        alias: str = wrapper.alias
+        record = ConnectionRecord(self, alias, self.sites.capture(3))
+        key = id(record)
+        record.ref = weakref.ref(wrapper, functools.partial(_append, self._collected, key))
+        with self._lock:
+            self._records[key] = record
+            self.opened[alias] = self.opened.get(alias, 0) + 1
+        standard = self._standard_recorder(alias, pooled)
+        if standard is not None:
+            standard.connection_created(seconds)
+        if self._checker_generation != _generation:
+            self.ensure_checker()
+        return record
+
+    def connection_closed(self, record: ConnectionRecord, reason: str) -> None:
+        """The connection of ``record`` was closed (or handed back to Django's pool)."""
+        key = record.alias, reason
+        with self._lock:
+            if self._records.pop(id(record), None) is None:
+                return
+            self.closed[key] = self.closed.get(key, 0) + 1
+        record.ref = None
+
+    def _standard_recorder(self, alias: str, pooled: bool) -> PoolRecorder | None:
+        """The ``db.client.connection.*`` recorder for ``alias`` (none when Django's pool,
+        recorded by the psycopg_pool adapter, stands behind it)."""
+        found = self._aliases.get(alias, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        with self._lock:
+            if alias not in self._aliases:
+                self._aliases[alias] = (
+                    None if pooled else self.telemetry.pool(pool_name(alias), self._reader(alias))
+                )
+            return self._aliases[alias]
+
+    def _reader(self, alias: str) -> Any:
+        def read_state() -> PoolState | None:
+            if not self.active:
+                return None
+            counts = self.snapshot().get(alias)
+            states = counts[0] if counts else Counter()
+            used = states[catalog.DJANGO_IN_REQUEST] + states[catalog.DJANGO_IN_TRANSACTION]
+            idle = states[catalog.DJANGO_IDLE] + states[catalog.DJANGO_ORPHANED]
+            return PoolState(used=used, idle=idle)
+
+        return read_state
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def live(self) -> Iterator[tuple[ConnectionRecord, Any]]:
+        """Every open connection whose wrapper is still alive, with that wrapper."""
+        self.reap()
+        with self._lock:
+            records = list(self._records.values())
+        for record in records:
+            wrapper = record.ref() if record.ref is not None else None
+            if wrapper is not None:
+                yield record, wrapper
+
+    def snapshot(self) -> dict[str, tuple[Counter[str], float, float]]:
+        """Per alias: connections by state, the oldest connection's age, the longest idle time."""
+        now = _monotonic()
+        found: dict[str, tuple[Counter[str], float, float]] = {
+            alias: (Counter(), 0.0, 0.0) for alias in self.known_aliases()
+        }
+        for record, wrapper in self.live():
+            states, age, idle = found.setdefault(record.alias, (Counter(), 0.0, 0.0))
+            states[record.state(wrapper, now)] += 1
+            age = max(age, now - record.opened_at)
+            idle = max(idle, now - record.last_query_at)
+            found[record.alias] = (states, age, idle)
+        return found
+
+    def known_aliases(self) -> list[str]:
+        with self._lock:
+            return sorted(set(self.opened) | set(self._aliases))
+
+    def counted(self, counts: dict[Any, int]) -> list[tuple[Any, int]]:
+        """One of the tracker's counters, sorted, read under its lock."""
+        with self._lock:
+            return sorted(counts.items())
+
+    def reap(self) -> None:
+        """Count connections whose wrapper was garbage-collected while open."""
+        while self._collected:
+            try:
+                key = self._collected.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            with self._lock:
+                record = self._records.pop(key, None)
+                if record is not None:
+                    closed = record.alias, catalog.CLOSE_GARBAGE_COLLECTED
+                    self.closed[closed] = self.closed.get(closed, 0) + 1
+
+    # --- orphans --------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Report connections that have just become orphans (and close certain ones, if asked)."""
+        with self._check_lock:  # the checker thread, or anyone who wants a check right now
+            self._check(_monotonic())
+
+    def _check(self, now: float) -> None:
+        for record, wrapper in self.live():
+            if record.orphaned is None:
+                reason = self._orphan_reason(record, wrapper, now)
+                if reason is None:
+                    continue
+                record.orphaned = reason
+                with self._lock:
+                    self.orphans[record.alias] = self.orphans.get(record.alias, 0) + 1
+                if wrapper.connection is not None:
+                    record.backend_pid = backend_pid(wrapper.connection)
+                    record.application_name = server_application_name(wrapper.connection)
+                self._report(record, reason, now)
+            if self.config.close_orphans and not record.thread.is_alive():
+                self._close_orphan(record, wrapper)
+
+    def _orphan_reason(self, record: ConnectionRecord, wrapper: Any, now: float) -> str | None:
+        """Why the connection is an orphan now, or None: a request that ended without closing
+        it (named first: it is the cause), a dead thread, or a transaction left idle."""
+        thread_dead = not record.thread.is_alive()
+        request = record.request
+        if (
+            request is not None
+            and request.ended_at is not None
+            and (thread_dead or now - request.ended_at >= CHECK_INTERVAL)
+            and closes_at_request_end(wrapper)
+        ):
+            return catalog.ORPHAN_REQUEST_ENDED
+        if thread_dead:
+            return catalog.ORPHAN_THREAD_DEAD
+        threshold = self.config.django_idle_in_transaction
+        if threshold > 0 and now - record.last_query_at >= threshold and in_transaction(wrapper):
+            return catalog.ORPHAN_IDLE_IN_TRANSACTION
+        return None
+
+    def _report(self, record: ConnectionRecord, reason: str, now: float) -> None:
+        attributes: dict[str, Any] = {
+            catalog.DJANGO_ALIAS: record.alias,
+            catalog.ORPHAN_REASON: reason,
+            catalog.THREAD_NAME: record.thread.name,
+            catalog.CONNECTION_AGE: now - record.opened_at,
+            catalog.CONNECTION_IDLE: now - record.last_query_at,
+            catalog.LAST_QUERY_SITE: _sites.describe(record.last_site),
+        }
+        if record.thread.ident is not None:
+            attributes[catalog.THREAD_ID] = record.thread.ident
+        if record.request is not None:
+            attributes.update(record.request.attributes())
+        if record.backend_pid is not None:
+            attributes[catalog.BACKEND_PID] = record.backend_pid
+        if record.application_name is not None:
+            attributes[catalog.BACKEND_APPLICATION] = record.application_name
+        attributes.update(site_attributes(record.site))
+        self.telemetry.emit_event(catalog.EVENT_ORPHANED, _describe(record, reason), attributes)
+
+    def _close_orphan(self, record: ConnectionRecord, wrapper: Any) -> None:
+        """Close a dead thread's connection from the checker thread (nobody else can use it).
+
+        ``close()`` itself refuses to run outside the owner thread, so the backend's own
+        ``_close`` runs (it hands a pooled connection back to Django's pool).
+        """
+        try:
+            wrapper._close()
+        finally:
+            wrapper.connection = None
+            self.connection_closed(record, catalog.CLOSE_ORPHAN_REAPED)
+
+    # --- the checker thread ---------------------------------------------------------------------
+
+    def ensure_checker(self) -> None:
+        """Start the orphan checker unless it runs in this process (a fork has none)."""
+        with self._lock:
+            if self._checker_generation == _generation or not self.active:
+                return
+            self._checker_generation = _generation
+            self._checker = threading.Thread(
+                target=self._run, name="poolwatch-django-orphans", daemon=True
+            )
+            self._checker.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(CHECK_INTERVAL):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - the boundary of the checker thread
+                _guard.internal_error("django.orphans", exc)
+
+    def shutdown(self) -> None:
+        """Stop checking and reporting."""
+        self.active = False
+        self._stop.set()
+        for recorder in self._aliases.values():
+            if recorder is not None:
+                self.telemetry.drop(recorder)
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+TrackerSource = Callable[[], "Tracker | None"]
+
+
+def register_metrics(meter: Any, source: TrackerSource) -> None:
+    """The ``poolwatch.django.*`` observable instruments, read from the tracker ``source`` gives
+    (registered once per meter: re-instrumenting swaps the tracker, not the instruments)."""
+    for metric, read in (
+        (catalog.DJANGO_CONNECTIONS, _observe_states),
+        (catalog.DJANGO_CONNECTION_AGE, _observe_ages),
+        (catalog.DJANGO_CONNECTION_IDLE, _observe_idle),
+        (catalog.DJANGO_OPENED, _observe_opened),
+        (catalog.DJANGO_CLOSED, _observe_closed),
+        (catalog.DJANGO_ORPHANS, _observe_orphans),
+    ):
+        create = (
+            meter.create_observable_counter
+            if metric.kind is catalog.Kind.COUNTER
+            else meter.create_observable_up_down_counter
+        )
+        create(
+            metric.name,
+            callbacks=[_callback(source, read)],
+            unit=metric.unit,
+            description=metric.description,
+        )
+
+
+def _callback(
+    source: TrackerSource, read: Callable[[Tracker], Iterator[Observation]]
+) -> Callable[[CallbackOptions], list[Observation]]:
+    def callback(_options: CallbackOptions) -> list[Observation]:
+        tracker = source()
+        if tracker is None or not (tracker.active and tracker.telemetry.active):
+            return []
+        try:
+            return list(read(tracker))
+        except Exception as exc:  # noqa: BLE001 - never raise into collection
+            _guard.internal_error("django.collect", exc)
+            return []
+
+    return callback
+
+
+def _observe_states(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (states, _age, _idle) in sorted(tracker.snapshot().items()):
+        for state in _STATES:
+            yield Observation(
+                states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state}
+            )
+
+
+def _observe_ages(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (_states, age, _idle) in sorted(tracker.snapshot().items()):
+        yield Observation(age, {catalog.DJANGO_ALIAS: alias})
+
+
+def _observe_idle(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (_states, _age, idle) in sorted(tracker.snapshot().items()):
+        yield Observation(idle, {catalog.DJANGO_ALIAS: alias})
+
+
+def _observe_opened(tracker: Tracker) -> Iterator[Observation]:
+    for alias, count in tracker.counted(tracker.opened):
+        yield Observation(count, {catalog.DJANGO_ALIAS: alias})
+
+
+def _observe_closed(tracker: Tracker) -> Iterator[Observation]:
+    tracker.reap()
+    for (alias, reason), count in tracker.counted(tracker.closed):
+        yield Observation(count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
+
+
+def _observe_orphans(tracker: Tracker) -> Iterator[Observation]:
+    orphans = dict(tracker.counted(tracker.orphans))
+    for alias, _opened in tracker.counted(tracker.opened):
+        yield Observation(orphans.get(alias, 0), {catalog.DJANGO_ALIAS: alias})
+
+
+def pool_name(alias: str) -> str:
+    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool)."""
+    return f"django:{alias}"
+
+
+def service_name() -> str | None:
+    """The service name the OpenTelemetry SDK will use, from its environment variables."""
+    name = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+    if name:
+        return name
+    for pair in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = pair.partition("=")
+        if key.strip() == "service.name" and value.strip():
+            return value.strip()
+    return None
+
+
+def application_name(alias: str) -> str:
+    """``<service>:<alias>`` (``django:<alias>`` with no service name), within PostgreSQL's 63 bytes."""
+    service = service_name()
+    name = f"{service}:{alias}" if service else pool_name(alias)
+    return name.encode()[:63].decode(errors="ignore")
+
+
+def site_attributes(site: _sites.Site) -> dict[str, Any]:
+    """The ``code.*`` attributes of the innermost application frame of ``site``."""
+    if not site:
+        return {}
+    code, offset = site[0]
+    return {
+        catalog.CODE_FUNCTION: code.co_qualname,
+        catalog.CODE_FILE: code.co_filename,
+        catalog.CODE_LINE: _sites.line_of(code, offset),
+        catalog.CODE_STACKTRACE: _sites.stacktrace(site),
+    }
+
+
+_WHY = {
+    catalog.ORPHAN_REQUEST_ENDED: "outlived its request",
+    catalog.ORPHAN_THREAD_DEAD: "outlived its thread",
+    catalog.ORPHAN_IDLE_IN_TRANSACTION: "sits idle in a transaction",
+}
+
+
+def _describe(record: ConnectionRecord, reason: str) -> str:
+    request = record.request
+    during = (
+        f" during {request.method or '?'} {request.route or '?'} ({request.view or '?'})"
+        if request is not None
+        else ""
+    )
+    pid = f" (backend pid {record.backend_pid})" if record.backend_pid is not None else ""
+    return (
+        f"Django connection {record.alias}{pid} {_WHY[reason]}: opened by "
+        f"{record.thread.name} at {_sites.describe(record.site)}{during}; last query at "
+        f"{_sites.describe(record.last_site)}"
+    )

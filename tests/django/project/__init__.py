@@ -1,0 +1,1 @@
+"""A small Django project served by the Django connection tests (in process and under the launcher)."""

@@ -1,0 +1,34 @@
+"""Views that query the database the ways the connection tests need."""
+
+from collections.abc import Callable
+
+from django.db import connections
+from django.http import HttpRequest, HttpResponse
+
+#: What ``short_body`` declares it sends; it sends far less.
+DECLARED_LENGTH = 100
+#: Called by ``pid`` once it has queried (tests look at poolwatch's view mid-request).
+probe: Callable[[], None] | None = None
+
+
+def _backend_pid(alias: str) -> int:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        row = cursor.fetchone()
+    return int(row[0])
+
+
+def short_body(request: HttpRequest) -> HttpResponse:
+    """Queries, then answers with a body shorter than its Content-Length: sending it fails."""
+    pid = _backend_pid("default")
+    response = HttpResponse(str(pid).encode())
+    response["Content-Length"] = str(DECLARED_LENGTH)
+    return response
+
+
+def pid(request: HttpRequest, alias: str) -> HttpResponse:
+    """Answers the backend pid of the connection the request used on ``alias``."""
+    backend = _backend_pid(alias)
+    if probe is not None:
+        probe()
+    return HttpResponse(str(backend).encode())

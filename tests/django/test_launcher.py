@@ -1,0 +1,137 @@
+"""Zero-code: the test project under ``opentelemetry-instrument uvicorn``, exporting OTLP.
+
+The project knows nothing of poolwatch and keeps its own ``DJANGO_SETTINGS_MODULE``; the launcher
+loads poolwatch through its ``poolwatch_django`` entry point. The issue's failure is reproduced
+against it and what arrives at an in-process OTLP receiver is compared with pg_stat_activity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poolwatch import catalog
+from tests.django.conftest import database_environment, http_get
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.postgres import PostgresCluster, wait_until
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+ROOT = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+SERVICE = "shop-launched"
+REQUESTS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as otlp:
+        yield otlp
+    assert otlp.errors == []
+
+
+@pytest.fixture
+def launched(postgres: PostgresCluster, receiver: OtlpReceiver) -> Iterator[tuple[str, int]]:
+    """uvicorn serving the project under the launcher: ``(host, port)``; killed afterwards."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.django.project.settings",
+        "POOLWATCH_TEST_GC": "off",
+        "OTEL_SERVICE_NAME": SERVICE,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "false",
+        **database_environment(postgres),
+    }
+    command = [
+        str(BIN / "opentelemetry-instrument"),
+        str(BIN / "uvicorn"),
+        "tests.django.project.asgi:application",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--lifespan=off",
+        "--log-level=critical",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    address = ("127.0.0.1", port)
+    try:
+        up = wait_until(lambda: _answers(address), timeout=60, interval=0.2)
+        assert up, f"the launched server did not answer\n{_stop(process)}"
+        yield address
+    finally:
+        _stop(process)
+
+
+def _answers(address: tuple[str, int]) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(address) == 0
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    output, _ = process.communicate()
+    return output or ""
+
+
+def test_launched_app_reports_the_orphans_postgres_shows_idle(
+    launched: tuple[str, int], receiver: OtlpReceiver, postgres: PostgresCluster
+) -> None:
+    """Short-body requests under uvicorn leave idle backends; the exported events name exactly
+    those backends, with the request's route and view, and the gauge counts them."""
+    for _ in range(REQUESTS):
+        assert http_get(launched, "/short/") is None
+    name = f"{SERVICE}:default"
+    assert wait_until(
+        lambda: len(receiver.log_records(catalog.EVENT_ORPHANED)) == REQUESTS, timeout=60
+    )
+
+    events = [record["attributes"] for record in receiver.log_records(catalog.EVENT_ORPHANED)]
+    idle = {row.pid for row in postgres.server_connections(name) if row.state == "idle"}
+    assert {event[catalog.BACKEND_PID] for event in events} == idle
+    assert len(idle) == REQUESTS
+    for event in events:
+        assert event[catalog.HTTP_ROUTE] == "short/"
+        assert event[catalog.DJANGO_VIEW] == "tests.django.project.views.short_body"
+        assert event[catalog.BACKEND_APPLICATION] == name
+
+    def orphaned_now() -> object:
+        points = receiver.metric_points(catalog.DJANGO_CONNECTIONS.name)
+        return [
+            value
+            for attributes, value in points
+            if attributes.get(catalog.DJANGO_STATE) == catalog.DJANGO_ORPHANED
+        ] == [REQUESTS]
+
+    assert wait_until(orphaned_now, timeout=60)
