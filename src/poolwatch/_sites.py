@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import threading
 from collections.abc import Iterable, Mapping
 from types import CodeType, FrameType
 from typing import Any, Final
@@ -114,7 +115,9 @@ class SiteCapture:
             parent = parent.parent
         return site
 
-    def of_holder(self, thread_id: int, task: Any, frames: Mapping[int, FrameType]) -> Site:
+    def of_holder(
+        self, thread: threading.Thread, task: Any, frames: Mapping[int, FrameType]
+    ) -> Site:
         """Where a holder is right now: its asyncio task's stack, else its thread's.
 
         ``frames`` is :func:`sys._current_frames` taken once for all holders. A task suspended at
@@ -124,7 +127,7 @@ class SiteCapture:
             site = self._from_frames(reversed(awaiting(task.get_coro())))
             if site:
                 return site
-        return self.from_frame(frames.get(thread_id))
+        return self.from_frame(frames.get(thread.ident)) if thread.ident is not None else ()
 
     def _from_frames(self, frames: Iterable[FrameType]) -> Site:
         """Up to ``limit`` application frames of ``frames`` (innermost first)."""

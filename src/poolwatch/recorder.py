@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 _perf = time.perf_counter
 #: Buffered values per pool before the checking-in thread folds them into the buckets.
 _FOLD_AT = 1024
-_get_ident = threading.get_ident
+_current_thread = threading.current_thread
 _running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
 _current_span = trace.get_current_span
@@ -71,10 +71,10 @@ class Traced:
         self.state = state
 
 
-#: What is kept per checkout: (started, owner, site, thread id, task, span context). A plain tuple:
+#: What is kept per checkout: (started, owner, site, thread, task, span context). A plain tuple:
 #: building one costs a fifth of an object with an ``__init__``, and it runs on every checkout.
 #: ``site`` is empty when the borrow site was not captured at checkout (see :class:`PoolRecorder`).
-LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, int, Any, SpanContext]
+LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, SpanContext]
 
 #: How a loan's code location was found: the borrower's stack at checkout, or the holder's stack
 #: sampled later, while it held the connection.
@@ -96,16 +96,16 @@ class Loan:
     def __init__(
         self, entry: LoanEntry, leaked: bool = False, sampled: _Sample | None = None
     ) -> None:
-        self.started, self.owner, self.site, self.thread_id, task, context = entry
+        self.started, self.owner, self.site, thread, task, context = entry
         #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
         self.site_source = SITE_AT_CHECKOUT if self.site else None
         self.sampled_after: float | None = None
         if not self.site and sampled is not None:
             self.site, self.sampled_after = sampled
             self.site_source = SITE_SAMPLED if self.site else None
-        thread = _threads().get(self.thread_id)
-        self.thread_alive = thread is not None
-        self.thread_name = thread.name if thread is not None else f"ended thread {self.thread_id}"
+        self.thread_id = thread.ident
+        # the name outlives the thread: a thread that died holding a connection is still named
+        self.thread_name = thread.name
         self.task: str | None = task.get_name() if task is not None else None
         self._task = task
         self.context: SpanContext | None = context if context.is_valid else None
@@ -122,11 +122,6 @@ class Loan:
 
 #: A holder's stack sampled while it held a connection, and the loan's age at that moment.
 _Sample = tuple[_sites.Site, float]
-
-
-def _threads() -> dict[int | None, threading.Thread]:
-    """Live threads by id (read only when a loan is reported)."""
-    return {thread.ident: thread for thread in threading.enumerate()}
 
 
 class PoolRecorder:
@@ -230,7 +225,7 @@ class PoolRecorder:
                 now,
                 owner,
                 site,
-                _get_ident(),
+                _current_thread(),
                 _current_task() if _running_loop() is not None else None,
                 parent.get_span_context(),
             )
