@@ -6,6 +6,7 @@ is shown and exported, so what a user loads elsewhere is exactly what they watch
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -59,9 +60,17 @@ class Event:
             return f"{function} ({path}:{attributes.get(catalog.CODE_LINE, '?')})"
         holders = attributes.get(catalog.POOL_HOLDERS)
         if holders:
-            return f"held by {next(iter(holders))}"
+            return _file_names(f"held by {next(iter(holders))}")
         site = attributes.get(catalog.SESSION_CURRENT_SITE)
-        return str(site) if site else ""
+        return _file_names(str(site)) if site else ""
+
+
+_DIRECTORIES = re.compile(r"(?:[^\s/]*/)+(?=[^\s/]+)")
+
+
+def _file_names(text: str) -> str:
+    """``held by 2 x /srv/app/jobs.py in run`` -> ``held by 2 x jobs.py in run``: fits a line."""
+    return _DIRECTORIES.sub("", text)
 
 
 class EventFeed(LogRecordExporter):
