@@ -1,4 +1,4 @@
-"""The ``poolwatch`` command: ``demo``, ``generate`` and ``deploy``."""
+"""The ``poolwatch`` command: ``demo``, ``doctor``, ``generate`` and ``deploy``."""
 
 from __future__ import annotations
 
@@ -71,12 +71,80 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    try:
+        from poolwatch import doctor
+    except ImportError as missing:
+        print(
+            f"poolwatch doctor needs psycopg and httpx ({missing.name} is missing): "
+            "pip install 'poolwatch[doctor]'",
+            file=sys.stderr,
+        )
+        return 3
+    settings = doctor.Settings(
+        pool_size=args.pool_size,
+        max_overflow=args.max_overflow,
+        workers=args.workers,
+        replicas=args.replicas,
+        pool_pre_ping=args.pool_pre_ping,
+        pool_recycle=args.pool_recycle,
+        conn_max_age=args.conn_max_age,
+        asgi=args.asgi,
+        network_idle_timeout=args.network_idle_timeout,
+    )
+    request = doctor.Request(
+        database_url=args.database_url,
+        settings=settings,
+        prometheus_url=args.prometheus_url,
+        window=args.window,
+        selector=args.selector,
+        at=args.at,
+        timeout=args.timeout,
+    )
+    report = doctor.diagnose(request)
+    print(report.as_json() if args.json else report.as_text())
+    return report.exit_status
+
+
+def _add_doctor(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check pool settings against PostgreSQL's limits and the load Prometheus saw",
+        description="Reports total possible connections against max_connections less reserved "
+        "slots, observed pool usage and the size Little's law says the load needs, risky "
+        "settings, and who holds connections now. Exit status: 0 ok, 1 warnings, 2 problems "
+        "(something will exhaust), 3 could not check (a source could not be read, or neither "
+        "pool flags nor Prometheus said how many connections the pools may open).",
+    )
+    doctor.add_argument("--database-url", required=True, help="PostgreSQL URL (postgresql://...)")
+    doctor.add_argument("--prometheus-url", help="Prometheus holding poolwatch's metrics")
+    doctor.add_argument("--window", default="1h", help="PromQL range to look back over (1h)")
+    doctor.add_argument("--selector", default="", help='extra label matchers, e.g. job="shop"')
+    doctor.add_argument("--at", type=float, help="evaluate at this Unix time (default: now)")
+    doctor.add_argument("--pool-size", type=int, help="pool size per process")
+    doctor.add_argument("--max-overflow", type=int, help="overflow per process (default 10)")
+    doctor.add_argument("--workers", type=int, default=1, help="processes per replica (1)")
+    doctor.add_argument("--replicas", type=int, default=1, help="replicas (hosts, pods) (1)")
+    doctor.add_argument("--pool-pre-ping", action=argparse.BooleanOptionalAction,
+                        help="whether the pools ping connections before use")  # fmt: skip
+    doctor.add_argument("--pool-recycle", type=float,
+                        help="pool_recycle in seconds (-1: never)")  # fmt: skip
+    doctor.add_argument("--network-idle-timeout", type=float,
+                        help="idle timeout of a proxy or load balancer on the way (seconds)")  # fmt: skip
+    doctor.add_argument("--conn-max-age", type=float, help="Django's CONN_MAX_AGE (seconds)")
+    doctor.add_argument("--asgi", action="store_true", help="Django is served by an ASGI server")
+    doctor.add_argument("--timeout", type=float, default=10.0, help="seconds per connection")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(run=_doctor)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per job."""
     parser = argparse.ArgumentParser(prog="poolwatch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"poolwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo(commands)
+    _add_doctor(commands)
     add_monitoring_commands(commands)
     return parser
 
