@@ -86,7 +86,8 @@ def _pool_lines(pools: list[ObservedPool], window: str) -> list[str]:
     for pool in pools:
         lines.append(
             f"  {pool.service + '/' + pool.pool:<36}{pool.processes:>6}{pool.max:>6g}"
-            f"{_number(pool.peak_used):>6}{_number(pool.mean_wait, 'ms', 1000):>11}"
+            f"{'-' if pool.peak_used is None else f'{pool.peak_used:g}':>6}"
+            f"{_number(pool.mean_wait, 'ms', 1000):>11}"
             f"{_number(pool.mean_use, 'ms', 1000):>11}{_number(pool.checkouts_per_second):>13}"
             f"{_number(pool.littles_law):>10}{pool.needed if pool.needed is not None else '-':>8}"
         )
