@@ -64,6 +64,13 @@ def _add_demo(commands: Any) -> None:
     demo.set_defaults(run=_demo)
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected a whole number, 0 or more")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     value = float(text)
     if not 0 < value < 24 * 3600:
@@ -121,10 +128,10 @@ def _add_doctor(commands: Any) -> None:
     doctor.add_argument("--window", default="1h", help="PromQL range to look back over (1h)")
     doctor.add_argument("--selector", default="", help='extra label matchers, e.g. job="shop"')
     doctor.add_argument("--at", type=float, help="evaluate at this Unix time (default: now)")
-    doctor.add_argument("--pool-size", type=int, help="pool size per process")
-    doctor.add_argument("--max-overflow", type=int, help="overflow per process (default 10)")
-    doctor.add_argument("--workers", type=int, default=1, help="processes per replica (1)")
-    doctor.add_argument("--replicas", type=int, default=1, help="replicas (hosts, pods) (1)")
+    doctor.add_argument("--pool-size", type=_count, help="pool size per process")
+    doctor.add_argument("--max-overflow", type=_count, help="overflow per process (default 10)")
+    doctor.add_argument("--workers", type=_count, default=1, help="processes per replica (1)")
+    doctor.add_argument("--replicas", type=_count, default=1, help="replicas (hosts, pods) (1)")
     doctor.add_argument("--pool-pre-ping", action=argparse.BooleanOptionalAction,
                         help="whether the pools ping connections before use")  # fmt: skip
     doctor.add_argument("--pool-recycle", type=float,

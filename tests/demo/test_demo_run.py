@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from poolwatch import catalog
 from poolwatch.demo import PHASES
@@ -97,7 +100,7 @@ def test_the_otlp_file_holds_the_conflicts_and_their_cause(finished_demo: DemoRu
         assert f"QueuePool limit of size {POOL_SIZE} overflow 2 reached" in str(
             event[catalog.CONFLICT_CAUSE_MESSAGE]
         )
-        assert event[catalog.OBJECT_CLASS] == "poolwatch_demo_shop.Order"
+        assert event[catalog.OBJECT_CLASS] == "poolwatch_demo_shop.orders.Order"
     (point,) = last_points(finished_demo.requests(), catalog.SESSION_CONFLICTS.name)
     assert attributes(point) == {catalog.CONFLICT_KIND: catalog.CONFLICT_ALREADY_ATTACHED}
     assert number(point) == EXPECTED_CONFLICTS
@@ -108,7 +111,7 @@ def test_the_otlp_file_holds_the_one_leak_with_its_borrow_site(finished_demo: De
     (leak,) = events(finished_demo, catalog.EVENT_LEAK)
     assert leak[catalog.POOL_NAME] == POOL
     assert leak[catalog.CODE_FUNCTION] == "forgetful_report"
-    assert str(leak[catalog.CODE_FILE]).endswith("__init__.py")
+    assert str(leak[catalog.CODE_FILE]).endswith("orders.py")
     assert leak[catalog.LEAK_THRESHOLD] == 2.0
     assert len(events(finished_demo, catalog.EVENT_RETURNED)) == 1
     (point,) = [
@@ -164,3 +167,21 @@ def test_dashboards_and_alerts_are_written_beside_the_telemetry(finished_demo: D
     assert list((directory / "dashboards").glob("*.json"))
     assert (directory / "alerts" / "poolwatch-rules.yaml").is_file()
     assert f"dashboards and alerts: {directory / 'dashboards'}" in finished_demo.output
+
+
+def test_without_the_monitoring_extra_the_dashboards_are_skipped_with_a_hint(
+    tmp_path: Path,
+) -> None:
+    """No PyYAML (the monitoring extra): the demo says how to get dashboards and writes none."""
+    script = (
+        "import sys; from pathlib import Path; sys.modules['yaml'] = None; "
+        "from poolwatch.demo.runner import write_monitoring; "
+        f"print(write_monitoring(Path({str(tmp_path)!r})))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=True)  # fmt: skip
+    assert result.stdout.strip() == (
+        "dashboards and alerts skipped: the monitoring extra is not installed (yaml is missing): "
+        "pip install 'poolwatch[monitoring]'"
+    )
+    assert list(tmp_path.iterdir()) == []

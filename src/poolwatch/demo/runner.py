@@ -174,7 +174,10 @@ def run(options: Options, out: TextIO) -> int:
         f"about {options.duration:g}s. Ctrl-C stops.\n"
     )
     out.flush()
-    interrupted = demo.run()
+    try:
+        interrupted = demo.run()
+    except KeyboardInterrupt:  # before the workload started or while cleaning up
+        interrupted = True
     lines = view.summary(demo.story, demo.providers.feed.events(), interrupted)
     lines.append("written:")
     lines.append(f"  telemetry: {demo.destination.describe()}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from opentelemetry.trace import Tracer
 
-import poolwatch_demo_shop as shop
+from poolwatch_demo_shop import orders as shop
 
 #: The pool the incident happens to, and a neighbour that stays healthy throughout.
 POOL = "orders"
