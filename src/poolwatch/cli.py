@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,11 @@ def _demo(args: argparse.Namespace) -> int:
         otlp_endpoint=args.otlp_endpoint,
         live=not args.no_live and sys.stdout.isatty(),
     )
-    return demo.run(options, sys.stdout)
+    try:
+        return demo.run(options, sys.stdout)
+    except BrokenPipeError:  # e.g. `poolwatch demo | head`: stop quietly, as a pipe expects
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _add_demo(commands: Any) -> None:

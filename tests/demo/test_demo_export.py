@@ -153,3 +153,23 @@ def test_ctrl_c_stops_cleanly_with_the_summary_so_far(tmp_path: Path) -> None:
     requests = [json.loads(line) for line in lines]  # every line is complete JSON
     assert any(m["name"] == catalog.CONNECTION_COUNT.name for m in metrics(requests))
     assert "phase 4/7" not in output
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_ends_the_demo_quietly(tmp_path: Path) -> None:
+    """``poolwatch demo | head -3``: the demo stops its workload and exits without a traceback."""
+    demo = subprocess.Popen(
+        demo_command("--no-live", "--duration", "30", "--output", str(tmp_path / "out")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=demo_env(),
+    )
+    assert demo.stdout is not None and demo.stderr is not None
+    first = [demo.stdout.readline() for _ in range(3)]
+    demo.stdout.close()
+    errors = demo.stderr.read()
+    demo.wait(timeout=DEMO_TIMEOUT_S)
+    assert first[0].startswith("poolwatch demo:")
+    assert demo.returncode == 1
+    assert errors == ""

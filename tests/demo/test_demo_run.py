@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from poolwatch import catalog
 from poolwatch.demo import PHASES
 from poolwatch.demo.workload import EXPECTED_CONFLICTS, POOL, POOL_SIZE
@@ -21,6 +23,8 @@ from tests.demo.conftest import (
 )
 
 PHASE_NAMES = [phase.name for phase in PHASES]
+
+pytestmark = pytest.mark.slow  # the shared demo run takes about 15 s
 
 
 def summary_rows(output: str) -> dict[str, list[str]]:

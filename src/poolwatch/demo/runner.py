@@ -22,6 +22,8 @@ TELEMETRY_FILE = "telemetry.otlp.jsonl"
 INTERRUPTED = 130
 #: Seconds between two collections shown on screen, and between two exported ones.
 TICK, EXPORT_EVERY = 0.25, 1.0
+#: Every wait in the workload ends on the stop flag or within a pool timeout; this is slack.
+JOIN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,12 @@ class Demo:
                 self.tick(screen)
                 thread.join(TICK)
         except KeyboardInterrupt:
-            self.stop.set()
-            thread.join(30)
             return True
         finally:
+            # Whatever ended the loop (Ctrl-C, a closed stdout), the workload stops before its
+            # database goes away; a finished one is not affected.
+            self.stop.set()
+            thread.join(JOIN_TIMEOUT)
             self.tick(screen, final=True)
         return False
 
