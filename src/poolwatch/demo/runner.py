@@ -116,6 +116,15 @@ class Demo:
             self.tick(screen, final=True)
         return False
 
+    def screen(self) -> View:
+        """The live view if asked for and rich is installed, else plain lines."""
+        if self.options.live:
+            try:
+                return view.LiveView(self.out)
+            except ImportError:
+                self.out.write("(plain lines: the live view needs rich, pip install rich)\n")
+        return view.PlainView(self.out)
+
     def run(self) -> bool:
         """Instrument, play, clean up; True if interrupted."""
         with tempfile.TemporaryDirectory(prefix="poolwatch-demo-db-") as database_dir:
@@ -129,9 +138,7 @@ class Demo:
                 )
             tracer = self.providers.tracer_provider.get_tracer("poolwatch.demo")
             work = workload.Workload(engine, neighbour, tracer, self.stop, self.leak_threshold)
-            screen: View = (
-                view.LiveView(self.out) if self.options.live else view.PlainView(self.out)
-            )
+            screen = self.screen()
             try:
                 with screen:
                     return self.play(screen, work)
