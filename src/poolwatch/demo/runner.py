@@ -137,7 +137,7 @@ class Demo:
                     **self.providers.kwargs,
                 )
             tracer = self.providers.tracer_provider.get_tracer("poolwatch.demo")
-            work = workload.Workload(engine, neighbour, tracer, self.stop, self.leak_threshold)
+            work = workload.Workload(engine, neighbour, tracer, self.stop)
             screen = self.screen()
             try:
                 with screen:
@@ -182,7 +182,8 @@ def run(options: Options, out: TextIO) -> int:
         f"{workload.MAX_OVERFLOW} overflow, pool timeout {workload.POOL_TIMEOUT:g}s, "
         f"leak threshold {demo.leak_threshold:g}s; "
         f"pool {workload.NEIGHBOUR} stays healthy. {len(workload.PHASES)} phases, "
-        f"about {options.duration:g}s. Ctrl-C stops.\n"
+        f"about {sum(seconds for _, seconds in workload.scaled(options.duration)):.0f}s. "
+        "Ctrl-C stops.\n"
     )
     out.flush()
     try:

@@ -35,7 +35,6 @@ class Workload:
     neighbour: sa.Engine
     tracer: Tracer
     stop: threading.Event
-    leak_threshold: float
 
     def stopping(self, deadline: float) -> bool:
         """True once the phase's deadline has passed or the demo was interrupted."""
@@ -71,7 +70,7 @@ def steady(callers: int, hold: float, pause: float) -> Callable[[Workload, str, 
 
 def leaked_connection(work: Workload, phase: str, deadline: float) -> None:
     """A report keeps a connection past the leak threshold while light traffic goes on."""
-    seconds = max(deadline - time.monotonic(), work.leak_threshold * 1.5)
+    seconds = deadline - time.monotonic()
     leak = threading.Thread(
         target=shop.forgetful_report, args=(work.engine, work.stop, seconds), name="report"
     )
@@ -93,6 +92,13 @@ def background(work: Workload, done: threading.Event) -> None:
         done.wait(0.1)
 
 
+#: Longer than any connection is held on purpose outside the leak phase (1 s at most), so the
+#: leak phase's forgotten connection is the one leak the demo reports.
+LEAK_THRESHOLD = 2.0
+#: No phase runs shorter than this, however small ``--duration`` is.
+MIN_PHASE_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class Phase:
     """One step of the incident: its name, what happens, its share of the demo's duration."""
@@ -101,6 +107,8 @@ class Phase:
     story: str
     seconds: float
     run: Callable[[Workload, str, float], None]
+    #: The shortest the phase can tell its story in.
+    min_seconds: float = MIN_PHASE_SECONDS
 
 
 PHASES: tuple[Phase, ...] = (
@@ -111,23 +119,18 @@ PHASES: tuple[Phase, ...] = (
           steady(7, 0.1, 0.05)),
     Phase("timeouts", "8 callers hold connections past the pool timeout: checkouts fail", 4,
           steady(8, POOL_TIMEOUT * 1.6, 0.0)),
-    Phase("leak", "a report keeps its connection past the leak threshold", 5, leaked_connection),
+    Phase("leak", "a report keeps its connection past the leak threshold", 5, leaked_connection,
+          min_seconds=LEAK_THRESHOLD * 1.5),
     Phase("conflict", "a scheduler fans out while holding a connection: the pool runs dry", 4,
           exhausted_scheduler),
     Phase("recovery", "back to 2 callers: waits and timeouts stop", 3, steady(2, 0.01, 0.05)),
 )  # fmt: skip
 
 DEFAULT_SECONDS = sum(phase.seconds for phase in PHASES)
-#: No phase runs shorter than this, however small ``--duration`` is.
-MIN_PHASE_SECONDS = 1.0
 
 
 def scaled(duration: float) -> list[tuple[Phase, float]]:
     """Each phase with its length for a demo of about ``duration`` seconds."""
     factor = duration / DEFAULT_SECONDS
-    return [(phase, max(phase.seconds * factor, MIN_PHASE_SECONDS)) for phase in PHASES]
+    return [(phase, max(phase.seconds * factor, phase.min_seconds)) for phase in PHASES]
 
-
-#: Longer than any connection is held on purpose outside the leak phase (1 s at most), so the
-#: leak phase's forgotten connection is the one leak the demo reports.
-LEAK_THRESHOLD = 2.0
