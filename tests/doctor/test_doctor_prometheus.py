@@ -1,0 +1,162 @@
+"""``poolwatch doctor`` reading a real Prometheus that holds known pool series (backfilled).
+
+Two services: ``shop`` runs pool ``orders`` in two processes (max 10 each), ``batch`` runs pool
+``reports`` in one (max 5). Counters grow at exact rates, so Little's law has an exact answer:
+
+- orders: 6 + 4 = 10 checkouts/s, holding connections 6 x 0.3 + 4 x 0.2 = 2.6 s per second,
+  so 2.6 connections busy on average (3 needed) out of 20;
+- reports: 20 checkouts/s x 0.3 s = 6 connections busy, more than its max of 5.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from poolwatch import catalog
+from poolwatch.doctor import EXIT_PROBLEMS
+from poolwatch.monitoring.names import prometheus_label, prometheus_name
+from tests.doctor.conftest import doctor
+from tests.support.postgres import PostgresCluster
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+STEP = 15  # seconds between samples
+HISTORY = 3600  # seconds of samples, ending at the evaluation time
+POOL = prometheus_label(catalog.POOL_NAME)
+STATE = prometheus_label(catalog.STATE)
+LE = prometheus_label(catalog.LE)
+
+#: (service, instance, pool, max, checkouts/s, mean wait s, mean use s, used normally, at peak)
+PROCESSES = (
+    ("shop", "web-1", "orders", 10, 6.0, 0.01, 0.3, 4, 9),
+    ("shop", "web-2", "orders", 10, 4.0, 0.02, 0.2, 3, 5),
+    ("batch", "worker-1", "reports", 5, 20.0, 0.05, 0.3, 5, 5),
+)
+
+
+def openmetrics(end: int) -> str:
+    """Every series, one sample per STEP over HISTORY seconds ending at ``end``."""
+    times = range(end - HISTORY, end + 1, STEP)
+    families: dict[str, list[str]] = {}
+
+    def add(metric: catalog.Metric, labels: dict[str, str], value_at: object) -> None:
+        name = prometheus_name(metric)
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        families.setdefault(name, []).extend(
+            f"{name}{{{text}}} {value_at(t)} {t}"
+            for t in times  # type: ignore[operator]
+        )
+
+    for service, instance, pool, limit, rate, wait, use, normal, peak in PROCESSES:
+        base = {"job": service, "instance": instance, POOL: pool}
+        start = end - HISTORY
+
+        def grown(per_second: float, start: int = start) -> object:
+            return lambda t: round(1000 + per_second * (t - start), 6)
+
+        add(catalog.CONNECTION_MAX, base, lambda t, limit=limit: limit)
+        add(catalog.CONNECTION_COUNT, base | {STATE: catalog.STATE_USED},
+            lambda t, n=normal, p=peak: p if end - 1260 <= t <= end - 1080 else n)  # fmt: skip
+        add(catalog.WAIT_TIME_BUCKET, base | {LE: "+Inf"}, grown(rate))
+        add(catalog.WAIT_TIME_SUM, base, grown(rate * wait))
+        add(catalog.USE_TIME_BUCKET, base | {LE: "+Inf"}, grown(rate))
+        add(catalog.USE_TIME_SUM, base, grown(rate * use))
+        add(catalog.CONNECTION_TIMEOUTS, base, lambda t: 0)
+    lines = []
+    for name, samples in families.items():
+        lines += [f"# TYPE {name} gauge", *samples]
+    return "\n".join([*lines, "# EOF"]) + "\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """Debian's Prometheus over a TSDB backfilled with promtool; yields (URL, evaluation time)."""
+    binaries = [shutil.which("prometheus"), shutil.which("promtool")]
+    if None in binaries:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus/promtool not installed", pytrace=False)
+        pytest.skip("prometheus/promtool not installed")
+    end = int(time.time()) // STEP * STEP
+    source = tmp_path / "series.om"
+    source.write_text(openmetrics(end))
+    subprocess.run([binaries[1], "tsdb", "create-blocks-from", "openmetrics", str(source),
+                    str(tmp_path / "tsdb")], check=True, capture_output=True, timeout=300)  # fmt: skip
+    (tmp_path / "prometheus.yml").write_text("global:\n  evaluation_interval: 1m\n")
+    port = _free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [binaries[0], f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(url):
+            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
+            time.sleep(0.2)
+        yield url, end
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_littles_law_and_observed_pools_from_prometheus(
+    doctor_postgres: PostgresCluster, prometheus: tuple[str, int]
+) -> None:
+    """Exact checkout rates, mean waits and hold times, peaks, and the connections the load needs."""
+    url, end = prometheus
+    found = doctor("--database-url", doctor_postgres.url, "--prometheus-url", url,
+                   "--window", "30m", "--at", str(end))  # fmt: skip
+    assert found.report is not None, found.output
+    pools = {(p["service"], p["pool"]): p for p in found.report["pools"]}
+    assert set(pools) == {("shop", "orders"), ("batch", "reports")}
+    orders, reports = pools["shop", "orders"], pools["batch", "reports"]
+    assert (orders["processes"], orders["max"], orders["peak_used"]) == (2, 20, 14)
+    assert orders["checkouts_per_second"] == pytest.approx(10.0, rel=1e-9)
+    assert orders["mean_use"] == pytest.approx(0.26, rel=1e-9)
+    assert orders["mean_wait"] == pytest.approx(0.014, rel=1e-9)
+    assert orders["littles_law"] == pytest.approx(2.6, rel=1e-9)
+    assert orders["needed"] == 3
+    assert reports["littles_law"] == pytest.approx(6.0, rel=1e-9)
+    assert (reports["needed"], reports["max"]) == (6, 5)
+    # no pool flags: the possible total is the observed max of every process
+    assert found.report["capacity"]["possible"] == 25
+    assert found.report["capacity"]["source"] == "prometheus"
+    assert found.status == EXIT_PROBLEMS
+    assert found.codes("problem") == ["capacity.exceeds_server", "pool.undersized"]
+    (undersized,) = [f for f in found.report["findings"] if f["code"] == "pool.undersized"]
+    assert undersized["message"].startswith("pool reports of batch: the load keeps 6.00")
+    assert "pool.reached_max" in found.codes("warning")  # reports ran at 5 of 5
+
+
+def test_an_unreachable_prometheus_cannot_be_checked(doctor_postgres: PostgresCluster) -> None:
+    """A Prometheus URL that does not answer: exit 3, naming it."""
+    found = doctor("--database-url", doctor_postgres.url, "--pool-size", "1", "--max-overflow",
+                   "0", "--prometheus-url", f"http://127.0.0.1:{_free_port()}", "--timeout", "2")  # fmt: skip
+    assert found.status == 3, found.output
+    assert "prometheus.unreachable" in found.codes("unchecked")
