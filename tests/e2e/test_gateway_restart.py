@@ -19,8 +19,8 @@ import pytest
 
 from poolwatch import catalog
 from poolwatch.monitoring import names
-from tests.e2e.test_pipeline import RULE_SETTINGS
 from tests.support import pipeline
+from tests.support.exhaustion import RULE_SETTINGS
 from tests.support.pipeline import COLLECTOR_DIR, Processes, Webhook
 
 APP = Path(__file__).parent / "apps" / "sequence_app.py"

@@ -22,8 +22,8 @@ from psycopg import sql
 
 from poolwatch import catalog
 from poolwatch.monitoring import names
-from tests.e2e.test_pipeline import RULE_SETTINGS
 from tests.support import pipeline
+from tests.support.exhaustion import RULE_SETTINGS
 from tests.support.pipeline import COLLECTOR_DIR, Processes, Webhook
 from tests.support.postgres import PostgresCluster
 

@@ -16,15 +16,9 @@ from urllib.parse import urlencode
 import pytest
 
 from poolwatch.monitoring import names
-from tests.e2e.test_pipeline import (
-    EXPORT_INTERVAL_MS,
-    RULE_SETTINGS,
-    assert_pool_alerts,
-    exhaust_and_wait_for_alerts,
-    print_latencies,
-)
+from tests.e2e.test_pipeline import assert_pool_alerts, print_latencies
 from tests.monitoring import test_names
-from tests.support import pipeline
+from tests.support import exhaustion, pipeline
 from tests.support.pipeline import COLLECTOR_DIR, Processes, Webhook
 
 
@@ -33,19 +27,15 @@ def test_remote_written_pool_alerts_reach_the_webhook(
     tmp_path: Path, processes: Processes, webhook: Webhook
 ) -> None:
     """Through gateway.yaml's remote write, the timeout and saturation alerts fire with the pool's labels."""
-    backends = pipeline.start_backends(tmp_path, processes, webhook, RULE_SETTINGS)
-    gateway = pipeline.start_collector(
-        processes, "gateway", [COLLECTOR_DIR / "gateway.yaml"], pipeline.gateway_env(backends)
-    )
+    backends, otlp_http = exhaustion.start_remote_write_pipeline(tmp_path, processes, webhook)
 
-    started, arrivals = exhaust_and_wait_for_alerts(processes, webhook, backends, gateway.otlp_http)
+    detection = exhaustion.exhaust(processes, webhook, backends, otlp_http)
 
-    assert_pool_alerts(arrivals)
+    assert_pool_alerts(detection)
     print_latencies(
-        f"export {EXPORT_INTERVAL_MS}ms, gateway batch 2s, remote write, evaluation 1s, "
-        "for 2s warning / 3s critical, group_wait 1s",
-        started,
-        arrivals,
+        f"gateway batch 2 s, remote-write flush {pipeline.REMOTE_WRITE_FLUSH_INTERVAL}; "
+        f"{exhaustion.INTERVALS}",
+        detection,
     )
 
 
@@ -69,7 +59,7 @@ def test_remote_write_names_every_catalog_metric_like_the_scrape_exporter(
     tmp_path: Path, processes: Processes, webhook: Webhook
 ) -> None:
     """Every catalog metric, remote-written by gateway.yaml, gets the series and labels names.py predicts."""
-    backends = pipeline.start_backends(tmp_path, processes, webhook, RULE_SETTINGS)
+    backends = pipeline.start_backends(tmp_path, processes, webhook, exhaustion.RULE_SETTINGS)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     override = pipeline.write_yaml(
