@@ -22,28 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import exhaustion, pipeline
+from tests.support import exhaustion
 from tests.support.pipeline import Processes, Webhook
-
-
-def assert_pool_alerts(detection: exhaustion.Detection) -> None:
-    """Every expected alert went to the webhook's receiver with the pool's and service's labels."""
-    for alertname, severity in sorted(exhaustion.EXPECTED):
-        _, alert, receiver = detection.arrivals[(alertname, severity)]
-        labels = alert["labels"]
-        assert receiver == pipeline.RECEIVER
-        assert labels["alertname"] == alertname, labels
-        assert labels["poolwatch_alert"] == alertname, labels
-        assert labels["severity"] == severity, labels
-        assert labels["db_client_connection_pool_name"] == exhaustion.POOL, labels
-        assert labels["job"] == exhaustion.SERVICE, labels
-
-
-def print_latencies(how: str, detection: exhaustion.Detection) -> None:
-    """Seconds from the first pool timeout (leak) to each alert (informational)."""
-    print(f"\nseconds from the first pool timeout (leak) to the alert at the webhook ({how}):")
-    for (alertname, severity), seconds in detection.latencies().items():
-        print(f"  {alertname} {severity}: {seconds:.2f}")
 
 
 @pytest.mark.slow
@@ -55,5 +35,5 @@ def test_exhausted_pool_alerts_reach_the_webhook(
 
     detection = exhaustion.exhaust(processes, webhook, backends, otlp_http)
 
-    assert_pool_alerts(detection)
-    print_latencies(f"scrape every 1 s; {exhaustion.INTERVALS}", detection)
+    exhaustion.assert_pool_alerts(detection)
+    exhaustion.print_latencies(f"scrape every 1 s; {exhaustion.INTERVALS}", detection)

@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 import pytest
 
 from poolwatch.monitoring import names
-from tests.e2e.test_pipeline import assert_pool_alerts, print_latencies
 from tests.monitoring import test_names
 from tests.support import exhaustion, pipeline
 from tests.support.pipeline import COLLECTOR_DIR, Processes, Webhook
@@ -31,8 +30,8 @@ def test_remote_written_pool_alerts_reach_the_webhook(
 
     detection = exhaustion.exhaust(processes, webhook, backends, otlp_http)
 
-    assert_pool_alerts(detection)
-    print_latencies(
+    exhaustion.assert_pool_alerts(detection)
+    exhaustion.print_latencies(
         f"gateway batch 2 s, remote-write flush {pipeline.REMOTE_WRITE_FLUSH_INTERVAL}; "
         f"{exhaustion.INTERVALS}",
         detection,

@@ -155,3 +155,23 @@ def exhaust(
     held = _first(app, "HELD ")
     assert held is not None, app.tail()
     return Detection(first_timeout, held + LEAK_THRESHOLD_S, webhook.arrivals())
+
+
+def assert_pool_alerts(detection: Detection) -> None:
+    """Every expected alert went to the webhook's receiver with the pool's and service's labels."""
+    for alertname, severity in sorted(EXPECTED):
+        _, alert, receiver = detection.arrivals[(alertname, severity)]
+        labels = alert["labels"]
+        assert receiver == pipeline.RECEIVER
+        assert labels["alertname"] == alertname, labels
+        assert labels["poolwatch_alert"] == alertname, labels
+        assert labels["severity"] == severity, labels
+        assert labels["db_client_connection_pool_name"] == POOL, labels
+        assert labels["job"] == SERVICE, labels
+
+
+def print_latencies(how: str, detection: Detection) -> None:
+    """Seconds from the first pool timeout (leak) to each alert (informational)."""
+    print(f"\nseconds from the first pool timeout (leak) to the alert at the webhook ({how}):")
+    for (alertname, severity), seconds in detection.latencies().items():
+        print(f"  {alertname} {severity}: {seconds:.2f}")
