@@ -143,7 +143,9 @@ def test_server_side_connections_reach_prometheus_exactly(
         held_since = time.time()
         hold_connections(postgres, stack)
         with postgres.admin_connection() as admin:
-            max_connections = int(admin.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
+            row = admin.execute("SHOW max_connections").fetchone()
+        assert row is not None
+        max_connections = int(row[0])
         pipeline.start_collector(
             processes, "monitor", [COLLECTOR_DIR / "postgres.yaml"], monitor_env(postgres, gateway)
         )
@@ -172,7 +174,11 @@ def assert_connection_counts(backends: pipeline.Backends) -> None:
         }
         found = values(backends, f'{CONNECTIONS}{{application_name="{application}"}}')
         by_state = {dict(labels)["state"]: value for labels, value in found.items()}
-        assert by_state == expected, (application, found)
+        # A state some other session passed through (a backend still starting reads as
+        # "unknown") is reported for every owner from then on, as 0 for these.
+        others = {state: value for state, value in by_state.items() if state not in expected}
+        assert {state: by_state.get(state) for state in expected} == expected, (application, found)
+        assert set(others.values()) <= {0.0}, (application, others)
         for labels in found:
             label = dict(labels)
             assert (label["usename"], label["datname"], label["job"]) == (
