@@ -36,6 +36,7 @@ HELD = (
     ("e2e-worker", "poolwatch", "poolwatch", 1, 2),
     ("e2e-report", OTHER_USER, "postgres", 2, 1),
 )
+#: Every state postgres.yaml always reports (0 when empty).
 STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
 CONNECTIONS = names.prometheus_name(catalog.PG_CONNECTIONS)
 OLDEST_IDLE = names.prometheus_name(catalog.PG_OLDEST_IDLE)
@@ -166,11 +167,9 @@ def test_server_side_connections_reach_prometheus_exactly(
 def assert_connection_counts(backends: pipeline.Backends) -> None:
     """Each owner's connections by state, zero states included, and nothing else of theirs."""
     for application, user, database, idle, in_transaction in HELD:
-        expected = {
-            "active": 0.0,
+        expected = dict.fromkeys(STATES, 0.0) | {
             "idle": float(idle),
             "idle in transaction": float(in_transaction),
-            "idle in transaction (aborted)": 0.0,
         }
         found = values(backends, f'{CONNECTIONS}{{application_name="{application}"}}')
         by_state = {dict(labels)["state"]: value for labels, value in found.items()}
