@@ -5,8 +5,10 @@ trying a third checkout, each timing out after 0.2 s, for ``POOLWATCH_APP_DURATI
 (default 20) and at most ``MAX_ATTEMPTS`` times; then it releases the connections and exits. It
 knows nothing of poolwatch: the launcher instruments it.
 
-Output, one line each, flushed at once: ``FIRST_TIMEOUT <unix seconds>`` when the first checkout
-times out, then ``DONE <json>`` with the attempt and timeout counts at the end.
+Output, one line each, flushed at once: ``HELD <unix seconds>`` once both connections are checked
+out (they count as leaked once held past poolwatch's leak threshold), ``FIRST_TIMEOUT <unix
+seconds>`` when the first checkout times out, then ``DONE <json>`` with the attempt and timeout
+counts at the end.
 
 Environment: ``POOLWATCH_APP_DB`` (SQLite file, required); ``POOLWATCH_APP_DURATION`` (seconds).
 """
@@ -36,6 +38,7 @@ def main() -> None:
     """Hold the whole pool and time out repeatedly, then release and report."""
     duration = float(os.environ.get("POOLWATCH_APP_DURATION", "20"))
     held = [ENGINE.connect(), ENGINE.connect()]
+    print(f"HELD {time.time():.6f}", flush=True)
     for connection in held:
         connection.execute(sqlalchemy.text("select 1"))
     attempts = timeouts = 0

@@ -1,0 +1,41 @@
+"""Fixtures for the end-to-end tests: the programs they need, their processes, the webhook."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import pipeline
+
+
+@pytest.fixture(scope="session")
+def otelcol() -> str:
+    """The collector build, with Prometheus, Alertmanager and the launcher checked present.
+
+    Without one of them the tests are skipped locally and fail under CI.
+    """
+    try:
+        for candidates in (pipeline.PROMETHEUS, pipeline.ALERTMANAGER, (str(pipeline.LAUNCHER),)):
+            pipeline.find_tool(*candidates)
+        return pipeline.collector_binary()
+    except pipeline.ToolMissing as missing:
+        if os.environ.get("CI"):
+            pytest.fail(str(missing), pytrace=False)
+        pytest.skip(str(missing))
+
+
+@pytest.fixture
+def processes(otelcol: str, tmp_path: Path) -> Iterator[pipeline.Processes]:
+    """Start processes for the test; every one is stopped afterwards, pass or fail."""
+    with pipeline.running_processes(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def webhook() -> Iterator[pipeline.Webhook]:
+    """A webhook receiver on a free loopback port, shut down after the test."""
+    with pipeline.serve_webhook() as served:
+        yield served
