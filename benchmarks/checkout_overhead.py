@@ -2,8 +2,9 @@
 
 Run: ``python benchmarks/checkout_overhead.py [--cycles N] [--rounds R]``. Every variant runs in
 each round on its own engine over one SQLite file; a round ends with a metric collection so its
-cost is counted. CPU time is ``time.process_time()`` (all threads). Figures are medians over
-rounds, reported as ratios against the bare cycle measured in the same round.
+cost is counted. CPU time is ``time.process_time()`` (all threads). Each variant's ratio is taken
+against the bare cycle of the same round; the table gives the median ratio and its range over
+rounds (many short rounds resist a machine whose load changes better than a few long ones).
 """
 
 from __future__ import annotations
@@ -145,22 +146,30 @@ def measure(variant: Variant, url: str, cycle: Cycle, cycles: int) -> float:
     return spent / cycles * 1e6
 
 
-def run(cycle: Cycle, cycles: int, rounds: int, url: str) -> dict[str, float]:
-    """Median CPU microseconds per cycle for each variant."""
+def run(cycle: Cycle, cycles: int, rounds: int, url: str) -> dict[str, list[float]]:
+    """CPU microseconds per cycle for each variant, one value per round."""
     results: dict[str, list[float]] = {variant.name: [] for variant in VARIANTS}
     for _ in range(rounds):
         for variant in VARIANTS:
             results[variant.name].append(measure(variant, url, cycle, cycles))
-    return {name: statistics.median(values) for name, values in results.items()}
+    return results
 
 
-def report(title: str, medians: dict[str, float]) -> None:
-    """Print one table of microseconds and ratios against bare."""
-    bare = medians["bare"]
+def report(title: str, results: dict[str, list[float]]) -> None:
+    """Print median microseconds, and the median of each round's ratio against that round's bare.
+
+    Ratios are taken round by round (each variant against the bare run just before it), so a
+    machine that slows down for a while slows both sides of a ratio.
+    """
+    bare = results["bare"]
     print(f"\n{title}")
-    print(f"{'variant':34} {'us/cycle':>9} {'x bare':>7}")
-    for name, value in medians.items():
-        print(f"{name:34} {value:9.2f} {value / bare:7.2f}")
+    print(f"{'variant':34} {'us/cycle':>9} {'x bare':>7} {'range':>11}")
+    for name, values in results.items():
+        ratios = sorted(value / base for value, base in zip(values, bare, strict=True))
+        print(
+            f"{name:34} {statistics.median(values):9.2f} {statistics.median(ratios):7.2f} "
+            f"{ratios[0]:5.2f}-{ratios[-1]:<5.2f}"
+        )
 
 
 def main() -> None:
