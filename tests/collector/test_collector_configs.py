@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -226,39 +225,6 @@ def _log_records(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- build
-
-
-@pytest.fixture(scope="session")
-def otelcol() -> Path:
-    """Path of the poolwatch-otelcol binary built from collector/manifest.yaml.
-
-    Without Go the tests are skipped locally but fail under CI, so a broken CI
-    setup cannot pass silently.
-    """
-    go_found = shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")
-    if not go_found:
-        message = "no Go toolchain to build the collector with"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"collector/build.sh took longer than {exc.timeout}s", pytrace=False)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.splitlines()[-40:])
-        pytest.fail(f"collector/build.sh exited {result.returncode}:\n{tail}", pytrace=False)
-    lines = result.stdout.strip().splitlines()
-    assert lines, "collector/build.sh printed no binary path"
-    binary = Path(lines[-1])
-    assert binary.is_file() and os.access(binary, os.X_OK), binary
-    return binary
 
 
 # --------------------------------------------------------------------------- validate

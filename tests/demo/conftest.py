@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -124,24 +123,3 @@ def last_points(requests: list[dict[str, Any]], name: str) -> list[dict[str, Any
 def number(point: dict[str, Any]) -> float:
     """A sum or gauge point's value."""
     return float(point["asInt"]) if "asInt" in point else float(point["asDouble"])
-
-
-# --- the real collector -------------------------------------------------------------------------
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="package")
-def otelcol() -> Path:
-    """The poolwatch-otelcol binary: ``$POOLWATCH_OTELCOL``, else built by collector/build.sh."""
-    override = os.environ.get("POOLWATCH_OTELCOL")
-    if override:
-        return Path(override)
-    if not (shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")):
-        if os.environ.get("CI"):
-            pytest.fail("no Go toolchain to build the collector with", pytrace=False)
-        pytest.skip("no Go toolchain to build the collector with")
-    result = subprocess.run(["bash", str(REPO / "collector" / "build.sh")], capture_output=True,
-                            text=True, check=False, timeout=45 * 60)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])

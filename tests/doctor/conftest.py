@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import PostgresCluster, PostgresNotAvailable, start_postgres
+from tests.support.fixtures import started_postgres
+from tests.support.postgres import PostgresCluster
 
 #: The doctor's cluster: 20 slots, PostgreSQL's default 3 reserved for superusers -> 17 usable.
 MAX_CONNECTIONS = 20
@@ -22,16 +23,7 @@ USABLE = MAX_CONNECTIONS - 3
 @pytest.fixture(scope="package")
 def doctor_postgres() -> Iterator[PostgresCluster]:
     """A cluster with ``max_connections`` = 20, stopped at the end."""
-    try:
-        cluster = start_postgres(max_connections=MAX_CONNECTIONS)
-    except PostgresNotAvailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from started_postgres(max_connections=MAX_CONNECTIONS)
 
 
 @dataclass(frozen=True)

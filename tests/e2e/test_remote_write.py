@@ -16,8 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from poolwatch.monitoring import names
-from tests.monitoring import test_names
-from tests.support import exhaustion, pipeline
+from tests.support import catalog_series, exhaustion, pipeline
 from tests.support.pipeline import COLLECTOR_DIR, Processes, Webhook
 
 
@@ -52,7 +51,7 @@ def remote_written_series(backends: pipeline.Backends) -> dict[str, list[str]]:
     return {name: sorted(labels) for name, labels in sorted(found.items())}
 
 
-#: The service.name of the OTLP document tests/monitoring/test_names.py builds.
+#: The service.name of the OTLP document tests/support/catalog_series.py builds.
 NAMES_SERVICE = "shop"
 SCOPE_LABELS = {"otel_scope_name", "otel_scope_schema_url", "otel_scope_version"}
 
@@ -84,7 +83,7 @@ def test_remote_write_names_every_catalog_metric_like_the_scrape_exporter(
         [COLLECTOR_DIR / "gateway.yaml", override],
         pipeline.gateway_env(backends),
     )
-    (inbox / "metrics.json").write_text(json.dumps(test_names._otlp_document()))
+    (inbox / "metrics.json").write_text(json.dumps(catalog_series.otlp_document()))
 
     expected = set(names.exported_series())
     series = pipeline.wait_for(
@@ -100,7 +99,7 @@ def test_remote_write_names_every_catalog_metric_like_the_scrape_exporter(
     # labels.
     scraped = {
         name: sorted(set(labels) - SCOPE_LABELS)
-        for name, labels in test_names._fixture().items()
+        for name, labels in catalog_series.scraped_series().items()
         if name != "target_info"
     }
     assert set(series) == expected

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +19,12 @@ import pytest
 from poolwatch import catalog
 from poolwatch.monitoring import names
 from tests.monitoring.conftest import REPO, free_port, wait_until
-
-FIXTURE = Path(__file__).parent / "fixtures" / "collector_prometheus_names.json"
-POOL_NAME = "postgresql://app@db:5432/shop"
-
-
-def _fixture() -> dict[str, list[str]]:
-    data: dict[str, list[str]] = json.loads(FIXTURE.read_text())["series"]
-    return data
+from tests.support import catalog_series
 
 
 def test_translation_matches_every_series_the_collector_produced() -> None:
     """Every series the collector made from the catalog is predicted by prometheus_series()."""
-    scraped = set(_fixture()) - {"target_info"}
+    scraped = set(catalog_series.scraped_series()) - {"target_info"}
     assert names.exported_series() == scraped
 
 
@@ -57,10 +47,10 @@ def test_metric_names_translate_like_the_collector(metric: catalog.Metric, expec
 
 def test_attributes_and_resource_become_these_labels() -> None:
     """The pool attribute becomes a label, service.name becomes job and the id instance."""
-    labels = set(_fixture()["db_client_connection_count"])
+    labels = set(catalog_series.scraped_series()["db_client_connection_count"])
     assert names.prometheus_label(catalog.POOL_NAME) == "db_client_connection_pool_name"
     assert {"db_client_connection_pool_name", names.SERVICE_LABEL, names.INSTANCE_LABEL} <= labels
-    assert "le" in _fixture()["poolwatch_connection_wait_time_bucket_total"]
+    assert "le" in catalog_series.scraped_series()["poolwatch_connection_wait_time_bucket_total"]
 
 
 def test_units_outside_the_catalog_translate_like_otlptranslator() -> None:
@@ -74,51 +64,6 @@ def test_units_outside_the_catalog_translate_like_otlptranslator() -> None:
 
 
 # --- regeneration with the real collector ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def otelcol() -> Path:
-    """The poolwatch-otelcol binary from collector/build.sh (cached per machine)."""
-    if not (shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")):
-        if os.environ.get("CI"):
-            pytest.fail("no Go toolchain to build the collector with", pytrace=False)
-        pytest.skip("no Go toolchain to build the collector with")
-    result = subprocess.run(["bash", str(REPO / "collector" / "build.sh")], capture_output=True,
-                            text=True, check=False, timeout=45 * 60)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-def _otlp_document() -> dict[str, Any]:
-    """Every catalog metric as one OTLP/JSON data point of its kind."""
-    now = time.time_ns()
-
-    def attributes(values: dict[str, str]) -> list[dict[str, Any]]:
-        return [{"key": k, "value": {"stringValue": v}} for k, v in values.items()]
-
-    metrics = []
-    for metric in names.all_metrics():
-        point: dict[str, Any] = {
-            "attributes": attributes(
-                {catalog.POOL_NAME: POOL_NAME, catalog.LE: "+Inf"}
-                if metric.name.endswith(".bucket")
-                else {catalog.POOL_NAME: POOL_NAME}
-            ),
-            "startTimeUnixNano": str(now - 60_000_000_000),
-            "timeUnixNano": str(now),
-        }
-        entry: dict[str, Any] = {"name": metric.name, "unit": metric.unit,
-                                 "description": metric.description}  # fmt: skip
-        if metric.kind is catalog.Kind.HISTOGRAM:
-            point |= {"count": "2", "sum": 0.5, "bucketCounts": ["1", "1"], "explicitBounds": [0.1]}
-            entry["histogram"] = {"aggregationTemporality": 2, "dataPoints": [point]}
-        else:
-            entry["sum"] = {"aggregationTemporality": 2, "dataPoints": [point | {"asDouble": 1.0}],
-                            "isMonotonic": metric.kind is catalog.Kind.COUNTER}  # fmt: skip
-        metrics.append(entry)
-    resource = attributes({"service.name": "shop", "service.instance.id": "web-1"})
-    return {"resourceMetrics": [{"resource": {"attributes": resource}, "scopeMetrics": [
-        {"scope": {"name": catalog.INSTRUMENTATION_SCOPE}, "metrics": metrics}]}]}  # fmt: skip
 
 
 def _parse_exposition(text: str) -> dict[str, list[str]]:
@@ -178,7 +123,7 @@ def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
         f"--config={override}",
     ]
     proc, log = start_process(command, "otelcol")
-    (inbox / "metrics.json").write_text(json.dumps(_otlp_document()))
+    (inbox / "metrics.json").write_text(json.dumps(catalog_series.otlp_document()))
     url = f"http://127.0.0.1:{ports['prom']}/metrics"
 
     def scraped() -> bool:
@@ -190,5 +135,5 @@ def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
     wait_until("the collector to serve the metrics", scraped, proc, log, timeout=60)
     fresh = _parse_exposition(httpx.get(url, timeout=5).text)
     if os.environ.get("POOLWATCH_UPDATE_FIXTURES"):
-        FIXTURE.write_text(json.dumps({"series": fresh}, indent=2, sort_keys=True) + "\n")
-    assert fresh == _fixture()
+        catalog_series.FIXTURE.write_text(json.dumps({"series": fresh}, indent=2, sort_keys=True) + "\n")
+    assert fresh == catalog_series.scraped_series()

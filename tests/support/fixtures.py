@@ -1,4 +1,4 @@
-"""pytest fixtures for a throwaway PostgreSQL server.
+"""pytest fixtures for a throwaway PostgreSQL server and the collector build.
 
 Load with ``pytest_plugins = ["tests.support.fixtures"]`` in tests/conftest.py.
 """
@@ -7,12 +7,44 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from tests.support import pipeline
 from tests.support.postgres import PostgresCluster, PostgresNotAvailable, start_postgres
 
-__all__ = ["postgres", "postgres_url"]
+__all__ = ["needed", "otelcol", "postgres", "postgres_url", "started_postgres"]
+
+
+def needed(missing: str) -> NoReturn:
+    """Something a test needs is missing: skip it locally, fail it under CI (``CI`` set), so a
+    broken CI setup cannot pass silently."""
+    if os.environ.get("CI"):
+        pytest.fail(missing, pytrace=False)
+    pytest.skip(missing)
+
+
+def started_postgres(max_connections: int = 50) -> Iterator[PostgresCluster]:
+    """A throwaway cluster, stopped afterwards (``yield from`` it in a fixture)."""
+    try:
+        cluster = start_postgres(max_connections=max_connections)
+    except PostgresNotAvailable as exc:
+        needed(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def otelcol() -> Path:
+    """The poolwatch-otelcol binary (built once per machine by collector/build.sh)."""
+    try:
+        return Path(pipeline.collector_binary())
+    except pipeline.ToolMissing as missing:
+        needed(str(missing))
 
 
 @pytest.fixture(scope="session")
@@ -22,16 +54,7 @@ def postgres() -> Iterator[PostgresCluster]:
     Without PostgreSQL installed the dependent tests are skipped locally but
     fail under CI (``CI`` set), so a broken CI setup cannot pass silently.
     """
-    try:
-        cluster = start_postgres()
-    except PostgresNotAvailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc), pytrace=False)
-        pytest.skip(str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from started_postgres()
 
 
 @pytest.fixture

@@ -64,16 +64,31 @@ def find_tool(*candidates: str) -> str:
 
 
 def collector_binary() -> str:
-    """The poolwatch-otelcol binary from collector/build.sh (cached after the first build)."""
-    if not (shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")):
-        raise ToolMissing("no Go toolchain to build the collector with")
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=45 * 60, check=False
-    )
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.splitlines()[-40:])
-        raise PipelineError(f"collector/build.sh exited {result.returncode}:\n{tail}")
-    return result.stdout.strip().splitlines()[-1]
+    """The poolwatch-otelcol binary: ``$POOLWATCH_OTELCOL`` (set by the test command), else
+    built by collector/build.sh (cached per machine after the first build)."""
+    built = os.environ.get("POOLWATCH_OTELCOL")
+    if not built:
+        if not (
+            shutil.which("go") or Path("/usr/local/go/bin/go").exists() or os.environ.get("GO")
+        ):
+            raise ToolMissing("no Go toolchain to build the collector with")
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=45 * 60,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = "\n".join(result.stderr.splitlines()[-40:])
+            raise PipelineError(f"collector/build.sh exited {result.returncode}:\n{tail}")
+        lines = result.stdout.strip().splitlines()
+        if not lines:
+            raise PipelineError("collector/build.sh printed no binary path")
+        built = lines[-1]
+    if not (Path(built).is_file() and os.access(built, os.X_OK)):
+        raise PipelineError(f"{built} is not an executable collector")
+    return built
 
 
 def free_port() -> int:
