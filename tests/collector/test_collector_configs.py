@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,6 +26,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.support import pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO / "collector"
@@ -56,31 +57,8 @@ TEST_APPLICATION_NAME = "poolwatch-collector-test"
 # --------------------------------------------------------------------------- helpers
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without POOLWATCH_* and PG* settings, plus *extra*.
-
-    The configs read their endpoints from POOLWATCH_* variables, and the
-    PostgreSQL driver inside the collector honours libpq's PG* variables; a value
-    left in the caller's environment must not decide what these tests see.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POOLWATCH_", "PG"))}
-    env.update(extra)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _loopback(port: int) -> str:
-    return f"127.0.0.1:{port}"
-
-
 def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    kwargs.setdefault("env", _clean_env())
+    kwargs.setdefault("env", pipeline.clean_env())
     return subprocess.run(
         args,
         capture_output=True,
@@ -136,7 +114,7 @@ def start_collector(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=_clean_env(**env),
+                env=pipeline.clean_env(**env),
                 start_new_session=True,
             )
         running = RunningCollector(proc, log_path)
@@ -271,7 +249,7 @@ REQUIRED_ENV = {
 def test_config_validates(otelcol: Path, config: str) -> None:
     result = _run(
         [str(otelcol), "validate", f"--config={COLLECTOR_DIR / config}"],
-        env=_clean_env(**REQUIRED_ENV.get(config, {})),
+        env=pipeline.clean_env(**REQUIRED_ENV.get(config, {})),
     )
     assert result.returncode == 0, f"{config} rejected:\n{result.stderr}"
 
@@ -301,7 +279,7 @@ def test_gateway_copies_event_name_into_an_attribute(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     out = tmp_path / "logs.jsonl"
-    health_port = _free_port()
+    health_port = pipeline.free_port()
     # Only the log pipeline is rewired; everything else in gateway.yaml still
     # loads, so all its endpoints point at unused loopback ports.
     override = tmp_path / "override.yaml"
@@ -324,14 +302,14 @@ service:
 """
     )
     env = {
-        "POOLWATCH_OTLP_GRPC_ENDPOINT": _loopback(_free_port()),
-        "POOLWATCH_OTLP_HTTP_ENDPOINT": _loopback(_free_port()),
-        "POOLWATCH_HEALTH_ENDPOINT": _loopback(health_port),
+        "POOLWATCH_OTLP_GRPC_ENDPOINT": pipeline.loopback(pipeline.free_port()),
+        "POOLWATCH_OTLP_HTTP_ENDPOINT": pipeline.loopback(pipeline.free_port()),
+        "POOLWATCH_HEALTH_ENDPOINT": pipeline.loopback(health_port),
         "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
-        "POOLWATCH_TELEMETRY_PORT": str(_free_port()),
-        "POOLWATCH_REMOTE_WRITE_URL": f"http://{_loopback(_free_port())}/api/v1/write",
-        "POOLWATCH_TEMPO_ENDPOINT": _loopback(_free_port()),
-        "POOLWATCH_LOKI_ENDPOINT": f"http://{_loopback(_free_port())}/otlp",
+        "POOLWATCH_TELEMETRY_PORT": str(pipeline.free_port()),
+        "POOLWATCH_REMOTE_WRITE_URL": f"http://{pipeline.loopback(pipeline.free_port())}/api/v1/write",
+        "POOLWATCH_TEMPO_ENDPOINT": pipeline.loopback(pipeline.free_port()),
+        "POOLWATCH_LOKI_ENDPOINT": f"http://{pipeline.loopback(pipeline.free_port())}/otlp",
         "POOLWATCH_STORAGE_DIR": str(tmp_path / "storage"),
     }
     collector = start_collector([COLLECTOR_DIR / "gateway.yaml", override], env)
@@ -475,7 +453,7 @@ def test_postgres_monitor_reports_pg_stat_activity(
             reserved = superuser_reserved + int(row[0] or 0)
 
         out = tmp_path / "metrics.jsonl"
-        health_port = _free_port()
+        health_port = pipeline.free_port()
         override = tmp_path / "override.yaml"
         override.write_text(
             f"""
@@ -498,11 +476,11 @@ service:
             # may trust loopback and not need one.
             "POOLWATCH_PG_PASSWORD": target.password or "unused",
             "POOLWATCH_PG_INTERVAL": "1s",
-            "POOLWATCH_HEALTH_ENDPOINT": _loopback(health_port),
+            "POOLWATCH_HEALTH_ENDPOINT": pipeline.loopback(health_port),
             "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
-            "POOLWATCH_TELEMETRY_PORT": str(_free_port()),
+            "POOLWATCH_TELEMETRY_PORT": str(pipeline.free_port()),
             # Not in any pipeline here, but it must still resolve to loopback.
-            "POOLWATCH_GATEWAY_ENDPOINT": _loopback(_free_port()),
+            "POOLWATCH_GATEWAY_ENDPOINT": pipeline.loopback(pipeline.free_port()),
         }
         collector = start_collector([COLLECTOR_DIR / "postgres.yaml", override], env)
         try:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from poolwatch.monitoring import config
@@ -64,15 +62,6 @@ def default_config() -> config.MonitoringConfig:
     """The default monitoring config, as `poolwatch generate` uses it."""
     return config.MonitoringConfig()
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_until(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path,
                timeout: float = 30.0) -> None:  # fmt: skip
     """Poll ``check`` until true; fail with the process log if it dies or time runs out."""
@@ -85,15 +74,6 @@ def wait_until(what: str, check: Callable[[], bool], proc: subprocess.Popen[byte
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
-
-
-def http_ok(url: str) -> bool:
-    """True when ``url`` answers 200."""
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
 
 @pytest.fixture
 def start_process(

@@ -13,7 +13,8 @@ import yaml
 
 from poolwatch.monitoring import alertmanager
 from poolwatch.monitoring.generate import ALERTMANAGER
-from tests.monitoring.conftest import REPO, free_port, http_ok, wait_until
+from tests.monitoring.conftest import REPO, wait_until
+from tests.support.pipeline import free_port, http_ok
 
 CONFIG = REPO / ALERTMANAGER
 POOL = {"job": "shop", "db_client_connection_pool_name": "main"}

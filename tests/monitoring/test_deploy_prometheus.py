@@ -10,7 +10,8 @@ import pytest
 
 from poolwatch.cli import main
 from poolwatch.monitoring import alerts, config
-from tests.monitoring.conftest import free_port, http_ok, wait_until
+from tests.monitoring.conftest import wait_until
+from tests.support.pipeline import free_port, http_ok
 
 GROUPS = ["poolwatch-django", "poolwatch-pool", "poolwatch-postgresql", "poolwatch-telemetry"]
 

@@ -18,8 +18,9 @@ import pytest
 
 from poolwatch import catalog
 from poolwatch.monitoring import names
-from tests.monitoring.conftest import REPO, free_port, wait_until
+from tests.monitoring.conftest import REPO, wait_until
 from tests.support import catalog_series
+from tests.support.pipeline import free_port
 
 
 def test_translation_matches_every_series_the_collector_produced() -> None:
