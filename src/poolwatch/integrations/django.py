@@ -7,7 +7,9 @@ puts back. A request starts where Django sends ``request_started`` (``WSGIHandle
 ``ASGIHandler.handle``) and ends where it sends ``request_finished`` (``HttpResponseBase.close``)
 or, under ASGI, when ``handle`` returns or raises even though ``request_finished`` never came.
 Hooking those methods rather than connecting signal receivers costs a third as much per request.
-``BaseHandler.resolve_request`` gives the route and view. Importing this module reads no setting.
+``BaseHandler.resolve_request`` gives the route and view. Each Django module is patched once the
+application imports it, so neither instrumenting nor importing this module imports Django or
+reads a setting.
 """
 
 from __future__ import annotations
@@ -22,12 +24,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.base import BaseHandler
-from django.core.handlers.wsgi import WSGIHandler
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorWrapper
-from django.http.response import HttpResponseBase
+import wrapt
 from opentelemetry.metrics import MeterProvider, get_meter_provider
 
 from poolwatch import _guard, catalog
@@ -50,7 +47,7 @@ _monotonic = time.monotonic
 
 
 class DjangoAdapter:
-    """Installs the class-level replacements and signal receivers once, for one tracker."""
+    """Installs the class-level replacements once, for one tracker."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -82,11 +79,24 @@ class DjangoAdapter:
                 )
                 register_metrics(meter, functools.partial(self._tracker_of, telemetry))
                 self._metered.add(telemetry)
-            for (cls, name), make in _REPLACEMENTS.items():
+            self.tracker = tracker
+            for module in sorted({module for module, _cls, _name in _REPLACEMENTS}):
+                # at once if Django's module is imported already, else right after its import
+                hook = functools.partial(self._patch, tracker=tracker)
+                wrapt.register_post_import_hook(hook, module)
+
+    def _patch(self, module: Any, tracker: Tracker) -> None:
+        """Replace the hooked methods of one Django module's classes (just imported)."""
+        with self._lock:
+            if self.tracker is not tracker:
+                return  # uninstrumented, or instrumented again, before the module was imported
+            for (module_name, class_name, name), make in _REPLACEMENTS.items():
+                cls = getattr(module, class_name, None) if module_name == module.__name__ else None
+                if cls is None or (cls, name) in self._originals:
+                    continue
                 original = vars(cls)[name]
                 self._originals[cls, name] = original
                 setattr(cls, name, _mark(make(original), original))
-            self.tracker = tracker
 
     def uninstrument(self) -> None:
         """Restore Django exactly as it was and stop reporting."""
@@ -330,12 +340,16 @@ def _mark(replacement: Any, original: Any) -> Any:
     return replacement
 
 
-_REPLACEMENTS: dict[tuple[type[Any], str], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    (BaseDatabaseWrapper, "connect"): _connect,
-    (BaseDatabaseWrapper, "close"): _close,
-    (CursorWrapper, "_execute_with_wrappers"): _execute_with_wrappers,
-    (WSGIHandler, "__call__"): _wsgi_call,
-    (ASGIHandler, "handle"): _asgi_handle,
-    (HttpResponseBase, "close"): _response_close,
-    (BaseHandler, "resolve_request"): _resolve_request,
+_DB = "django.db.backends.base.base"
+_HANDLERS = "django.core.handlers"
+#: ``(module, class, method)`` to replace, and how. Each module is patched when it is imported
+#: (hooking ``django.db`` alone would import the handlers while they are half imported).
+_REPLACEMENTS: dict[tuple[str, str, str], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    (_DB, "BaseDatabaseWrapper", "connect"): _connect,
+    (_DB, "BaseDatabaseWrapper", "close"): _close,
+    ("django.db.backends.utils", "CursorWrapper", "_execute_with_wrappers"): _execute_with_wrappers,
+    (f"{_HANDLERS}.wsgi", "WSGIHandler", "__call__"): _wsgi_call,
+    (f"{_HANDLERS}.asgi", "ASGIHandler", "handle"): _asgi_handle,
+    (f"{_HANDLERS}.base", "BaseHandler", "resolve_request"): _resolve_request,
+    ("django.http.response", "HttpResponseBase", "close"): _response_close,
 }
