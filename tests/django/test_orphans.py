@@ -198,3 +198,28 @@ def test_close_orphans_closes_a_dead_threads_connection(
         attributes={catalog.DJANGO_ALIAS: "default", catalog.CLOSE_REASON: "orphan_closed"},
     )
     assert closed == 1
+
+
+def test_requests_that_finish_under_uvicorn_leave_no_orphan(
+    instrument: Instrument,
+    telemetry: Capture,
+    postgres: PostgresCluster,
+    asgi_server: tuple[str, int],
+    service: str,
+) -> None:
+    """CONN_MAX_AGE = 0 under ASGI with responses that are sent: closed at request end, nothing
+    reported, nothing left in PostgreSQL."""
+    instrument()
+    for _ in range(3):
+        answer = http_get(asgi_server, "/pid/default/")
+        assert answer is not None
+        assert answer[0] == 200
+    ADAPTER.tracker.check()  # type: ignore[union-attr]
+
+    assert orphan_events(telemetry) == []
+    closed = telemetry.value(
+        catalog.DJANGO_CLOSED.name,
+        attributes={catalog.DJANGO_ALIAS: "default", catalog.CLOSE_REASON: "request_end"},
+    )
+    assert closed == 3
+    assert wait_until(lambda: postgres.server_connections(f"{service}:default") == [], timeout=30)
