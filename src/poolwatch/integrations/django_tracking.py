@@ -57,15 +57,13 @@ CHECK_INTERVAL = 0.5
 class RequestInfo:
     """One HTTP request as Django serves it: method, then route and view once resolved."""
 
-    __slots__ = ("ended_at", "method", "route", "signalled", "view")
+    __slots__ = ("ended_at", "method", "route", "view")
 
     def __init__(self, method: str | None) -> None:
         self.method = method
         self.route: str | None = None
         self.view: str | None = None
         self.ended_at: float | None = None
-        #: Whether ``request_started`` was seen for it (else a handler began it).
-        self.signalled = False
 
     def end(self) -> None:
         """The request is over (first call wins)."""
