@@ -29,6 +29,7 @@ from opentelemetry.metrics import MeterProvider, get_meter_provider
 
 from poolwatch import _guard, catalog
 from poolwatch._version import __version__
+from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
     CURRENT_REQUEST,
     ConnectionRecord,
@@ -36,7 +37,6 @@ from poolwatch.integrations.django_tracking import (
     Tracker,
     application_name,
     pool_name,
-    register_metrics,
 )
 from poolwatch.telemetry import Telemetry
 
