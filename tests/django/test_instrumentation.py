@@ -153,3 +153,18 @@ def test_the_launchers_instrumentor_patches_django_when_the_app_imports_it(
         check=False,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "False\nTrue\nFalse\n", "")
+
+
+def test_a_forked_worker_finds_its_own_orphans(tmp_path: Path) -> None:
+    """After a fork (gunicorn's workers) the child has no checker thread; it starts its own."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "apps" / "forked_worker.py")],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'RESULT {"thread": "child-job"}' in result.stdout.splitlines()
