@@ -163,15 +163,22 @@ def test_conn_max_age_under_asgi_orphans_each_request_thread(
 def test_transaction_left_idle_past_the_threshold_is_an_orphan(
     instrument: Instrument, telemetry: Capture
 ) -> None:
-    """A transaction without a query for longer than the threshold is found by the checker."""
-    instrument(django_idle_in_transaction=0.2)
+    """A transaction without a query for longer than the threshold is found by the checker, and
+    is no longer an orphan once it runs a query again."""
+    threshold = 1.0  # far longer than the few statements between the query and the reading
+    instrument(django_idle_in_transaction=threshold)
     with transaction.atomic(using="persistent"):
         with connections["persistent"].cursor() as cursor:
             cursor.execute("SELECT 1")
         wait_for(lambda: len(orphan_events(telemetry)) == 1, timeout=30)
-    (event,) = orphan_events(telemetry)
+        orphaned = by_state(telemetry, "persistent")[catalog.DJANGO_ORPHANED]
+        with connections["persistent"].cursor() as cursor:
+            cursor.execute("SELECT 1")  # the owner is back: no longer an orphan
+        back = by_state(telemetry, "persistent")[catalog.DJANGO_IN_TRANSACTION]
+        (event,) = orphan_events(telemetry)
+    assert (orphaned, back) == (1, 1)
     assert event.attributes[catalog.ORPHAN_REASON] == catalog.ORPHAN_IDLE_IN_TRANSACTION
-    assert event.attributes[catalog.CONNECTION_IDLE] >= 0.2
+    assert event.attributes[catalog.CONNECTION_IDLE] >= threshold
     assert event.attributes[catalog.LAST_QUERY_SITE].endswith(
         " in test_transaction_left_idle_past_the_threshold_is_an_orphan"
     )

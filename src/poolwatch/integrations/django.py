@@ -44,6 +44,7 @@ from poolwatch.telemetry import Telemetry
 _ATTR = "_poolwatch_connection"
 _perf = time.perf_counter
 _monotonic = time.monotonic
+_IDLE_IN_TRANSACTION = catalog.ORPHAN_IDLE_IN_TRANSACTION
 
 
 class DjangoAdapter:
@@ -262,6 +263,8 @@ def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 record.last_query_at = _monotonic()
                 record.last_site = record.tracker.query_sites.capture()
+                if record.orphaned is _IDLE_IN_TRANSACTION:
+                    record.orphaned = None  # its owner came back to it
                 request = CURRENT_REQUEST.get()
                 if request is not None and request.ended_at is None:
                     record.request = request
