@@ -116,13 +116,11 @@ class DjangoAdapter:
     # --- connecting -----------------------------------------------------------------------
 
     def prepare(self, wrapper: Any, tracker: Tracker) -> None:
-        """Before ``connect``: name the connection and record Django's pool, if it has one.
+        """Before a PostgreSQL ``connect``: name the connection, record Django's pool if any.
 
         The name comes from ``get_connection_params``, shadowed on the wrapper itself for the
         duration of ``connect`` (the wrapper belongs to this thread alone).
         """
-        if wrapper.vendor != "postgresql":
-            return
         if tracker.config.django_application_name:
             wrapper.get_connection_params = functools.partial(
                 _named_params, type(wrapper).get_connection_params, wrapper
@@ -224,12 +222,15 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
         if tracker is None:
             original(self)
             return
-        _guard.guarded("django.connect", ADAPTER.prepare, self, tracker)
+        postgresql = self.vendor == "postgresql"
+        if postgresql:
+            _guard.guarded("django.connect", ADAPTER.prepare, self, tracker)
         started = _perf()
         try:
             original(self)
         finally:
-            _unshadow(self)
+            if postgresql:
+                _unshadow(self)
             if self.connection is not None:
                 _guard.guarded("django.connect", _opened, tracker, self, _perf() - started)
 
