@@ -247,7 +247,7 @@ def _close(original: Callable[..., Any]) -> Callable[..., Any]:
             original(self)
         finally:
             if self.connection is None or self.closed_in_transaction:
-                del self.__dict__[_ATTR]
+                self.__dict__.pop(_ATTR, None)  # uninstrument may have taken it already
                 _guard.guarded("django.close", _closed, record, self, sys._getframe(1))
 
     return close
