@@ -149,6 +149,7 @@ def instrument_django(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
+    histograms: HistogramMode | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     django_idle_in_transaction: float | None = None,
@@ -159,7 +160,8 @@ def instrument_django(
 
     Reads no Django setting, so it may run before ``django.setup()``. PostgreSQL connections get
     ``application_name`` ``<service>:<alias>`` unless they set one; Django's own pool (5.1+) is
-    recorded as the psycopg pool ``django:<alias>``. Settings left as None come from
+    recorded as the psycopg pool ``django:<alias>`` (``leak_threshold`` applies to that pool,
+    ``histograms`` to it and to each alias's connection create times). Settings left as None come from
     ``OTEL_PYTHON_POOLWATCH_*`` variables, then defaults. Calling it again does nothing.
     """
     from poolwatch.integrations.django import ADAPTER
@@ -169,6 +171,7 @@ def instrument_django(
             "meter_provider": meter_provider,
             "tracer_provider": tracer_provider,
             "logger_provider": logger_provider,
+            "histograms": histograms,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "django_idle_in_transaction": django_idle_in_transaction,

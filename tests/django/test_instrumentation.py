@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,12 @@ ROOT = Path(__file__).parents[2]
 
 
 def originals() -> dict[tuple[type[Any], str], Any]:
-    return {(cls, name): vars(cls)[name] for cls, name in adapter._REPLACEMENTS}
+    """What the hooked class attributes are right now."""
+    found = {}
+    for module, class_name, name in adapter._REPLACEMENTS:
+        cls = getattr(importlib.import_module(module), class_name)
+        found[cls, name] = vars(cls)[name]
+    return found
 
 
 def receivers() -> tuple[int, int]:
@@ -120,3 +126,45 @@ def test_instrumenting_again_reports_through_the_same_instruments(
     assert [(dict(point.attributes), point.value) for point in points] == [
         ({catalog.DJANGO_ALIAS: "persistent"}, 1)
     ]
+
+
+def test_the_launchers_instrumentor_patches_django_when_the_app_imports_it(
+    tmp_path: Path,
+) -> None:
+    """Under the launcher a process that never imports Django does not load it; one that does
+    is patched as soon as ``django.db`` is imported, settings still unread."""
+    script = (
+        "import sys\n"
+        "from poolwatch.instrumentors import DjangoInstrumentor\n"
+        "DjangoInstrumentor().instrument()  # as the launcher does\n"
+        "print('django' in sys.modules)\n"
+        "import django.db, django.conf\n"
+        "from django.db.backends.base.base import BaseDatabaseWrapper\n"
+        "print(getattr(BaseDatabaseWrapper.connect, '_poolwatch', False))\n"
+        "print(django.conf.settings.configured)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={"DJANGO_SETTINGS_MODULE": "no.such.settings", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "False\nTrue\nFalse\n", "")
+
+
+def test_a_forked_worker_finds_its_own_orphans(tmp_path: Path) -> None:
+    """After a fork (gunicorn's workers) the child has no checker thread; it starts its own."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "apps" / "forked_worker.py")],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'RESULT {"thread": "child-job"}' in result.stdout.splitlines()

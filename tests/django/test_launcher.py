@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,11 +45,66 @@ def receiver() -> Iterator[OtlpReceiver]:
     assert otlp.errors == []
 
 
+#: The servers, as ``opentelemetry-instrument`` runs them (``{port}`` filled in).
+SERVERS = {
+    "uvicorn": [
+        "uvicorn",
+        "tests.django.project.asgi:application",
+        "--host=127.0.0.1",
+        "--port={port}",
+        "--lifespan=off",
+        "--log-level=critical",
+    ],
+    "waitress": [
+        "waitress-serve",
+        "--listen=127.0.0.1:{port}",
+        "--threads=1",
+        "tests.django.project.wsgi:application",
+    ],
+}
+
+Launch = Callable[[str], tuple[str, int]]
+
+
 @pytest.fixture
-def launched(postgres: PostgresCluster, receiver: OtlpReceiver) -> Iterator[tuple[str, int]]:
-    """uvicorn serving the project under the launcher: ``(host, port)``; killed afterwards."""
-    port = free_port()
-    env = {
+def launch(postgres: PostgresCluster, receiver: OtlpReceiver) -> Iterator[Launch]:
+    """``launch(server)``: the project served under the launcher, ``(host, port)``; killed at the
+    end of the test."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(server: str) -> tuple[str, int]:
+        port = free_port()
+        program, *arguments = SERVERS[server]
+        command = [
+            str(BIN / "opentelemetry-instrument"),
+            str(BIN / program),
+            *(argument.format(port=port) for argument in arguments),
+        ]
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=launcher_environment(postgres, receiver),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        processes.append(process)
+        address = ("127.0.0.1", port)
+        up = wait_until(lambda: _answers(address), timeout=60, interval=0.2)
+        assert up, f"the launched server did not answer\n{_stop(process)}"
+        return address
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            _stop(process)
+
+
+def launcher_environment(postgres: PostgresCluster, receiver: OtlpReceiver) -> dict[str, str]:
+    """The app's settings and OTLP exports to ``receiver``, every 200 ms."""
+    return {
         "PATH": os.environ.get("PATH", os.defpath),
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.django.project.settings",
@@ -65,31 +120,6 @@ def launched(postgres: PostgresCluster, receiver: OtlpReceiver) -> Iterator[tupl
         "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "false",
         **database_environment(postgres),
     }
-    command = [
-        str(BIN / "opentelemetry-instrument"),
-        str(BIN / "uvicorn"),
-        "tests.django.project.asgi:application",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--lifespan=off",
-        "--log-level=critical",
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    address = ("127.0.0.1", port)
-    try:
-        up = wait_until(lambda: _answers(address), timeout=60, interval=0.2)
-        assert up, f"the launched server did not answer\n{_stop(process)}"
-        yield address
-    finally:
-        _stop(process)
 
 
 def _answers(address: tuple[str, int]) -> bool:
@@ -106,10 +136,11 @@ def _stop(process: subprocess.Popen[str]) -> str:
 
 
 def test_launched_app_reports_the_orphans_postgres_shows_idle(
-    launched: tuple[str, int], receiver: OtlpReceiver, postgres: PostgresCluster
+    launch: Launch, receiver: OtlpReceiver, postgres: PostgresCluster
 ) -> None:
     """Short-body requests under uvicorn leave idle backends; the exported events name exactly
     those backends, with the request's route and view, and the gauge counts them."""
+    launched = launch("uvicorn")
     for _ in range(REQUESTS):
         assert http_get(launched, "/short/") is None
     name = f"{SERVICE}:default"
@@ -135,3 +166,40 @@ def test_launched_app_reports_the_orphans_postgres_shows_idle(
         ] == [REQUESTS]
 
     assert wait_until(orphaned_now, timeout=60)
+
+
+def test_launched_wsgi_app_reuses_its_connection_without_orphans(
+    launch: Launch, receiver: OtlpReceiver, postgres: PostgresCluster
+) -> None:
+    """CONN_MAX_AGE > 0 under waitress (one worker thread): one connection, one backend, idle
+    between requests, never reported; a job thread's leftover connection is."""
+    launched = launch("waitress")
+    answers = [http_get(launched, "/pid/persistent/") for _ in range(3)]
+    pids = {int(answer[1]) for answer in answers if answer is not None}
+    name = f"{SERVICE}:persistent"
+
+    def exported(metric: str, **wanted: str) -> list[object]:
+        return [
+            value
+            for attributes, value in receiver.metric_points(metric)
+            if all(attributes.get(key) == want for key, want in wanted.items())
+        ]
+
+    idle = {catalog.DJANGO_ALIAS: "persistent", catalog.DJANGO_STATE: catalog.DJANGO_IDLE}
+    assert wait_until(lambda: exported(catalog.DJANGO_CONNECTIONS.name, **idle) == [1], timeout=60)
+    # A job thread that ends without closing is an orphan: once it is reported, orphan checks
+    # have run after the requests above, and the reused connection was not among them.
+    job = http_get(launched, "/background/default/")
+    assert job is not None
+    assert wait_until(lambda: receiver.log_records(catalog.EVENT_ORPHANED), timeout=60)
+
+    (orphan,) = [record["attributes"] for record in receiver.log_records(catalog.EVENT_ORPHANED)]
+    assert orphan[catalog.DJANGO_ALIAS] == "default"
+    assert orphan[catalog.ORPHAN_REASON] == catalog.ORPHAN_THREAD_DEAD
+    assert orphan[catalog.THREAD_NAME] == "report-job"
+    assert orphan[catalog.BACKEND_PID] == int(job[1])
+    assert len(pids) == 1
+    assert pids == {row.pid for row in postgres.server_connections(name)}
+    assert exported(catalog.DJANGO_OPENED.name, **{catalog.DJANGO_ALIAS: "persistent"}) == [1]
+    orphaned = {catalog.DJANGO_ALIAS: "persistent", catalog.DJANGO_STATE: catalog.DJANGO_ORPHANED}
+    assert exported(catalog.DJANGO_CONNECTIONS.name, **orphaned) == [0]

@@ -119,17 +119,20 @@ def test_conn_max_age_reuse_under_wsgi_is_not_an_orphan(
     instrument()
     answers = [http_get(wsgi_server, "/pid/persistent/") for _ in range(3)]
     pids = {int(answer[1]) for answer in answers if answer is not None}
-    ADAPTER.tracker.check()  # type: ignore[union-attr]
-
-    assert len(pids) == 1
-    assert pids == {row.pid for row in postgres.server_connections(f"{service}:persistent")}
-    assert orphan_events(telemetry) == []
-    assert by_state(telemetry, "persistent") == {
+    idle = {
         catalog.DJANGO_IN_REQUEST: 0,
         catalog.DJANGO_IDLE: 1,
         catalog.DJANGO_IN_TRANSACTION: 0,
         catalog.DJANGO_ORPHANED: 0,
     }
+    # the last request ends when the server closes its response, after the client read it
+    wait_for(lambda: by_state(telemetry, "persistent") == idle, timeout=30)
+    ADAPTER.tracker.check()  # type: ignore[union-attr]
+
+    assert len(pids) == 1
+    assert pids == {row.pid for row in postgres.server_connections(f"{service}:persistent")}
+    assert orphan_events(telemetry) == []
+    assert by_state(telemetry, "persistent") == idle
     assert telemetry.value(catalog.DJANGO_OPENED.name, poolwatch_django_alias="persistent") == 1
 
 
@@ -160,15 +163,22 @@ def test_conn_max_age_under_asgi_orphans_each_request_thread(
 def test_transaction_left_idle_past_the_threshold_is_an_orphan(
     instrument: Instrument, telemetry: Capture
 ) -> None:
-    """A transaction without a query for longer than the threshold is found by the checker."""
-    instrument(django_idle_in_transaction=0.2)
+    """A transaction without a query for longer than the threshold is found by the checker, and
+    is no longer an orphan once it runs a query again."""
+    threshold = 1.0  # far longer than the few statements between the query and the reading
+    instrument(django_idle_in_transaction=threshold)
     with transaction.atomic(using="persistent"):
         with connections["persistent"].cursor() as cursor:
             cursor.execute("SELECT 1")
         wait_for(lambda: len(orphan_events(telemetry)) == 1, timeout=30)
-    (event,) = orphan_events(telemetry)
+        orphaned = by_state(telemetry, "persistent")[catalog.DJANGO_ORPHANED]
+        with connections["persistent"].cursor() as cursor:
+            cursor.execute("SELECT 1")  # the owner is back: no longer an orphan
+        back = by_state(telemetry, "persistent")[catalog.DJANGO_IN_TRANSACTION]
+        (event,) = orphan_events(telemetry)
+    assert (orphaned, back) == (1, 1)
     assert event.attributes[catalog.ORPHAN_REASON] == catalog.ORPHAN_IDLE_IN_TRANSACTION
-    assert event.attributes[catalog.CONNECTION_IDLE] >= 0.2
+    assert event.attributes[catalog.CONNECTION_IDLE] >= threshold
     assert event.attributes[catalog.LAST_QUERY_SITE].endswith(
         " in test_transaction_left_idle_past_the_threshold_is_an_orphan"
     )
@@ -198,3 +208,33 @@ def test_close_orphans_closes_a_dead_threads_connection(
         attributes={catalog.DJANGO_ALIAS: "default", catalog.CLOSE_REASON: "orphan_closed"},
     )
     assert closed == 1
+
+
+def test_requests_that_finish_under_uvicorn_leave_no_orphan(
+    instrument: Instrument,
+    telemetry: Capture,
+    postgres: PostgresCluster,
+    asgi_server: tuple[str, int],
+    service: str,
+) -> None:
+    """CONN_MAX_AGE = 0 under ASGI with responses that are sent: closed at request end, nothing
+    reported, nothing left in PostgreSQL."""
+    instrument()
+    for _ in range(3):
+        answer = http_get(asgi_server, "/pid/default/")
+        assert answer is not None
+        assert answer[0] == 200
+
+    def closed_at_request_end() -> object:
+        return sum(
+            point.value
+            for point in telemetry.metrics().get(catalog.DJANGO_CLOSED.name, [])
+            if point.attributes[catalog.CLOSE_REASON] == catalog.CLOSE_REQUEST_END
+        )
+
+    # Django closes the connection once the response is sent, after the client has read it
+    wait_for(lambda: closed_at_request_end() == 3, timeout=30)
+    ADAPTER.tracker.check()  # type: ignore[union-attr]
+
+    assert orphan_events(telemetry) == []
+    assert wait_until(lambda: postgres.server_connections(f"{service}:default") == [], timeout=30)

@@ -6,8 +6,10 @@ lifecycle are replaced at class level by plain functions that :meth:`DjangoAdapt
 puts back. A request starts where Django sends ``request_started`` (``WSGIHandler.__call__``,
 ``ASGIHandler.handle``) and ends where it sends ``request_finished`` (``HttpResponseBase.close``)
 or, under ASGI, when ``handle`` returns or raises even though ``request_finished`` never came.
-Hooking those methods rather than connecting signal receivers costs a third as much per request.
-``BaseHandler.resolve_request`` gives the route and view. Importing this module reads no setting.
+Hooking those methods is cheaper per request than receivers, which every signal sent walks.
+``BaseHandler.resolve_request`` gives the route and view. Each Django module is patched once the
+application imports it, so neither instrumenting nor importing this module imports Django or
+reads a setting.
 """
 
 from __future__ import annotations
@@ -22,16 +24,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.base import BaseHandler
-from django.core.handlers.wsgi import WSGIHandler
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorWrapper
-from django.http.response import HttpResponseBase
+import wrapt
 from opentelemetry.metrics import MeterProvider, get_meter_provider
 
 from poolwatch import _guard, catalog
 from poolwatch._version import __version__
+from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
     CURRENT_REQUEST,
     ConnectionRecord,
@@ -39,7 +37,6 @@ from poolwatch.integrations.django_tracking import (
     Tracker,
     application_name,
     pool_name,
-    register_metrics,
 )
 from poolwatch.telemetry import Telemetry
 
@@ -47,10 +44,11 @@ from poolwatch.telemetry import Telemetry
 _ATTR = "_poolwatch_connection"
 _perf = time.perf_counter
 _monotonic = time.monotonic
+_IDLE_IN_TRANSACTION = catalog.ORPHAN_IDLE_IN_TRANSACTION
 
 
 class DjangoAdapter:
-    """Installs the class-level replacements and signal receivers once, for one tracker."""
+    """Installs the class-level replacements once, for one tracker."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -82,11 +80,24 @@ class DjangoAdapter:
                 )
                 register_metrics(meter, functools.partial(self._tracker_of, telemetry))
                 self._metered.add(telemetry)
-            for (cls, name), make in _REPLACEMENTS.items():
+            self.tracker = tracker
+            for module in sorted({module for module, _cls, _name in _REPLACEMENTS}):
+                # at once if Django's module is imported already, else right after its import
+                hook = functools.partial(self._patch, tracker=tracker)
+                wrapt.register_post_import_hook(hook, module)
+
+    def _patch(self, module: Any, tracker: Tracker) -> None:
+        """Replace the hooked methods of one Django module's classes (just imported)."""
+        with self._lock:
+            if self.tracker is not tracker:
+                return  # uninstrumented, or instrumented again, before the module was imported
+            for (module_name, class_name, name), make in _REPLACEMENTS.items():
+                cls = getattr(module, class_name, None) if module_name == module.__name__ else None
+                if cls is None or (cls, name) in self._originals:
+                    continue
                 original = vars(cls)[name]
                 self._originals[cls, name] = original
                 setattr(cls, name, _mark(make(original), original))
-            self.tracker = tracker
 
     def uninstrument(self) -> None:
         """Restore Django exactly as it was and stop reporting."""
@@ -105,13 +116,11 @@ class DjangoAdapter:
     # --- connecting -----------------------------------------------------------------------
 
     def prepare(self, wrapper: Any, tracker: Tracker) -> None:
-        """Before ``connect``: name the connection and record Django's pool, if it has one.
+        """Before a PostgreSQL ``connect``: name the connection, record Django's pool if any.
 
         The name comes from ``get_connection_params``, shadowed on the wrapper itself for the
         duration of ``connect`` (the wrapper belongs to this thread alone).
         """
-        if wrapper.vendor != "postgresql":
-            return
         if tracker.config.django_application_name:
             wrapper.get_connection_params = functools.partial(
                 _named_params, type(wrapper).get_connection_params, wrapper
@@ -121,7 +130,7 @@ class DjangoAdapter:
 
     def _attach_pool(self, wrapper: Any, tracker: Tracker) -> None:
         """Record Django's psycopg pool (5.1+) under ``django:<alias>`` before its first use."""
-        pool = wrapper.pool
+        pool = getattr(wrapper, "pool", None)  # Django 5.1+
         if pool is None or any(ref() is pool for ref in self._pools):
             return
         from poolwatch.integrations.psycopg_pool import ADAPTER as PSYCOPG_POOL
@@ -213,12 +222,15 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
         if tracker is None:
             original(self)
             return
-        _guard.guarded("django.connect", ADAPTER.prepare, self, tracker)
+        postgresql = self.vendor == "postgresql"
+        if postgresql:
+            _guard.guarded("django.connect", ADAPTER.prepare, self, tracker)
         started = _perf()
         try:
             original(self)
         finally:
-            _unshadow(self)
+            if postgresql:
+                _unshadow(self)
             if self.connection is not None:
                 _guard.guarded("django.connect", _opened, tracker, self, _perf() - started)
 
@@ -235,7 +247,7 @@ def _close(original: Callable[..., Any]) -> Callable[..., Any]:
             original(self)
         finally:
             if self.connection is None or self.closed_in_transaction:
-                del self.__dict__[_ATTR]
+                self.__dict__.pop(_ATTR, None)  # uninstrument may have taken it already
                 _guard.guarded("django.close", _closed, record, self, sys._getframe(1))
 
     return close
@@ -252,6 +264,8 @@ def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 record.last_query_at = _monotonic()
                 record.last_site = record.tracker.query_sites.capture()
+                if record.orphaned is _IDLE_IN_TRANSACTION:
+                    record.orphaned = None  # its owner came back to it
                 request = CURRENT_REQUEST.get()
                 if request is not None and request.ended_at is None:
                     record.request = request
@@ -330,12 +344,16 @@ def _mark(replacement: Any, original: Any) -> Any:
     return replacement
 
 
-_REPLACEMENTS: dict[tuple[type[Any], str], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    (BaseDatabaseWrapper, "connect"): _connect,
-    (BaseDatabaseWrapper, "close"): _close,
-    (CursorWrapper, "_execute_with_wrappers"): _execute_with_wrappers,
-    (WSGIHandler, "__call__"): _wsgi_call,
-    (ASGIHandler, "handle"): _asgi_handle,
-    (HttpResponseBase, "close"): _response_close,
-    (BaseHandler, "resolve_request"): _resolve_request,
+_DB = "django.db.backends.base.base"
+_HANDLERS = "django.core.handlers"
+#: ``(module, class, method)`` to replace, and how. Each module is patched when it is imported
+#: (hooking ``django.db`` alone would import the handlers while they are half imported).
+_REPLACEMENTS: dict[tuple[str, str, str], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    (_DB, "BaseDatabaseWrapper", "connect"): _connect,
+    (_DB, "BaseDatabaseWrapper", "close"): _close,
+    ("django.db.backends.utils", "CursorWrapper", "_execute_with_wrappers"): _execute_with_wrappers,
+    (f"{_HANDLERS}.wsgi", "WSGIHandler", "__call__"): _wsgi_call,
+    (f"{_HANDLERS}.asgi", "ASGIHandler", "handle"): _asgi_handle,
+    (f"{_HANDLERS}.base", "BaseHandler", "resolve_request"): _resolve_request,
+    ("django.http.response", "HttpResponseBase", "close"): _response_close,
 }

@@ -2,7 +2,7 @@
 
 A :class:`Tracker` keeps one record per open ``DatabaseWrapper`` connection (watched through a
 weak reference, so poolwatch never keeps an orphan alive), counts opens and closes by reason,
-finds orphans from a light daemon thread, and reads the ``poolwatch.django.*`` metrics.
+and finds orphans from a light daemon thread.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
-
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from poolwatch import _guard, _sites, catalog
 from poolwatch.recorder import PoolRecorder, PoolState
@@ -43,12 +41,6 @@ def _append(queue: deque[int], key: int, _ref: object) -> None:
     queue.append(key)  # runs inside the garbage collector: no lock
 
 
-_STATES = (
-    catalog.DJANGO_IN_REQUEST,
-    catalog.DJANGO_IDLE,
-    catalog.DJANGO_IN_TRANSACTION,
-    catalog.DJANGO_ORPHANED,
-)
 #: Seconds between orphan checks; a request must have ended this long ago before its
 #: connection counts as outliving it (Django closes it in ``request_finished``, just before).
 CHECK_INTERVAL = 0.5
@@ -57,15 +49,13 @@ CHECK_INTERVAL = 0.5
 class RequestInfo:
     """One HTTP request as Django serves it: method, then route and view once resolved."""
 
-    __slots__ = ("ended_at", "method", "route", "signalled", "view")
+    __slots__ = ("ended_at", "method", "route", "view")
 
     def __init__(self, method: str | None) -> None:
         self.method = method
         self.route: str | None = None
         self.view: str | None = None
         self.ended_at: float | None = None
-        #: Whether ``request_started`` was seen for it (else a handler began it).
-        self.signalled = False
 
     def end(self) -> None:
         """The request is over (first call wins)."""
@@ -385,86 +375,6 @@ class Tracker:
         for recorder in self._aliases.values():
             if recorder is not None:
                 self.telemetry.drop(recorder)
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-
-TrackerSource = Callable[[], "Tracker | None"]
-
-
-def register_metrics(meter: Any, source: TrackerSource) -> None:
-    """The ``poolwatch.django.*`` observable instruments, read from the tracker ``source`` gives
-    (registered once per meter: re-instrumenting swaps the tracker, not the instruments)."""
-    for metric, read in (
-        (catalog.DJANGO_CONNECTIONS, _observe_states),
-        (catalog.DJANGO_CONNECTION_AGE, _observe_ages),
-        (catalog.DJANGO_CONNECTION_IDLE, _observe_idle),
-        (catalog.DJANGO_OPENED, _observe_opened),
-        (catalog.DJANGO_CLOSED, _observe_closed),
-        (catalog.DJANGO_ORPHANS, _observe_orphans),
-    ):
-        create = (
-            meter.create_observable_counter
-            if metric.kind is catalog.Kind.COUNTER
-            else meter.create_observable_up_down_counter
-        )
-        create(
-            metric.name,
-            callbacks=[_callback(source, read)],
-            unit=metric.unit,
-            description=metric.description,
-        )
-
-
-def _callback(
-    source: TrackerSource, read: Callable[[Tracker], Iterator[Observation]]
-) -> Callable[[CallbackOptions], list[Observation]]:
-    def callback(_options: CallbackOptions) -> list[Observation]:
-        tracker = source()
-        if tracker is None or not (tracker.active and tracker.telemetry.active):
-            return []
-        try:
-            return list(read(tracker))
-        except Exception as exc:  # noqa: BLE001 - never raise into collection
-            _guard.internal_error("django.collect", exc)
-            return []
-
-    return callback
-
-
-def _observe_states(tracker: Tracker) -> Iterator[Observation]:
-    for alias, (states, _age, _idle) in sorted(tracker.snapshot().items()):
-        for state in _STATES:
-            yield Observation(
-                states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state}
-            )
-
-
-def _observe_ages(tracker: Tracker) -> Iterator[Observation]:
-    for alias, (_states, age, _idle) in sorted(tracker.snapshot().items()):
-        yield Observation(age, {catalog.DJANGO_ALIAS: alias})
-
-
-def _observe_idle(tracker: Tracker) -> Iterator[Observation]:
-    for alias, (_states, _age, idle) in sorted(tracker.snapshot().items()):
-        yield Observation(idle, {catalog.DJANGO_ALIAS: alias})
-
-
-def _observe_opened(tracker: Tracker) -> Iterator[Observation]:
-    for alias, count in tracker.counted(tracker.opened):
-        yield Observation(count, {catalog.DJANGO_ALIAS: alias})
-
-
-def _observe_closed(tracker: Tracker) -> Iterator[Observation]:
-    tracker.reap()
-    for (alias, reason), count in tracker.counted(tracker.closed):
-        yield Observation(count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
-
-
-def _observe_orphans(tracker: Tracker) -> Iterator[Observation]:
-    orphans = dict(tracker.counted(tracker.orphans))
-    for alias, _opened in tracker.counted(tracker.opened):
-        yield Observation(orphans.get(alias, 0), {catalog.DJANGO_ALIAS: alias})
 
 
 def pool_name(alias: str) -> str:

@@ -1,5 +1,6 @@
 """Views that query the database the ways the connection tests need."""
 
+import threading
 from collections.abc import Callable
 
 from django.db import connections
@@ -32,3 +33,12 @@ def pid(request: HttpRequest, alias: str) -> HttpResponse:
     if probe is not None:
         probe()
     return HttpResponse(str(backend).encode())
+
+
+def background(request: HttpRequest, alias: str) -> HttpResponse:
+    """Runs a job on a thread of its own that queries and ends without closing its connection."""
+    pids: list[int] = []
+    job = threading.Thread(target=lambda: pids.append(_backend_pid(alias)), name="report-job")
+    job.start()
+    job.join()
+    return HttpResponse(str(pids[0]).encode())

@@ -1,0 +1,95 @@
+"""The ``poolwatch.django.*`` instruments, read at collection time from the live tracker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from poolwatch import _guard, catalog
+from poolwatch.integrations.django_tracking import Tracker
+
+_STATES = (
+    catalog.DJANGO_IN_REQUEST,
+    catalog.DJANGO_IDLE,
+    catalog.DJANGO_IN_TRANSACTION,
+    catalog.DJANGO_ORPHANED,
+)
+
+TrackerSource = Callable[[], "Tracker | None"]
+
+
+def register_metrics(meter: Any, source: TrackerSource) -> None:
+    """The ``poolwatch.django.*`` observable instruments, read from the tracker ``source`` gives
+    (registered once per meter: re-instrumenting swaps the tracker, not the instruments)."""
+    for metric, read in (
+        (catalog.DJANGO_CONNECTIONS, _observe_states),
+        (catalog.DJANGO_CONNECTION_AGE, _observe_ages),
+        (catalog.DJANGO_CONNECTION_IDLE, _observe_idle),
+        (catalog.DJANGO_OPENED, _observe_opened),
+        (catalog.DJANGO_CLOSED, _observe_closed),
+        (catalog.DJANGO_ORPHANS, _observe_orphans),
+    ):
+        create = (
+            meter.create_observable_counter
+            if metric.kind is catalog.Kind.COUNTER
+            else meter.create_observable_up_down_counter
+        )
+        create(
+            metric.name,
+            callbacks=[_callback(source, read)],
+            unit=metric.unit,
+            description=metric.description,
+        )
+
+
+def _callback(
+    source: TrackerSource, read: Callable[[Tracker], Iterator[Observation]]
+) -> Callable[[CallbackOptions], list[Observation]]:
+    def callback(_options: CallbackOptions) -> list[Observation]:
+        tracker = source()
+        if tracker is None or not (tracker.active and tracker.telemetry.active):
+            return []
+        try:
+            return list(read(tracker))
+        except Exception as exc:  # noqa: BLE001 - never raise into collection
+            _guard.internal_error("django.collect", exc)
+            return []
+
+    return callback
+
+
+def _observe_states(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (states, _age, _idle) in sorted(tracker.snapshot().items()):
+        for state in _STATES:
+            yield Observation(
+                states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state}
+            )
+
+
+def _observe_ages(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (_states, age, _idle) in sorted(tracker.snapshot().items()):
+        yield Observation(age, {catalog.DJANGO_ALIAS: alias})
+
+
+def _observe_idle(tracker: Tracker) -> Iterator[Observation]:
+    for alias, (_states, _age, idle) in sorted(tracker.snapshot().items()):
+        yield Observation(idle, {catalog.DJANGO_ALIAS: alias})
+
+
+def _observe_opened(tracker: Tracker) -> Iterator[Observation]:
+    for alias, count in tracker.counted(tracker.opened):
+        yield Observation(count, {catalog.DJANGO_ALIAS: alias})
+
+
+def _observe_closed(tracker: Tracker) -> Iterator[Observation]:
+    tracker.reap()
+    for (alias, reason), count in tracker.counted(tracker.closed):
+        yield Observation(count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
+
+
+def _observe_orphans(tracker: Tracker) -> Iterator[Observation]:
+    orphans = dict(tracker.counted(tracker.orphans))
+    for alias, _opened in tracker.counted(tracker.opened):
+        yield Observation(orphans.get(alias, 0), {catalog.DJANGO_ALIAS: alias})
