@@ -407,17 +407,17 @@ def _register_observables(meter: Any, telemetry: Telemetry) -> None:
     for metric, read in _OBSERVED:
         if metric in _AGGREGATED and telemetry.standard_histograms is not None:
             continue
-        create = (
-            meter.create_observable_counter
-            if metric.kind is catalog.Kind.COUNTER
-            else meter.create_observable_up_down_counter
-        )
-        create(
-            metric.name,
-            callbacks=[observe(read)],
-            unit=metric.unit,
-            description=metric.description,
-        )
+        observable(meter, metric, observe(read))
+
+
+def observable(meter: Any, metric: catalog.Metric, callback: Callable[..., Any]) -> None:
+    """Create the collection-time instrument for ``metric``: a counter or an up-down counter."""
+    create = (
+        meter.create_observable_counter
+        if metric.kind is catalog.Kind.COUNTER
+        else meter.create_observable_up_down_counter
+    )
+    create(metric.name, callbacks=[callback], unit=metric.unit, description=metric.description)
 
 
 def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:

@@ -9,6 +9,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from poolwatch import _guard, catalog
 from poolwatch.integrations.django_tracking import Tracker
+from poolwatch.telemetry import observable
 
 _STATES = (
     catalog.DJANGO_IN_REQUEST,
@@ -31,17 +32,7 @@ def register_metrics(meter: Any, source: TrackerSource) -> None:
         (catalog.DJANGO_CLOSED, _observe_closed),
         (catalog.DJANGO_ORPHANS, _observe_orphans),
     ):
-        create = (
-            meter.create_observable_counter
-            if metric.kind is catalog.Kind.COUNTER
-            else meter.create_observable_up_down_counter
-        )
-        create(
-            metric.name,
-            callbacks=[_callback(source, read)],
-            unit=metric.unit,
-            description=metric.description,
-        )
+        observable(meter, metric, _callback(source, read))
 
 
 def _callback(
