@@ -26,3 +26,14 @@ def test_quantile_of_nothing_is_none_and_overflow_is_the_top_bound() -> None:
     """No data gives None; a rank in +Inf gives the highest finite bound."""
     assert quantile(0.99, [("1.0", 0), ("+Inf", 0)]) is None
     assert quantile(0.99, [("1.0", 0), ("30.0", 1), ("+Inf", 10)]) == 30.0
+
+
+def test_observing_many_values_at_once_counts_exactly_like_one_at_a_time() -> None:
+    """Bounds, values between them and past the last: the same counts and sum either way."""
+    values = [0.0, 0.001, 0.0015, 0.01, 0.5, 1.0, 7.0, 0.001]
+    one_by_one, batched = Buckets((0.001, 0.01, 1.0)), Buckets((0.001, 0.01, 1.0))
+    for value in values:
+        one_by_one.observe(value)
+    batched.observe_many(values)
+    assert batched.counts == one_by_one.counts == [3, 2, 2, 1]
+    assert batched.total == one_by_one.total == sum(values)

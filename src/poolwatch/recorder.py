@@ -399,11 +399,9 @@ class PoolRecorder:
 
 
 def _drain(values: deque[float], buckets: Buckets) -> None:
-    """Observe every value in ``values`` (others may append meanwhile; only one drains)."""
+    """Observe the values in ``values`` now (others may append meanwhile; only one drains)."""
     take = values.popleft
-    observe = buckets.observe
-    while values:
-        observe(take())
+    buckets.observe_many([take() for _ in range(len(values))])
 
 
 class _Holders:
