@@ -95,7 +95,7 @@ def test_the_live_view_shows_pools_phase_and_events(terminal: Terminal, tmp_path
     assert re.fullmatch(r"[\d.]+ms|-", row[3])
     neighbour = pool_row(screen, "reports")
     assert neighbour is not None and neighbour[1].endswith("/12")
-    assert re.search(r"[\d.]+s timeouts +poolwatch\.pool\.timeout \[orders\] at held by", screen)
+    assert re.search(r"[\d.]+s timeouts +poolwatch\.pool\.timeout \[orders\] held by", screen)
 
     screen = terminal.wait_for("the leak with its code", lambda s: "forgetful_report (" in s)
     assert re.search(

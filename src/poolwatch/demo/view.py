@@ -48,7 +48,7 @@ def pool_line(cells: list[str]) -> str:
 
 def event_line(event: Event, phase: str) -> str:
     """An event as one line: when, in which phase, what, which pool, where in the code."""
-    where = f" at {event.where}" if event.where else ""
+    where = f" {_located(event.where)}" if event.where else ""
     return f"{event.at:6.1f}s {phase:<10} {event.name} [{event.pool or '-'}]{where}"
 
 
@@ -203,5 +203,10 @@ def _detail(event: Event) -> str:
     if attributes.get(catalog.CONFLICT_CAUSE):
         parts.append(f"cause {attributes[catalog.CONFLICT_CAUSE]}")
     if event.where:
-        parts.append(f"at {event.where}")
+        parts.append(_located(event.where))
     return (", " + ", ".join(parts)) if parts else ""
+
+
+def _located(where: str) -> str:
+    """``at <code location>``, or the holders of a timed-out pool as they are (``held by ...``)."""
+    return where if where.startswith("held by") else f"at {where}"
