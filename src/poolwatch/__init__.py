@@ -179,7 +179,7 @@ def instrument_django(
             "django_application_name": django_application_name,
         }
     )
-    ADAPTER.instrument(telemetry, meter_provider)
+    ADAPTER.instrument(telemetry)
 
 
 def uninstrument_django() -> None:

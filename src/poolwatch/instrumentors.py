@@ -119,7 +119,7 @@ class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from poolwatch.integrations.django import ADAPTER
 
         self._telemetry = telemetry_from(kwargs)
-        ADAPTER.instrument(self._telemetry, kwargs.get("meter_provider"))
+        ADAPTER.instrument(self._telemetry)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         from poolwatch.integrations.django import ADAPTER

@@ -108,6 +108,8 @@ class Telemetry:
         meter = (meter_provider or get_meter_provider()).get_meter(
             catalog.INSTRUMENTATION_SCOPE, __version__
         )
+        #: poolwatch's meter: adapters with instruments of their own (Django) register them here.
+        self.meter = meter
         self.tracer = trace.get_tracer(
             catalog.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
         )

@@ -25,10 +25,8 @@ from types import FrameType
 from typing import Any
 
 import wrapt
-from opentelemetry.metrics import MeterProvider, get_meter_provider
 
 from poolwatch import _guard, catalog
-from poolwatch._version import __version__
 from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
     CURRENT_REQUEST,
@@ -68,17 +66,14 @@ class DjangoAdapter:
         """Whether Django is patched right now."""
         return self.tracker is not None
 
-    def instrument(self, telemetry: Telemetry, meter_provider: MeterProvider | None) -> None:
+    def instrument(self, telemetry: Telemetry) -> None:
         """Track every Django connection from now on; a second call does nothing."""
         with self._lock:
             if self.tracker is not None:
                 return
             tracker = Tracker(telemetry)
             if telemetry not in self._metered:
-                meter = (meter_provider or get_meter_provider()).get_meter(
-                    catalog.INSTRUMENTATION_SCOPE, __version__
-                )
-                register_metrics(meter, functools.partial(self._tracker_of, telemetry))
+                register_metrics(telemetry.meter, functools.partial(self._tracker_of, telemetry))
                 self._metered.add(telemetry)
             self.tracker = tracker
             for module in sorted({module for module, _cls, _name in _REPLACEMENTS}):
