@@ -376,12 +376,12 @@ def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
     connection back, so no other caller can have borrowed it yet."""
 
     def checkin(record: Any, _fairy_was_created: bool = True) -> None:
-        recorder: PoolRecorder | None = getattr(record._ConnectionRecord__pool, _ATTR, None)
-        if recorder is not None:
-            try:
+        try:
+            recorder: PoolRecorder | None = getattr(record._ConnectionRecord__pool, _ATTR, None)
+            if recorder is not None:
                 recorder.checked_in(record)
-            except Exception as error:  # noqa: BLE001 - the hook boundary
-                _guard.internal_error("sqlalchemy.checkin", error)
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.checkin", error)
         original(record, _fairy_was_created)
 
     return _mark(checkin, original)
