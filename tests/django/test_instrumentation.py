@@ -61,6 +61,19 @@ def test_instrumenting_twice_changes_nothing(instrument: Instrument) -> None:
     assert receivers() == listening
 
 
+def run_without_settings(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter whose DJANGO_SETTINGS_MODULE cannot be imported."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env={"DJANGO_SETTINGS_MODULE": "no.such.settings", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_instrumenting_reads_no_django_setting(tmp_path: Path) -> None:
     """Instrumenting before ``django.setup()`` leaves settings unread and apps unloaded, even with
     a settings module that cannot be imported."""
@@ -69,15 +82,7 @@ def test_instrumenting_reads_no_django_setting(tmp_path: Path) -> None:
         "poolwatch.instrument_django()\n"
         "print(django.conf.settings.configured, django.apps.apps.ready)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={"DJANGO_SETTINGS_MODULE": "no.such.settings", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_without_settings(script, tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "False False\n", "")
 
 
@@ -143,15 +148,7 @@ def test_the_launchers_instrumentor_patches_django_when_the_app_imports_it(
         "print(getattr(BaseDatabaseWrapper.connect, '_poolwatch', False))\n"
         "print(django.conf.settings.configured)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={"DJANGO_SETTINGS_MODULE": "no.such.settings", "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_without_settings(script, tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "False\nTrue\nFalse\n", "")
 
 
