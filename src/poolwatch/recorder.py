@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext
 
-from poolwatch import _sites, catalog
+from poolwatch import _guard, _sites, catalog
 from poolwatch._histogram import Buckets
 
 if TYPE_CHECKING:
@@ -333,7 +333,10 @@ class PoolRecorder:
         frames = sys._current_frames()
         now = _perf()
         for key, entry in missing:
-            sampled[key] = (self._sites.of_holder(entry[3], entry[4], frames), now - entry[0])
+            # a stack that cannot be read leaves the loan without a site; its leak or timeout
+            # is still reported
+            site = _guard.guarded("sites.sample", self._sites.of_holder, entry[3], entry[4], frames)
+            sampled[key] = (site or (), now - entry[0])
             if self.loans.get(key) is not entry:  # came back meanwhile
                 sampled.pop(key, None)
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
-from poolwatch import catalog, recorder
+from poolwatch import _guard, _sites, catalog, recorder
 from poolwatch.testing import Capture
 from tests.support.readings import wait_for
 
@@ -191,3 +191,21 @@ def test_a_connection_dropped_before_any_sample_says_its_site_was_not_captured(
     (event,) = telemetry.events(catalog.EVENT_NEVER_RETURNED)
     assert catalog.CODE_FUNCTION not in event.attributes
     assert "borrow site not captured" in str(event.body)
+
+
+def test_a_stack_that_cannot_be_sampled_still_leaves_the_leak_reported(
+    make_engine: Engine, telemetry: Capture, monkeypatch: Any
+) -> None:
+    """Sampling raising inside poolwatch: counted as an internal error, the leak still reported."""
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("unreadable stack")
+
+    monkeypatch.setattr(_sites.SiteCapture, "of_holder", broken)
+    engine = watched(make_engine, telemetry, size=20)
+    borrow(engine).close()
+    connection = borrow(engine)  # not walked: its site would come from sampling
+    (event,) = leak_events(telemetry, 1)
+    assert catalog.CODE_FUNCTION not in event
+    assert _guard.error_counts()["sites.sample"] >= 1
+    connection.close()
