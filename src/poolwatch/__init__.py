@@ -153,6 +153,7 @@ def instrument_django(
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     django_idle_in_transaction: float | None = None,
+    django_idle_outside_request: float | None = None,
     close_orphans: bool | None = None,
     django_application_name: bool | None = None,
 ) -> None:
@@ -175,6 +176,7 @@ def instrument_django(
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "django_idle_in_transaction": django_idle_in_transaction,
+            "django_idle_outside_request": django_idle_outside_request,
             "close_orphans": close_orphans,
             "django_application_name": django_application_name,
         }

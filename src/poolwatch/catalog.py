@@ -271,6 +271,9 @@ ORPHAN_REASON: Final = "poolwatch.orphan.reason"
 ORPHAN_REQUEST_ENDED: Final = "request_ended"
 ORPHAN_THREAD_DEAD: Final = "thread_dead"
 ORPHAN_IDLE_IN_TRANSACTION: Final = "idle_in_transaction"
+#: Opened outside any request (``sync_to_async`` outside a request, a background thread that
+#: lives on) and left without a query: nothing will ever close it.
+ORPHAN_IDLE_OUTSIDE_REQUEST: Final = "idle_outside_request"
 #: Seconds since the connection's last query.
 CONNECTION_IDLE: Final = "poolwatch.connection.idle"
 #: ``path:line in function`` of the application code that ran the connection's last query.

@@ -72,6 +72,12 @@ class Config:
         "Seconds a Django connection may sit in a transaction without a query before it is "
         "reported as orphaned; 0 turns this check off.",
     )
+    django_idle_outside_request: float = _setting(
+        600.0,
+        "Seconds a Django connection that no request ever used (opened by a `sync_to_async` "
+        "call outside a request, startup code, a thread that lives on) may go without a query "
+        "before it is reported as orphaned; 0 turns this check off.",
+    )
     close_orphans: bool = _setting(
         False,
         "Close Django connections poolwatch is certain are orphaned (their thread has ended), "

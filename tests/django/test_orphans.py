@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
 from poolwatch import catalog
@@ -182,6 +184,40 @@ def test_transaction_left_idle_past_the_threshold_is_an_orphan(
     assert event.attributes[catalog.LAST_QUERY_SITE].endswith(
         " in test_transaction_left_idle_past_the_threshold_is_an_orphan"
     )
+
+
+@pytest.mark.usefixtures("gc_off")
+def test_sync_to_async_outside_a_request_leaves_an_orphan_on_a_live_thread(
+    instrument: Instrument, telemetry: Capture, postgres: PostgresCluster, service: str
+) -> None:
+    """``sync_to_async`` outside any request runs on asgiref's long-lived executor thread: the
+    connection it opens is never closed, and is reported once idle past the threshold; a query
+    from its owner makes it an ordinary connection again."""
+    threshold = 1.0
+    instrument(django_idle_outside_request=threshold)
+
+    def backend_pid() -> int:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid: int = cursor.fetchone()[0]
+            return pid
+
+    pid = asyncio.run(sync_to_async(backend_pid)())
+    try:
+        wait_for(lambda: len(orphan_events(telemetry)) == 1, timeout=30)
+        (event,) = orphan_events(telemetry)
+        attributes = event.attributes
+        assert attributes[catalog.ORPHAN_REASON] == catalog.ORPHAN_IDLE_OUTSIDE_REQUEST
+        assert attributes[catalog.BACKEND_PID] == pid
+        assert pid in idle_pids(postgres, f"{service}:default")
+        assert attributes[catalog.CONNECTION_IDLE] >= threshold
+        assert attributes[catalog.THREAD_NAME] != threading.current_thread().name
+        assert catalog.HTTP_ROUTE not in attributes
+        assert by_state(telemetry, "default")[catalog.DJANGO_ORPHANED] == 1
+        assert asyncio.run(sync_to_async(backend_pid)()) == pid  # its owner is back
+        assert by_state(telemetry, "default")[catalog.DJANGO_ORPHANED] == 0
+    finally:
+        asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.mark.usefixtures("gc_off")

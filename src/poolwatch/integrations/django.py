@@ -42,7 +42,8 @@ from poolwatch.telemetry import Telemetry
 _ATTR = "_poolwatch_connection"
 _perf = time.perf_counter
 _monotonic = time.monotonic
-_IDLE_IN_TRANSACTION = catalog.ORPHAN_IDLE_IN_TRANSACTION
+#: Orphans that stop being orphans when their owner queries again.
+_IDLE = frozenset({catalog.ORPHAN_IDLE_IN_TRANSACTION, catalog.ORPHAN_IDLE_OUTSIDE_REQUEST})
 
 
 class DjangoAdapter:
@@ -259,7 +260,7 @@ def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 record.last_query_at = _monotonic()
                 record.last_site = record.tracker.query_sites.capture()
-                if record.orphaned is _IDLE_IN_TRANSACTION:
+                if record.orphaned is not None and record.orphaned in _IDLE:
                     record.orphaned = None  # its owner came back to it
                 request = CURRENT_REQUEST.get()
                 if request is not None and request.ended_at is None:

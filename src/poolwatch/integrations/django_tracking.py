@@ -299,7 +299,8 @@ class Tracker:
 
     def _orphan_reason(self, record: ConnectionRecord, wrapper: Any, now: float) -> str | None:
         """Why the connection is an orphan now, or None: a request that ended without closing
-        it (named first: it is the cause), a dead thread, or a transaction left idle."""
+        it (named first: it is the cause), a dead thread, a transaction left idle, or a
+        connection no request ever used left idle."""
         thread_dead = not record.thread.is_alive()
         request = record.request
         if (
@@ -311,9 +312,13 @@ class Tracker:
             return catalog.ORPHAN_REQUEST_ENDED
         if thread_dead:
             return catalog.ORPHAN_THREAD_DEAD
+        idle = now - record.last_query_at
         threshold = self.config.django_idle_in_transaction
-        if threshold > 0 and now - record.last_query_at >= threshold and in_transaction(wrapper):
+        if threshold > 0 and idle >= threshold and in_transaction(wrapper):
             return catalog.ORPHAN_IDLE_IN_TRANSACTION
+        outside = self.config.django_idle_outside_request
+        if outside > 0 and idle >= outside and request is None:
+            return catalog.ORPHAN_IDLE_OUTSIDE_REQUEST
         return None
 
     def _report(self, record: ConnectionRecord, reason: str, now: float) -> None:
@@ -418,6 +423,7 @@ _WHY = {
     catalog.ORPHAN_REQUEST_ENDED: "outlived its request",
     catalog.ORPHAN_THREAD_DEAD: "outlived its thread",
     catalog.ORPHAN_IDLE_IN_TRANSACTION: "sits idle in a transaction",
+    catalog.ORPHAN_IDLE_OUTSIDE_REQUEST: "sits idle, opened and used outside any request",
 }
 
 
