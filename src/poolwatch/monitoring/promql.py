@@ -176,16 +176,18 @@ def checkout_rate(scope: Scope) -> str:
 # --- pool state ---------------------------------------------------------------------------------
 
 
+def _in_state(scope: Scope, state: str) -> str:
+    return scope.select(_name(catalog.CONNECTION_COUNT), eq(STATE, state))
+
+
 def used(scope: Scope, by: str = BY_POOL) -> str:
     """Connections checked out right now."""
-    count = scope.select(_name(catalog.CONNECTION_COUNT), eq(STATE, catalog.STATE_USED))
-    return f"sum by ({by}) ({count})"
+    return f"sum by ({by}) ({_in_state(scope, catalog.STATE_USED)})"
 
 
 def idle(scope: Scope, by: str = BY_POOL) -> str:
     """Connections open and idle in the pool right now."""
-    count = scope.select(_name(catalog.CONNECTION_COUNT), eq(STATE, catalog.STATE_IDLE))
-    return f"sum by ({by}) ({count})"
+    return f"sum by ({by}) ({_in_state(scope, catalog.STATE_IDLE)})"
 
 
 def maximum(scope: Scope, by: str = BY_POOL) -> str:
@@ -195,7 +197,7 @@ def maximum(scope: Scope, by: str = BY_POOL) -> str:
 
 def saturation(scope: Scope) -> str:
     """Used / max of the fullest process of each pool (0..1); one full process is enough to wait."""
-    count = scope.select(_name(catalog.CONNECTION_COUNT), eq(STATE, catalog.STATE_USED))
+    count = _in_state(scope, catalog.STATE_USED)
     limit = scope.select(_name(catalog.CONNECTION_MAX))
     return f"max by ({BY_POOL}) ({count} / ignoring ({STATE}) {limit})"
 
@@ -238,15 +240,20 @@ def never_returned(scope: Scope) -> str:
     return f"sum by ({BY_POOL}) (increase({series}[{scope.window}]))"
 
 
+def _app(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:
+    """A selector for app-side series that are not per pool (Django, conflicts, poolwatch's own)."""
+    return scope.select(_name(metric), *matchers, source=Source.APP)
+
+
 def conflicts_by_kind(scope: Scope) -> str:
     """Session and transaction conflicts per second, by kind (not per pool: sessions span pools)."""
-    series = scope.select(_name(catalog.SESSION_CONFLICTS), source=Source.APP)
+    series = _app(scope, catalog.SESSION_CONFLICTS)
     return f"sum by ({BY_SERVICE}, {CONFLICT_KIND}) (rate({series}[{scope.window}]))"
 
 
 def internal_errors(scope: Scope) -> str:
     """poolwatch's own errors (caught, never raised into the app) over the rate window."""
-    series = scope.select(_name(catalog.INTERNAL_ERRORS), source=Source.APP)
+    series = _app(scope, catalog.INTERNAL_ERRORS)
     return f"sum by ({BY_SERVICE}) (increase({series}[{scope.window}]))"
 
 
@@ -256,7 +263,7 @@ def telemetry_missing(scope: Scope) -> str:
     ``absent_over_time`` catches "nothing at all" (it cannot name a service that never reported);
     the second half names each service that reported within the last hour and is silent now.
     """
-    series = scope.select(_name(catalog.CONNECTION_COUNT), source=Source.APP)
+    series = _app(scope, catalog.CONNECTION_COUNT)
     nothing = f"absent_over_time({series}[{scope.missing_window}])"
     recent = f"group by ({BY_SERVICE}) (max_over_time({series}[1h]))"
     now = f"group by ({BY_SERVICE}) (max_over_time({series}[{scope.missing_window}]))"
@@ -268,46 +275,43 @@ def telemetry_missing(scope: Scope) -> str:
 
 def django_connections(scope: Scope) -> str:
     """Open Django connections by alias and state."""
-    series = scope.select(_name(catalog.DJANGO_CONNECTIONS), source=Source.APP)
+    series = _app(scope, catalog.DJANGO_CONNECTIONS)
     return f"sum by ({BY_ALIAS}, {DJANGO_STATE}) ({series})"
 
 
 def django_orphaned(scope: Scope) -> str:
     """Django connections orphaned right now (outlived their request or thread)."""
-    series = scope.select(
-        _name(catalog.DJANGO_CONNECTIONS), eq(DJANGO_STATE, catalog.DJANGO_ORPHANED),
-        source=Source.APP,
-    )  # fmt: skip
+    series = _app(scope, catalog.DJANGO_CONNECTIONS, eq(DJANGO_STATE, catalog.DJANGO_ORPHANED))
     return f"sum by ({BY_ALIAS}) ({series})"
 
 
 def django_orphans_found(scope: Scope) -> str:
     """Django connections found orphaned over the rate window."""
-    series = scope.select(_name(catalog.DJANGO_ORPHANS), source=Source.APP)
+    series = _app(scope, catalog.DJANGO_ORPHANS)
     return f"sum by ({BY_ALIAS}) (increase({series}[{scope.window}]))"
 
 
 def django_closed_by_reason(scope: Scope) -> str:
     """Django connections closed per second, by reason."""
-    series = scope.select(_name(catalog.DJANGO_CLOSED), source=Source.APP)
+    series = _app(scope, catalog.DJANGO_CLOSED)
     return f"sum by ({BY_ALIAS}, {CLOSE_REASON}) (rate({series}[{scope.window}]))"
 
 
 def django_opened(scope: Scope) -> str:
     """Django connections opened per second."""
-    series = scope.select(_name(catalog.DJANGO_OPENED), source=Source.APP)
+    series = _app(scope, catalog.DJANGO_OPENED)
     return f"sum by ({BY_ALIAS}) (rate({series}[{scope.window}]))"
 
 
 def django_oldest(scope: Scope) -> str:
     """Age of the oldest open Django connection."""
-    series = scope.select(_name(catalog.DJANGO_CONNECTION_AGE), source=Source.APP)
+    series = _app(scope, catalog.DJANGO_CONNECTION_AGE)
     return f"max by ({BY_ALIAS}) ({series})"
 
 
 def django_longest_idle(scope: Scope) -> str:
     """Longest time an open Django connection has gone without a query."""
-    series = scope.select(_name(catalog.DJANGO_CONNECTION_IDLE), source=Source.APP)
+    series = _app(scope, catalog.DJANGO_CONNECTION_IDLE)
     return f"max by ({BY_ALIAS}) ({series})"
 
 
@@ -335,16 +339,18 @@ def pg_usable(scope: Scope) -> str:
     return f"{limit} - {reserved}"
 
 
+def _pg_in_use(scope: Scope) -> str:
+    return f"sum by ({BY_SERVER}) ({_pg(scope, catalog.PG_CONNECTIONS)})"
+
+
 def pg_usage(scope: Scope) -> str:
     """Server connections in use as a share of the usable slots (0..1)."""
-    in_use = f"sum by ({BY_SERVER}) ({_pg(scope, catalog.PG_CONNECTIONS)})"
-    return f"{in_use} / ({pg_usable(scope)})"
+    return f"{_pg_in_use(scope)} / ({pg_usable(scope)})"
 
 
 def pg_headroom(scope: Scope) -> str:
     """Connection slots still free for ordinary users."""
-    in_use = f"sum by ({BY_SERVER}) ({_pg(scope, catalog.PG_CONNECTIONS)})"
-    return f"{pg_usable(scope)} - {in_use}"
+    return f"{pg_usable(scope)} - {_pg_in_use(scope)}"
 
 
 def pg_oldest_idle(scope: Scope) -> str:
