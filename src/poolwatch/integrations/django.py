@@ -111,7 +111,7 @@ class DjangoAdapter:
 
     # --- connecting -----------------------------------------------------------------------
 
-    def prepare(self, wrapper: Any, tracker: Tracker) -> None:
+    def prepare(self, wrapper: Any, tracker: Tracker, pooled: bool) -> None:
         """Before a PostgreSQL ``connect``: name the connection, record Django's pool if any.
 
         The name comes from ``get_connection_params``, shadowed on the wrapper itself for the
@@ -121,7 +121,7 @@ class DjangoAdapter:
             wrapper.get_connection_params = functools.partial(
                 _named_params, type(wrapper).get_connection_params, wrapper
             )
-        if wrapper.settings_dict.get("OPTIONS", {}).get("pool"):
+        if pooled:
             self._attach_pool(wrapper, tracker)
 
     def _attach_pool(self, wrapper: Any, tracker: Tracker) -> None:
@@ -169,11 +169,10 @@ def _unshadow(wrapper: Any) -> None:
         del wrapper.__dict__["get_connection_params"]
 
 
-def _opened(tracker: Tracker, wrapper: Any, seconds: float) -> None:
+def _opened(tracker: Tracker, wrapper: Any, seconds: float, pooled: bool) -> None:
     stale: ConnectionRecord | None = wrapper.__dict__.get(_ATTR)
     if stale is not None:  # reconnected after a close inside an atomic block
         stale.tracker.connection_closed(stale, catalog.CLOSE_EXPLICIT)
-    pooled = bool(wrapper.settings_dict.get("OPTIONS", {}).get("pool"))
     wrapper.__dict__[_ATTR] = tracker.connection_opened(wrapper, seconds, pooled)
 
 
@@ -219,8 +218,10 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
             original(self)
             return
         postgresql = self.vendor == "postgresql"
+        # Django's own pool (5.1+): read once, for naming and for the recorder
+        pooled = bool(self.settings_dict.get("OPTIONS", {}).get("pool"))
         if postgresql:
-            _guard.guarded("django.connect", ADAPTER.prepare, self, tracker)
+            _guard.guarded("django.connect", ADAPTER.prepare, self, tracker, pooled)
         started = _perf()
         try:
             original(self)
@@ -228,7 +229,7 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
             if postgresql:
                 _unshadow(self)
             if self.connection is not None:
-                _guard.guarded("django.connect", _opened, tracker, self, _perf() - started)
+                _guard.guarded("django.connect", _opened, tracker, self, _perf() - started, pooled)
 
     return connect
 
@@ -260,7 +261,7 @@ def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 record.last_query_at = _monotonic()
                 record.last_site = record.tracker.query_sites.capture()
-                if record.orphaned is not None and record.orphaned in _IDLE:
+                if record.orphaned in _IDLE:
                     record.orphaned = None  # its owner came back to it
                 request = CURRENT_REQUEST.get()
                 if request is not None and request.ended_at is None:
