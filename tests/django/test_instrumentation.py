@@ -100,7 +100,10 @@ def test_an_error_inside_poolwatch_leaves_the_connection_working(
         cursor.execute("SELECT 41 + 1")
         assert cursor.fetchone() == (42,)
     assert _guard.error_counts() == {"django.connect": 1}
-    assert telemetry.value(catalog.INTERNAL_ERRORS.name, poolwatch_hook="django.connect") == 1
+    assert (
+        telemetry.value(catalog.INTERNAL_ERRORS.name, attributes={catalog.HOOK: "django.connect"})
+        == 1
+    )
 
 
 def test_the_applications_own_errors_pass_through_unchanged(instrument: Instrument) -> None:

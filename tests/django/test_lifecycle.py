@@ -37,7 +37,9 @@ def closed(telemetry: Capture, alias: str) -> dict[str, int]:
 
 
 def opened(telemetry: Capture, alias: str) -> int:
-    value: int = telemetry.value(catalog.DJANGO_OPENED.name, poolwatch_django_alias=alias)
+    value: int = telemetry.value(
+        catalog.DJANGO_OPENED.name, attributes={catalog.DJANGO_ALIAS: alias}
+    )
     return value
 
 
@@ -180,8 +182,9 @@ def test_age_and_idle_time_of_the_oldest_connection(
     wait_for(lambda: time.monotonic() - opened_by > 0.3)
     queried_from = time.monotonic()
     backend_pid("persistent")
-    age = telemetry.value(catalog.DJANGO_CONNECTION_AGE.name, poolwatch_django_alias="persistent")
-    idle = telemetry.value(catalog.DJANGO_CONNECTION_IDLE.name, poolwatch_django_alias="persistent")
+    persistent = {catalog.DJANGO_ALIAS: "persistent"}
+    age = telemetry.value(catalog.DJANGO_CONNECTION_AGE.name, attributes=persistent)
+    idle = telemetry.value(catalog.DJANGO_CONNECTION_IDLE.name, attributes=persistent)
     read_by = time.monotonic()
     assert age > 0.3
     assert 0 <= idle <= read_by - queried_from

@@ -73,8 +73,9 @@ def test_short_body_under_uvicorn_leaves_exactly_the_orphans_postgres_shows_idle
         assert attributes[catalog.CODE_FILE].endswith("tests/django/project/views.py")
         assert attributes[catalog.LAST_QUERY_SITE].endswith(" in _backend_pid")
     assert by_state(telemetry, "default")[catalog.DJANGO_ORPHANED] == requests
-    assert telemetry.value(catalog.DJANGO_ORPHANS.name, poolwatch_django_alias="default") == (
-        requests
+    assert (
+        telemetry.value(catalog.DJANGO_ORPHANS.name, attributes={catalog.DJANGO_ALIAS: "default"})
+        == requests
     )
 
 
@@ -135,7 +136,10 @@ def test_conn_max_age_reuse_under_wsgi_is_not_an_orphan(
     assert pids == {row.pid for row in postgres.server_connections(f"{service}:persistent")}
     assert orphan_events(telemetry) == []
     assert by_state(telemetry, "persistent") == idle
-    assert telemetry.value(catalog.DJANGO_OPENED.name, poolwatch_django_alias="persistent") == 1
+    assert (
+        telemetry.value(catalog.DJANGO_OPENED.name, attributes={catalog.DJANGO_ALIAS: "persistent"})
+        == 1
+    )
 
 
 @pytest.mark.usefixtures("gc_off")
@@ -241,7 +245,10 @@ def test_close_orphans_closes_a_dead_threads_connection(
     assert wait_until(lambda: postgres.server_connections(name) == [], timeout=30)
     closed = telemetry.value(
         catalog.DJANGO_CLOSED.name,
-        attributes={catalog.DJANGO_ALIAS: "default", catalog.CLOSE_REASON: "orphan_closed"},
+        attributes={
+            catalog.DJANGO_ALIAS: "default",
+            catalog.CLOSE_REASON: catalog.CLOSE_ORPHAN_REAPED,
+        },
     )
     assert closed == 1
 

@@ -53,7 +53,7 @@ def test_pool_is_recorded_under_its_alias_and_named_in_postgres(
     wait_for(lambda: counts(telemetry, POOL) == (0, 2), timeout=30)
     closed = telemetry.value(
         catalog.DJANGO_CLOSED.name,
-        attributes={catalog.DJANGO_ALIAS: "pooled", catalog.CLOSE_REASON: "explicit"},
+        attributes={catalog.DJANGO_ALIAS: "pooled", catalog.CLOSE_REASON: catalog.CLOSE_EXPLICIT},
     )
     assert closed == 1
 
@@ -91,6 +91,9 @@ def test_close_orphans_hands_a_dead_threads_connection_back_to_the_pool(
     wait_for(lambda: counts(telemetry, POOL) == (0, 2), timeout=30)
     closed = telemetry.value(
         catalog.DJANGO_CLOSED.name,
-        attributes={catalog.DJANGO_ALIAS: "pooled", catalog.CLOSE_REASON: "orphan_closed"},
+        attributes={
+            catalog.DJANGO_ALIAS: "pooled",
+            catalog.CLOSE_REASON: catalog.CLOSE_ORPHAN_REAPED,
+        },
     )
     assert closed == 1
