@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from types import CodeType, FrameType
 from typing import Any, Final
 
+from poolwatch import catalog
+
 Site = tuple[tuple[CodeType, int], ...]
 
 #: Packages whose frames are never the application's.
@@ -195,6 +197,19 @@ def _first_attribute(target: Any, names: tuple[str, ...]) -> Any:
         if value is not None:
             return value
     return None
+
+
+def attributes(site: Site) -> dict[str, Any]:
+    """The ``code.*`` attributes of the innermost application frame of ``site`` (none if empty)."""
+    if not site:
+        return {}
+    code, offset = site[0]
+    return {
+        catalog.CODE_FUNCTION: code.co_qualname,
+        catalog.CODE_FILE: code.co_filename,
+        catalog.CODE_LINE: line_of(code, offset),
+        catalog.CODE_STACKTRACE: stacktrace(site),
+    }
 
 
 def line_of(code: CodeType, offset: int) -> int:

@@ -78,6 +78,8 @@ LEAK_THRESHOLD: Final = "poolwatch.leak.threshold"
 #: ``holder_sample`` (the holder's stack sampled while it held the connection, this many
 #: seconds after checkout).
 SITE_SOURCE: Final = "poolwatch.site.source"
+SITE_CHECKOUT: Final = "checkout"
+SITE_HOLDER_SAMPLE: Final = "holder_sample"
 SITE_SAMPLED_AFTER: Final = "poolwatch.site.sampled_after"
 #: On a pool timeout: who holds the pool's connections, most common borrow site first.
 POOL_HOLDERS: Final = "poolwatch.pool.holders"

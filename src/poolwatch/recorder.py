@@ -76,11 +76,6 @@ class Traced:
 #: ``site`` is empty when the borrow site was not captured at checkout (see :class:`PoolRecorder`).
 LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, SpanContext]
 
-#: How a loan's code location was found: the borrower's stack at checkout, or the holder's stack
-#: sampled later, while it held the connection.
-SITE_AT_CHECKOUT = "checkout"
-SITE_SAMPLED = "holder_sample"
-
 #: Without ``capture_stacks``, one checkout in this many records its borrow site (a power of two).
 SITE_EVERY = 16
 _SITE_MASK = SITE_EVERY - 1
@@ -98,16 +93,15 @@ class Loan:
     ) -> None:
         self.started, self.owner, self.site, thread, task, context = entry
         #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
-        self.site_source = SITE_AT_CHECKOUT if self.site else None
+        self.site_source = catalog.SITE_CHECKOUT if self.site else None
         self.sampled_after: float | None = None
         if not self.site and sampled is not None:
             self.site, self.sampled_after = sampled
-            self.site_source = SITE_SAMPLED if self.site else None
+            self.site_source = catalog.SITE_HOLDER_SAMPLE if self.site else None
         self.thread_id = thread.ident
         # the name outlives the thread: a thread that died holding a connection is still named
         self.thread_name = thread.name
         self.task: str | None = task.get_name() if task is not None else None
-        self._task = task
         self.context: SpanContext | None = context if context.is_valid else None
         self.leaked = leaked
 

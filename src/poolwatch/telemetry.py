@@ -41,7 +41,6 @@ from poolwatch._version import __version__
 from poolwatch.config import Config
 from poolwatch.recorder import (
     SAMPLE_AFTER,
-    SITE_SAMPLED,
     Loan,
     PoolRecorder,
     PoolState,
@@ -316,11 +315,7 @@ def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
     if loan.task is not None:
         attributes[catalog.TASK_NAME] = loan.task
     if loan.site:
-        code, offset = loan.site[0]
-        attributes[catalog.CODE_FUNCTION] = code.co_qualname
-        attributes[catalog.CODE_FILE] = code.co_filename
-        attributes[catalog.CODE_LINE] = _sites.line_of(code, offset)
-        attributes[catalog.CODE_STACKTRACE] = _sites.stacktrace(loan.site)
+        attributes.update(_sites.attributes(loan.site))
         attributes[catalog.SITE_SOURCE] = loan.site_source
         if loan.sampled_after is not None:
             attributes[catalog.SITE_SAMPLED_AFTER] = loan.sampled_after
@@ -329,7 +324,7 @@ def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
 
 def _where(loan: Loan) -> str:
     """Where the loan's code location came from, in words."""
-    if loan.site_source == SITE_SAMPLED:
+    if loan.site_source == catalog.SITE_HOLDER_SAMPLE:
         return (
             f"holding it at {_sites.describe(loan.site)} "
             f"(stack sampled {loan.sampled_after or 0.0:.1f}s after checkout)"

@@ -69,11 +69,11 @@ def test_one_checkout_in_sixteen_records_its_borrow_site(
     sampled = borrow(engine)  # the next one: no walk, sampled later
     walked_event, sampled_event = leak_events(telemetry, 2)
 
-    assert walked_event[catalog.SITE_SOURCE] == recorder.SITE_AT_CHECKOUT
+    assert walked_event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
     assert walked_event[catalog.CODE_FUNCTION] == "borrow"
     assert catalog.SITE_SAMPLED_AFTER not in walked_event
     # sampled while the main thread polls for the events (wait_for, called by leak_events)
-    assert sampled_event[catalog.SITE_SOURCE] == recorder.SITE_SAMPLED
+    assert sampled_event[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
     assert sampled_event[catalog.CODE_FUNCTION] == "wait_for"
     assert "in leak_events" in sampled_event[catalog.CODE_STACKTRACE]
     assert THRESHOLD <= sampled_event[catalog.SITE_SAMPLED_AFTER] < 5
@@ -101,7 +101,7 @@ def test_a_worker_holding_a_connection_is_sampled_where_it_waits(
         release.set()
         thread.join()
     assert event[catalog.THREAD_NAME] == "report-builder"
-    assert event[catalog.SITE_SOURCE] == recorder.SITE_SAMPLED
+    assert event[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
     assert event[catalog.CODE_FUNCTION] == "hold_until"
     assert event[catalog.CODE_FILE] == __file__
     assert event[catalog.CODE_LINE] == hold_until.__code__.co_firstlineno + 2
@@ -135,7 +135,7 @@ def test_an_asyncio_task_is_sampled_at_the_await_it_is_suspended_in(
     (event,) = telemetry.events(catalog.EVENT_LEAK)
     attributes = event.attributes
     assert attributes[catalog.TASK_NAME] == "handler-task"
-    assert attributes[catalog.SITE_SOURCE] == recorder.SITE_SAMPLED
+    assert attributes[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
     assert attributes[catalog.CODE_FUNCTION].endswith("slow_io")
     stack = attributes[catalog.CODE_STACKTRACE]
     assert stack.index("<locals>.slow_io") < stack.index("<locals>.handler")
@@ -152,9 +152,9 @@ def test_every_checkout_records_its_site_while_half_the_pool_is_out(
     time.sleep(0.02)
     third = borrow(engine)  # 2 out of 4: busy, walked
     first_event, second_event, third_event = leak_events(telemetry, 3)
-    assert first_event[catalog.SITE_SOURCE] == recorder.SITE_AT_CHECKOUT
-    assert second_event[catalog.SITE_SOURCE] == recorder.SITE_SAMPLED
-    assert third_event[catalog.SITE_SOURCE] == recorder.SITE_AT_CHECKOUT
+    assert first_event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
+    assert second_event[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
+    assert third_event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
     assert first_event[catalog.CODE_FUNCTION] == third_event[catalog.CODE_FUNCTION] == "borrow"
     for connection in (first, second, third):
         connection.close()
@@ -172,7 +172,7 @@ def test_capture_stacks_records_every_checkout_with_its_whole_stack(
     borrow(engine).close()
     connection = nested(5)
     (event,) = leak_events(telemetry, 1)
-    assert event[catalog.SITE_SOURCE] == recorder.SITE_AT_CHECKOUT
+    assert event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
     assert event[catalog.CODE_FUNCTION] == "borrow"
     frames = event[catalog.CODE_STACKTRACE].splitlines()
     assert len(frames) >= 8  # borrow, six calls of nested, this test
