@@ -25,9 +25,17 @@ from poolwatch.monitoring.promql import Scope
 PROMETHEUS: Final = DataSourceRef(type_val="prometheus", uid="${prometheus}")
 LOKI: Final = DataSourceRef(type_val="loki", uid="${loki}")
 TEMPO: Final = DataSourceRef(type_val="tempo", uid="${tempo}")
-POOL_LEGEND: Final = "{{" + SERVICE_LABEL + "}} {{" + promql.POOL + "}}"
-ALIAS_LEGEND: Final = "{{" + SERVICE_LABEL + "}} {{" + promql.DJANGO_ALIAS + "}}"
-SERVER_LEGEND: Final = "{{" + INSTANCE_LABEL + "}}"
+
+
+def _legend(*labels: str) -> str:
+    """A legend showing each label's value: ``{{job}} {{pool}}``."""
+    return " ".join("{{" + label + "}}" for label in labels)
+
+
+POOL_LEGEND: Final = _legend(SERVICE_LABEL, promql.POOL)
+ALIAS_LEGEND: Final = _legend(SERVICE_LABEL, promql.DJANGO_ALIAS)
+SERVER_LEGEND: Final = _legend(INSTANCE_LABEL)
+SESSION_LEGEND: Final = _legend(INSTANCE_LABEL, promql.PG_APPLICATION, promql.PG_DATABASE)
 
 
 def _query(
@@ -136,7 +144,7 @@ def wait_quantiles(scope: Scope) -> ts.Panel:
 
 def wait_heatmap(scope: Scope) -> heatmap.Panel:
     """Distribution of checkout waits over time."""
-    query = _query(promql.heatmap(scope, promql.WAIT), "{{le}}", exemplar=True).format(
+    query = _query(promql.heatmap(scope, promql.WAIT), _legend(promql.LE), exemplar=True).format(
         prom_models.PromQueryFormat.HEATMAP
     )
     return (
@@ -173,7 +181,7 @@ def timeouts(scope: Scope) -> ts.Panel:
 
 
 def checkouts(scope: Scope) -> ts.Panel:
-    """Checkout rate and the mean wait."""
+    """Checkouts per second."""
     return (
         _timeseries("Checkouts per second", "Successful and failed checkouts.", "reqps")
         .with_target(_query(promql.checkout_rate(scope), POOL_LEGEND))
@@ -241,7 +249,7 @@ def never_returned(scope: Scope) -> ts.Panel:
 
 def conflicts(scope: Scope) -> ts.Panel:
     """Session conflicts by kind."""
-    legend = "{{" + SERVICE_LABEL + "}} {{" + promql.CONFLICT_KIND + "}}"
+    legend = _legend(SERVICE_LABEL, promql.CONFLICT_KIND)
     return (
         _timeseries(
             "Session conflicts by kind",
@@ -292,7 +300,7 @@ def slow_checkouts(config: MonitoringConfig) -> table.Panel:
 
 def django_by_state(scope: Scope) -> ts.Panel:
     """Open Django connections by alias and state."""
-    legend = ALIAS_LEGEND + " {{" + promql.DJANGO_STATE + "}}"
+    legend = _legend(SERVICE_LABEL, promql.DJANGO_ALIAS, promql.DJANGO_STATE)
     return _timeseries(
         "Connections by state", "In a request, idle, in a transaction, orphaned.", "short"
     ).with_target(_query(promql.django_connections(scope), legend))
@@ -313,7 +321,7 @@ def django_orphaned(scope: Scope) -> ts.Panel:
 
 def django_closed(scope: Scope) -> ts.Panel:
     """Why connections were closed."""
-    legend = ALIAS_LEGEND + " {{" + promql.CLOSE_REASON + "}}"
+    legend = _legend(SERVICE_LABEL, promql.DJANGO_ALIAS, promql.CLOSE_REASON)
     return _timeseries(
         "Closed by reason", "request_end, conn_max_age, health_check, error...", "ops"
     ).with_target(_query(promql.django_closed_by_reason(scope), legend))
@@ -367,7 +375,7 @@ def pg_usage(scope: Scope, config: MonitoringConfig) -> stat.Panel:
 
 def pg_by_state(scope: Scope) -> ts.Panel:
     """Server connections by state."""
-    legend = SERVER_LEGEND + " {{" + promql.PG_STATE + "}}"
+    legend = _legend(INSTANCE_LABEL, promql.PG_STATE)
     return _timeseries(
         "Connections by state", "From pg_stat_activity (client backends).", "short"
     ).with_target(_query(promql.pg_connections_by_state(scope), legend))
@@ -375,7 +383,7 @@ def pg_by_state(scope: Scope) -> ts.Panel:
 
 def pg_by_application(scope: Scope) -> ts.Panel:
     """Server connections by application_name."""
-    legend = SERVER_LEGEND + " {{" + promql.PG_APPLICATION + "}}"
+    legend = _legend(INSTANCE_LABEL, promql.PG_APPLICATION)
     return _timeseries(
         "Connections by application_name",
         "Set application_name per service to see who holds the slots.",
@@ -394,12 +402,11 @@ def pg_headroom(scope: Scope) -> ts.Panel:
 
 def pg_oldest_idle(scope: Scope) -> ts.Panel:
     """Age of the longest-idle connection per application."""
-    legend = SERVER_LEGEND + " {{" + promql.PG_APPLICATION + "}} {{" + promql.PG_DATABASE + "}}"
     return (
         _timeseries(
             "Oldest idle connection", "Days-old idle sessions are usually leaked ones.", "s"
         )
-        .with_target(_query(promql.pg_oldest_idle(scope), legend))
+        .with_target(_query(promql.pg_oldest_idle(scope), SESSION_LEGEND))
         .span(12)
     )
 
@@ -407,10 +414,9 @@ def pg_oldest_idle(scope: Scope) -> ts.Panel:
 def pg_idle_in_transaction(scope: Scope, config: MonitoringConfig) -> ts.Panel:
     """Age of the oldest idle-in-transaction session per application."""
     bounds = config.threshold("idle_in_transaction")
-    legend = SERVER_LEGEND + " {{" + promql.PG_APPLICATION + "}} {{" + promql.PG_DATABASE + "}}"
     return (
         _timeseries("Oldest idle-in-transaction session", "Holds locks and the xmin horizon.", "s")
-        .with_target(_query(promql.pg_idle_in_transaction_age(scope), legend))
+        .with_target(_query(promql.pg_idle_in_transaction_age(scope), SESSION_LEGEND))
         .thresholds(_thresholds(bounds.warning, bounds.critical))
         .thresholds_style(_threshold_lines())
         .span(12)
