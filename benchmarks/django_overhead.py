@@ -17,15 +17,14 @@ import argparse
 import contextlib
 import io
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import django
+from _postgres import throwaway_postgres
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
@@ -151,19 +150,6 @@ def _summary(variants: dict[str, list[float]]) -> dict[str, float]:
         "best": best_instrumented / best_bare,
         "median": statistics.median(variants["ratio"]),
     }
-
-
-@contextlib.contextmanager
-def throwaway_postgres() -> Iterator[Any]:
-    """A PostgreSQL started by the tests' helper, for the duration of the block."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.support.postgres import start_postgres
-
-    cluster = start_postgres()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+from _postgres import throwaway_postgres
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from psycopg_pool import ConnectionPool
@@ -76,19 +75,6 @@ def run(dsn: str, cycles: int, rounds: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in results.items()}
 
 
-@contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A PostgreSQL started by the tests' helper, for the duration of the block."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.support.postgres import start_postgres
-
-    cluster = start_postgres()
-    try:
-        yield cluster.dsn
-    finally:
-        cluster.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", help="libpq conninfo; default: start a throwaway server")
@@ -96,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        dsn = args.dsn or stack.enter_context(throwaway_postgres())
+        dsn = args.dsn or stack.enter_context(throwaway_postgres()).dsn
         medians = run(dsn, args.cycles, args.rounds)
     bare = medians["bare"]
     print(f"\n{'getconn + putconn':34} {'us/cycle':>9} {'x bare':>7}")
