@@ -20,7 +20,7 @@ import pytest
 
 import poolwatch
 from poolwatch.testing import Capture
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, wait_until
 
 SETTINGS = "tests.django.project.settings"
 
@@ -108,7 +108,7 @@ def asgi_server(django_project: None) -> Iterator[tuple[str, int]]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        assert _wait(lambda: server.started), "uvicorn did not start"
+        assert wait_until(lambda: server.started, timeout=30), "uvicorn did not start"
         yield sock.getsockname()
     finally:
         server.should_exit = True
@@ -131,12 +131,6 @@ def wsgi_server(django_project: None) -> Iterator[tuple[str, int]]:
     finally:
         server.close()
         thread.join(timeout=30)
-
-
-def _wait(condition: Callable[[], object], timeout: float = 30.0) -> bool:
-    from tests.support.postgres import wait_until
-
-    return wait_until(condition, timeout=timeout)
 
 
 def http_get(address: tuple[str, int], path: str) -> tuple[int, bytes] | None:

@@ -14,7 +14,7 @@ from poolwatch import catalog
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument, http_get
 from tests.django.project import views
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, wait_until
 from tests.support.readings import counts, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -57,8 +57,6 @@ def terminate(postgres: PostgresCluster, pid: int) -> None:
 
 
 def wait_until_gone(postgres: PostgresCluster, pid: int) -> bool:
-    from tests.support.postgres import wait_until
-
     return wait_until(
         lambda: pid not in {row.pid for row in postgres.server_connections()}, timeout=30
     )
