@@ -9,9 +9,10 @@ alert-rule provisioning.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from poolwatch import catalog
 from poolwatch.monitoring import promql
 from poolwatch.monitoring.config import MonitoringConfig, seconds
 from poolwatch.monitoring.names import INSTANCE_LABEL, SERVICE_LABEL
@@ -165,7 +166,7 @@ def _leak_definitions(window: str) -> tuple[AlertDefinition, ...]:
             "connections_leaked", "PoolwatchConnectionsLeaked", "pool", promql.leaked,
             f"Connections of pool {POOL} of {SERVICE} are held past the leak threshold.",
             f"{VALUE} connections of pool {POOL} in {SERVICE} have been checked out longer than "
-            f"the leak threshold (threshold {THRESHOLD}). The poolwatch.connection.leak events "
+            f"the leak threshold (threshold {THRESHOLD}). The {catalog.EVENT_LEAK} events "
             "name the code that borrowed them.",
             COUNT, "connections held past the leak threshold right now",
         ),
@@ -225,7 +226,7 @@ def _postgres_definitions() -> tuple[AlertDefinition, ...]:
 
 
 def _telemetry_definitions(config: MonitoringConfig) -> tuple[AlertDefinition, ...]:
-    service = "{{ if $labels.job }} from {{ $labels.job }}{{ end }}"
+    service = "{{ if $labels." + SERVICE_LABEL + " }} from " + SERVICE + "{{ end }}"
     return (
         AlertDefinition(
             "telemetry_missing", "PoolwatchTelemetryMissing", "telemetry",
@@ -273,9 +274,7 @@ def _finish(rule: Rule, config: MonitoringConfig) -> Rule:
         ),
         "runbook_url": runbook_url(config, definition),
     }
-    return Rule(
-        definition, rule.severity, rule.query, rule.threshold, rule.duration, labels, annotations
-    )
+    return replace(rule, labels=labels, annotations=annotations)
 
 
 def runbook_url(config: MonitoringConfig, definition: AlertDefinition) -> str:

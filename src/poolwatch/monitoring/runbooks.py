@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from poolwatch import catalog
 from poolwatch.monitoring.alerts import Rule, definitions, rules
 from poolwatch.monitoring.config import MonitoringConfig
 
@@ -55,7 +56,7 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "checkout_timeouts": (
         "Callers waited the full pool timeout without getting a connection and raised "
         "(SQLAlchemy: `QueuePool limit of size N overflow M reached`).",
-        "Open a `poolwatch.pool.timeout` event: `poolwatch.pool.holders` lists who held the "
+        f"Open a `{catalog.EVENT_POOL_TIMEOUT}` event: `{catalog.POOL_HOLDERS}` lists who held the "
         "pool's connections, most common borrow site first. Check whether session conflicts "
         "follow the timeouts (error handlers that reuse objects of another session).",
         (SCOPING, SIZING),
@@ -83,15 +84,15 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     ),
     "connections_leaked": (
         "Connections have been checked out longer than the leak threshold and are still held.",
-        "Each leak emits a `poolwatch.connection.leak` event with the borrow site (file, line, "
+        f"Each leak emits a `{catalog.EVENT_LEAK}` event with the borrow site (file, line, "
         "function), the thread or task, and how long it has been held; when it is finally "
-        "returned a `poolwatch.connection.returned` event says for how long.",
+        f"returned a `{catalog.EVENT_RETURNED}` event says for how long.",
         (SCOPING, IDLE_TIMEOUT),
     ),
     "never_returned": (
         "Connections were garbage-collected while still checked out: code opened them and lost "
         "the reference without closing them.",
-        "The `poolwatch.connection.never_returned` events name the borrow site. Look for "
+        f"The `{catalog.EVENT_NEVER_RETURNED}` events name the borrow site. Look for "
         "sessions or connections created outside `with` blocks, and for exceptions that skip a "
         "`close()`.",
         (SCOPING,),
@@ -99,14 +100,15 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "session_conflicts": (
         "The application raises session or transaction conflicts (object already attached to "
         "another session, concurrent use of a session, deadlocks, serialization failures).",
-        "Open a `poolwatch.session.conflict` event: `poolwatch.conflict.cause` is `pool_timeout` "
+        f"Open a `{catalog.EVENT_CONFLICT}` event: `{catalog.CONFLICT_CAUSE}` is "
+        f"`{catalog.CAUSE_POOL_TIMEOUT}` "
         "when the same thread or task timed out waiting for a connection just before, which "
         "makes the conflict a symptom of pool exhaustion; fix that first.",
         (SCOPING,),
     ),
     "django_orphans": (
         "Django connections outlived the request or thread that opened them.",
-        "Check the `poolwatch.connection.orphaned` events for the view and route. A response "
+        f"Check the `{catalog.EVENT_ORPHANED}` events for the view and route. A response "
         "that fails while being sent (a body shorter than its Content-Length) skips "
         "`request_finished`, so Django never closes the connection; on PostgreSQL it then sits "
         "`idle` in `pg_stat_activity` until `max_connections` is reached.",
