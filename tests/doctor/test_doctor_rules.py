@@ -115,3 +115,9 @@ def test_sqlalchemy_urls_are_accepted_and_passwords_never_shown() -> None:
     url = "postgresql+psycopg://app:s3cret@db:5432/shop"
     assert libpq_url(url) == "postgresql://app:s3cret@db:5432/shop"
     assert _redacted(url) == "postgresql+psycopg://app@db:5432/shop"
+
+
+def test_a_password_in_the_query_string_is_never_shown() -> None:
+    """libpq takes ``?password=`` too: the report leaves the whole query string out."""
+    assert _redacted("postgresql://app@db/shop?password=s3cret") == "postgresql://app@db/shop"
+    assert _redacted("postgresql:///shop?host=/tmp&password=s3cret") == "postgresql:///shop"

@@ -49,7 +49,8 @@ class Request:
 
 
 def _redacted(url: str) -> str:
-    """The URL without its password."""
+    """The URL without its password, nor its query string, which can carry one (``?password=``)."""
+    url = url.partition("?")[0]
     parts = urlsplit(url)
     if parts.password is None:
         return url
