@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from poolwatch.monitoring import alerts, config, dashboards
 from poolwatch.monitoring.deploy_prometheus import run_prometheus
-from poolwatch.monitoring.transport import DeployError, Http, Transaction, contains
+from poolwatch.monitoring.transport import DeployError, Http, Transaction, contains, plan_line
 
 __all__ = ["run_grafana", "run_prometheus"]
 
@@ -74,10 +74,7 @@ def _deploy_grafana(
         print(f"poolwatch deploy grafana: {exc}", file=err)
         return 1
     for step in steps:
-        verb = step.action if not dry_run else f"would {step.action}"
-        print(
-            f"{verb if step.action != 'unchanged' else 'unchanged'}: {step.description}", file=out
-        )
+        print(plan_line(step.action, step.description, dry_run), file=out)
     if dry_run:
         return 0
     return _apply(steps, err)

@@ -21,7 +21,7 @@ import yaml
 
 from poolwatch.monitoring import alerts, config
 from poolwatch.monitoring.generate import to_yaml
-from poolwatch.monitoring.transport import DeployError, Http, Transaction
+from poolwatch.monitoring.transport import DeployError, Http, Transaction, plan_line
 
 MIMIR_TOKEN_ENV = "MIMIR_TOKEN"
 MIMIR_TENANT_ENV = "MIMIR_TENANT"
@@ -87,8 +87,7 @@ def _to_directory(
     for name in files:
         action = "unchanged" if directory / name not in changed else (
             "update" if (directory / name).exists() else "create")  # fmt: skip
-        prefix = "would " if args.dry_run and action != "unchanged" else ""
-        print(f"{prefix}{action}: {directory / name}", file=out)
+        print(plan_line(action, str(directory / name), args.dry_run), file=out)
     if args.dry_run or not changed:
         return
     previous = replace_files(changed)
@@ -168,8 +167,7 @@ def _to_ruler(args: argparse.Namespace, files: dict[str, str], out: TextIO, err:
     try:
         plan = [_ruler_step(http, namespace, text) for text in files.values()]
         for name, action, _group, _previous in plan:
-            prefix = "would " if args.dry_run and action != "unchanged" else ""
-            print(f"{prefix}{action}: rule group {args.namespace}/{name}", file=out)
+            print(plan_line(action, f"rule group {args.namespace}/{name}", args.dry_run), file=out)
         if not args.dry_run:
             _apply_ruler(http, namespace, plan, Transaction(), err)
     finally:

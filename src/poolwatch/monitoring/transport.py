@@ -92,6 +92,12 @@ class Transaction:
                 print(f"rolled back {what}", file=err)
 
 
+def plan_line(action: str, what: str, dry_run: bool) -> str:
+    """``create: x``, or ``would create: x`` on a dry run (``unchanged`` reads the same either way)."""
+    prefix = "would " if dry_run and action != "unchanged" else ""
+    return f"{prefix}{action}: {what}"
+
+
 def contains(current: Any, desired: Any) -> bool:
     """True when every key and value of ``desired`` is in ``current`` (extra keys allowed)."""
     if isinstance(desired, dict):
