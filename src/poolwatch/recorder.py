@@ -177,10 +177,10 @@ class PoolRecorder:
         self._waiting.append(None)
         return _perf()
 
-    def trace(self, parent: Span) -> Traced | None:
-        """Trace this checkout if ``parent`` (the current span) records, or roots are on."""
-        if not (self.root_spans or parent.is_recording()):
-            return None
+    def trace(self) -> Traced:
+        """Trace this checkout: the adapter calls it when :attr:`spans` is on and the current span
+        records (or :attr:`root_spans` is on), checking that itself so an untraced checkout makes
+        no call."""
         return Traced(self.state_attributes(self.state_now(), self.pending))
 
     def succeeded(

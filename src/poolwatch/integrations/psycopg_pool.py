@@ -273,7 +273,9 @@ def _begin(pool: Any) -> _Begun | None:
         _guard.internal_error("psycopg_pool.checkout", error)
         return None
     traced = (
-        _guard.guarded("psycopg_pool.checkout", recorder.trace, parent) if recorder.spans else None
+        _guard.guarded("psycopg_pool.checkout", recorder.trace)
+        if recorder.spans and (recorder.root_spans or parent.is_recording())
+        else None
     )
     return binding, started, parent, traced
 
@@ -340,8 +342,8 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             _guard.internal_error("psycopg_pool.checkout", error)
             return original(pool, timeout)
         traced = (
-            _guard.guarded("psycopg_pool.checkout", recorder.trace, parent)
-            if recorder.spans
+            _guard.guarded("psycopg_pool.checkout", recorder.trace)
+            if recorder.spans and (recorder.root_spans or parent.is_recording())
             else None
         )
         try:

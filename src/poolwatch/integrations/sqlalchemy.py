@@ -351,7 +351,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
         traced = (
-            _guard.guarded("sqlalchemy.checkout", recorder.trace, parent)
+            _guard.guarded("sqlalchemy.checkout", recorder.trace)
             if recorder.spans and (recorder.root_spans or parent.is_recording())
             else None
         )
