@@ -51,7 +51,7 @@ def _add_deploy_grafana(targets: Any) -> None:
     _config_options(grafana)
     grafana.add_argument("--dry-run", action="store_true", help="show what would change")
     grafana.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    grafana.set_defaults(run=_deploy_grafana)
+    grafana.set_defaults(run=_deploy)
 
 
 def _add_deploy_prometheus(targets: Any) -> None:
@@ -67,7 +67,7 @@ def _add_deploy_prometheus(targets: Any) -> None:
     prometheus.add_argument("--promtool", help="promtool to validate with (default: on PATH)")
     prometheus.add_argument("--dry-run", action="store_true", help="show what would change")
     prometheus.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
-    prometheus.set_defaults(run=_deploy_prometheus)
+    prometheus.set_defaults(run=_deploy)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -94,19 +94,11 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deploy_grafana(args: argparse.Namespace) -> int:
+def _deploy(args: argparse.Namespace) -> int:
     try:
         from poolwatch.monitoring import deploy
     except ImportError as missing:
         print(INSTALL_HINT.format(command="deploy", missing=missing.name), file=sys.stderr)
         return 2
-    return deploy.run_grafana(args, sys.stdout, sys.stderr)
-
-
-def _deploy_prometheus(args: argparse.Namespace) -> int:
-    try:
-        from poolwatch.monitoring import deploy
-    except ImportError as missing:
-        print(INSTALL_HINT.format(command="deploy", missing=missing.name), file=sys.stderr)
-        return 2
-    return deploy.run_prometheus(args, sys.stdout, sys.stderr)
+    run = deploy.run_grafana if args.target == "grafana" else deploy.run_prometheus
+    return run(args, sys.stdout, sys.stderr)
