@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +24,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from poolwatch import catalog
 from tests.support import pipeline
-
-REPO = Path(__file__).resolve().parents[2]
-COLLECTOR_DIR = REPO / "collector"
-BUILD_SCRIPT = COLLECTOR_DIR / "build.sh"
+from tests.support.pipeline import COLLECTOR_DIR, Processes
 
 # Every config a user deploys; each one must validate.
 EXPECTED_CONFIGS = {
@@ -45,10 +40,7 @@ EXPECTED_CONFIGS = {
 NOT_CONFIGS = {"manifest.yaml", "compose.yaml"}
 CONFIGS = sorted(p.name for p in COLLECTOR_DIR.glob("*.yaml") if p.name not in NOT_CONFIGS)
 
-# A cold build takes ~10 minutes on two cores; leave room for a slow machine.
-BUILD_TIMEOUT_S = 45 * 60
 COMMAND_TIMEOUT_S = 60
-STARTUP_TIMEOUT_S = 60
 DATA_TIMEOUT_S = 60
 
 TEST_APPLICATION_NAME = "poolwatch-collector-test"
@@ -67,86 +59,6 @@ def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         check=False,
         **kwargs,
     )
-
-
-def _wait_for(
-    what: str, check: Callable[[], Any], timeout: float, proc: subprocess.Popen[bytes]
-) -> Any:
-    """Poll *check* until it returns something truthy; fail early if *proc* died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if proc.poll() is not None:
-            pytest.fail(f"collector exited with {proc.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
-@dataclass
-class RunningCollector:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no collector log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@pytest.fixture
-def start_collector(
-    otelcol: Path, tmp_path: Path
-) -> Iterator[Callable[[list[Path], Mapping[str, str]], RunningCollector]]:
-    """Start the built collector with the given config files; always stopped after."""
-    started: list[RunningCollector] = []
-
-    def start(configs: list[Path], env: Mapping[str, str]) -> RunningCollector:
-        log_path = tmp_path / f"otelcol-{len(started)}.log"
-        args = [str(otelcol), *(f"--config={c}" for c in configs)]
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=pipeline.clean_env(**env),
-                start_new_session=True,
-            )
-        running = RunningCollector(proc, log_path)
-        started.append(running)
-        return running
-
-    yield start
-
-    for running in started:
-        _stop(running.proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
-
-
-def _health_ok(port: int) -> bool:
-    """True once the health_check extension answers 200 on loopback."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            status_line = sock.recv(64).split(b"\r\n", 1)[0]
-    except OSError:
-        return False
-    return status_line.startswith(b"HTTP/") and b" 200 " in status_line + b" "
 
 
 def _read_otlp_json_lines(path: Path) -> list[dict[str, Any]]:
@@ -200,9 +112,6 @@ def _log_records(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for sl in rl.get("scopeLogs", [])
         for record in sl.get("logRecords", [])
     ]
-
-
-# --------------------------------------------------------------------------- build
 
 
 # --------------------------------------------------------------------------- validate
@@ -271,15 +180,11 @@ def test_broken_config_is_rejected_naming_the_bad_key(otelcol: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_gateway_copies_event_name_into_an_attribute(
-    start_collector: Callable[[list[Path], Mapping[str, str]], RunningCollector],
-    tmp_path: Path,
-) -> None:
+def test_gateway_copies_event_name_into_an_attribute(processes: Processes, tmp_path: Path) -> None:
     """The gateway's real log processors, fed from a file and written to a file."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     out = tmp_path / "logs.jsonl"
-    health_port = pipeline.free_port()
     # Only the log pipeline is rewired; everything else in gateway.yaml still
     # loads, so all its endpoints point at unused loopback ports.
     override = tmp_path / "override.yaml"
@@ -302,75 +207,57 @@ service:
 """
     )
     env = {
-        "POOLWATCH_OTLP_GRPC_ENDPOINT": pipeline.loopback(pipeline.free_port()),
-        "POOLWATCH_OTLP_HTTP_ENDPOINT": pipeline.loopback(pipeline.free_port()),
-        "POOLWATCH_HEALTH_ENDPOINT": pipeline.loopback(health_port),
-        "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
-        "POOLWATCH_TELEMETRY_PORT": str(pipeline.free_port()),
         "POOLWATCH_REMOTE_WRITE_URL": f"http://{pipeline.loopback(pipeline.free_port())}/api/v1/write",
         "POOLWATCH_TEMPO_ENDPOINT": pipeline.loopback(pipeline.free_port()),
         "POOLWATCH_LOKI_ENDPOINT": f"http://{pipeline.loopback(pipeline.free_port())}/otlp",
-        "POOLWATCH_STORAGE_DIR": str(tmp_path / "storage"),
     }
-    collector = start_collector([COLLECTOR_DIR / "gateway.yaml", override], env)
-    try:
-        _wait_for(
-            "health check", lambda: _health_ok(health_port), STARTUP_TIMEOUT_S, collector.proc
-        )
+    pipeline.start_collector(processes, "gateway", [COLLECTOR_DIR / "gateway.yaml", override], env)
 
-        def record(event_name: str, body: str, attributes: dict[str, str]) -> dict[str, Any]:
-            rec: dict[str, Any] = {
-                "timeUnixNano": str(time.time_ns()),
-                "body": {"stringValue": body},
-                "attributes": [
-                    {"key": k, "value": {"stringValue": v}} for k, v in attributes.items()
+    def record(event_name: str, body: str, attributes: dict[str, str]) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "timeUnixNano": str(time.time_ns()),
+            "body": {"stringValue": body},
+            "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()],
+        }
+        if event_name:
+            rec["eventName"] = event_name
+        return rec
+
+    doc = {
+        "resourceLogs": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]
+                },
+                "scopeLogs": [
+                    {
+                        "scope": {"name": catalog.INSTRUMENTATION_SCOPE},
+                        "logRecords": [
+                            record(catalog.EVENT_LEAK, "leak", {"case": "event"}),
+                            record("", "plain log line", {"case": "plain"}),
+                            record(
+                                catalog.EVENT_CONFLICT,
+                                "conflict",
+                                {"case": "preset", "event_name": "kept"},
+                            ),
+                        ],
+                    }
                 ],
             }
-            if event_name:
-                rec["eventName"] = event_name
-            return rec
+        ]
+    }
+    (inbox / "events.json").write_text(json.dumps(doc) + "\n")
 
-        doc = {
-            "resourceLogs": [
-                {
-                    "resource": {
-                        "attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]
-                    },
-                    "scopeLogs": [
-                        {
-                            "scope": {"name": "poolwatch"},
-                            "logRecords": [
-                                record("poolwatch.connection.leak", "leak", {"case": "event"}),
-                                record("", "plain log line", {"case": "plain"}),
-                                record(
-                                    "poolwatch.session.conflict",
-                                    "conflict",
-                                    {"case": "preset", "event_name": "kept"},
-                                ),
-                            ],
-                        }
-                    ],
-                }
-            ]
-        }
-        (inbox / "events.json").write_text(json.dumps(doc) + "\n")
+    def three_records() -> list[dict[str, Any]] | None:
+        records = _log_records(_read_otlp_json_lines(out))
+        return records if len(records) >= 3 else None
 
-        def three_records() -> list[dict[str, Any]] | None:
-            records = _log_records(_read_otlp_json_lines(out))
-            return records if len(records) >= 3 else None
-
-        records = _wait_for(
-            "three log records in the file exporter's output",
-            three_records,
-            DATA_TIMEOUT_S,
-            collector.proc,
-        )
-    except BaseException:
-        print(collector.log_tail())
-        raise
+    records = pipeline.wait_for(
+        "three log records in the file exporter's output", three_records, processes, DATA_TIMEOUT_S
+    )
 
     by_case = {_attrs(r["attributes"])["case"]: _attrs(r["attributes"]) for r in records}
-    assert by_case["event"]["event_name"] == "poolwatch.connection.leak"
+    assert by_case["event"]["event_name"] == catalog.EVENT_LEAK
     assert "event_name" not in by_case["plain"]
     assert by_case["preset"]["event_name"] == "kept"
 
@@ -410,12 +297,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: What postgres.yaml's sqlquery receiver reports.
+PG_METRICS = (
+    catalog.PG_CONNECTIONS,
+    catalog.PG_OLDEST_IDLE,
+    catalog.PG_OLDEST_IDLE_IN_TRANSACTION,
+    catalog.PG_MAX_CONNECTIONS,
+    catalog.PG_RESERVED_CONNECTIONS,
+)
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_postgres_monitor_reports_pg_stat_activity(
-    request: pytest.FixtureRequest,
-    start_collector: Callable[[list[Path], Mapping[str, str]], RunningCollector],
-    tmp_path: Path,
+    request: pytest.FixtureRequest, processes: Processes, tmp_path: Path
 ) -> None:
     """postgres.yaml's receivers against a real server, exported to a file."""
     try:
@@ -453,7 +348,6 @@ def test_postgres_monitor_reports_pg_stat_activity(
             reserved = superuser_reserved + int(row[0] or 0)
 
         out = tmp_path / "metrics.jsonl"
-        health_port = pipeline.free_port()
         override = tmp_path / "override.yaml"
         override.write_text(
             f"""
@@ -476,65 +370,54 @@ service:
             # may trust loopback and not need one.
             "POOLWATCH_PG_PASSWORD": target.password or "unused",
             "POOLWATCH_PG_INTERVAL": "1s",
-            "POOLWATCH_HEALTH_ENDPOINT": pipeline.loopback(health_port),
-            "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
-            "POOLWATCH_TELEMETRY_PORT": str(pipeline.free_port()),
             # Not in any pipeline here, but it must still resolve to loopback.
             "POOLWATCH_GATEWAY_ENDPOINT": pipeline.loopback(pipeline.free_port()),
         }
-        collector = start_collector([COLLECTOR_DIR / "postgres.yaml", override], env)
-        try:
-            _wait_for(
-                "health check", lambda: _health_ok(health_port), STARTUP_TIMEOUT_S, collector.proc
-            )
+        pipeline.start_collector(
+            processes, "postgres-monitor", [COLLECTOR_DIR / "postgres.yaml", override], env
+        )
 
-            def ready() -> list[Point] | None:
-                points = _metric_points(_read_otlp_json_lines(out))
-                names = {p.name for p in points}
-                wanted = {
-                    "poolwatch.postgresql.connections",
-                    "poolwatch.postgresql.oldest_idle_seconds",
-                    "poolwatch.postgresql.oldest_idle_in_transaction_seconds",
-                    "poolwatch.postgresql.max_connections",
-                    "poolwatch.postgresql.reserved_connections",
-                    "postgresql.backends",
-                }
-                mine = [
-                    p
-                    for p in points
-                    if p.name == "poolwatch.postgresql.oldest_idle_seconds"
-                    and p.attributes.get("application_name") == TEST_APPLICATION_NAME
-                    and p.value > 0
-                ]
-                return points if wanted <= names and mine else None
+        def ready() -> list[Point] | None:
+            points = _metric_points(_read_otlp_json_lines(out))
+            names = {p.name for p in points}
+            wanted = {metric.name for metric in PG_METRICS} | {"postgresql.backends"}
+            mine = [
+                p
+                for p in points
+                if p.name == catalog.PG_OLDEST_IDLE.name
+                and p.attributes.get(catalog.PG_APPLICATION) == TEST_APPLICATION_NAME
+                and p.value > 0
+            ]
+            return points if wanted <= names and mine else None
 
-            points = _wait_for("PostgreSQL metrics", ready, DATA_TIMEOUT_S, collector.proc)
-        except BaseException:
-            print(collector.log_tail())
-            raise
+        points = pipeline.wait_for("PostgreSQL metrics", ready, processes, DATA_TIMEOUT_S)
     finally:
         idle.close()
         in_tx.close()
 
-    def latest(name: str, **attributes: str) -> float:
+    def latest(metric: catalog.Metric, **attributes: str) -> float:
         matching = [
             p
             for p in points
-            if p.name == name and all(p.attributes.get(k) == v for k, v in attributes.items())
+            if p.name == metric.name
+            and all(p.attributes.get(k) == v for k, v in attributes.items())
         ]
-        assert matching, f"no {name} point with {attributes}"
+        assert matching, f"no {metric.name} point with {attributes}"
         return matching[-1].value
 
-    mine = {"application_name": TEST_APPLICATION_NAME, "usename": target.user}
-    mine["datname"] = target.database
-    assert latest("poolwatch.postgresql.connections", state="idle", **mine) == 1
-    assert latest("poolwatch.postgresql.connections", state="idle in transaction", **mine) == 1
+    mine = {
+        catalog.PG_APPLICATION: TEST_APPLICATION_NAME,
+        catalog.PG_USER: target.user,
+        catalog.PG_DATABASE: target.database,
+    }
+    assert latest(catalog.PG_CONNECTIONS, state="idle", **mine) == 1
+    assert latest(catalog.PG_CONNECTIONS, state="idle in transaction", **mine) == 1
     # Every standard state is reported, zero included.
-    assert latest("poolwatch.postgresql.connections", state="active", **mine) == 0
-    assert latest("poolwatch.postgresql.oldest_idle_seconds", **mine) > 0
-    assert latest("poolwatch.postgresql.oldest_idle_in_transaction_seconds", **mine) > 0
-    assert latest("poolwatch.postgresql.max_connections") == max_connections
-    assert latest("poolwatch.postgresql.reserved_connections") == reserved
+    assert latest(catalog.PG_CONNECTIONS, state="active", **mine) == 0
+    assert latest(catalog.PG_OLDEST_IDLE, **mine) > 0
+    assert latest(catalog.PG_OLDEST_IDLE_IN_TRANSACTION, **mine) > 0
+    assert latest(catalog.PG_MAX_CONNECTIONS) == max_connections
+    assert latest(catalog.PG_RESERVED_CONNECTIONS) == reserved
 
     sqlquery_names = {p.name for p in points if not p.name.startswith("postgresql.")}
     assert all(n.startswith("poolwatch.postgresql.") for n in sqlquery_names), sqlquery_names
@@ -542,7 +425,7 @@ service:
     assert not [
         p
         for p in points
-        if p.name == "poolwatch.postgresql.connections"
-        and p.attributes.get("application_name") == "poolwatch-otelcol"
+        if p.name == catalog.PG_CONNECTIONS.name
+        and p.attributes.get(catalog.PG_APPLICATION) == "poolwatch-otelcol"
         and p.value > 0
     ]

@@ -10,7 +10,6 @@ mounted, and the datasources must have the uids the generated dashboards and rul
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import yaml
 
 from poolwatch.monitoring import config
 from tests.support import pipeline
+from tests.support.fixtures import needed
 
 COLLECTOR_DIR = pipeline.COLLECTOR_DIR
 COMPOSE = COLLECTOR_DIR / "compose.yaml"
@@ -53,9 +53,7 @@ def tool(*candidates: str) -> str:
     try:
         return pipeline.find_tool(*candidates)
     except pipeline.ToolMissing as missing:
-        if os.environ.get("CI"):
-            pytest.fail(str(missing), pytrace=False)
-        pytest.skip(str(missing))
+        needed(str(missing))
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,9 +1,8 @@
-"""Fixtures for the end-to-end tests: the programs they need, their processes, the webhook."""
+"""Fixtures for the end-to-end tests: the programs they need and the webhook."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +22,6 @@ def otelcol() -> str:
         return pipeline.collector_binary()
     except pipeline.ToolMissing as missing:
         needed(str(missing))
-
-
-@pytest.fixture
-def processes(otelcol: str, tmp_path: Path) -> Iterator[pipeline.Processes]:
-    """Start processes for the test; every one is stopped afterwards, pass or fail."""
-    with pipeline.running_processes(tmp_path) as running:
-        yield running
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""pytest fixtures for a throwaway PostgreSQL server and the collector build.
+"""pytest fixtures for a throwaway PostgreSQL server, the collector build and its processes.
 
 Load with ``pytest_plugins = ["tests.support.fixtures"]`` in tests/conftest.py.
 """
@@ -15,7 +15,7 @@ import pytest
 from tests.support import pipeline
 from tests.support.postgres import PostgresCluster, PostgresNotAvailable, start_postgres
 
-__all__ = ["needed", "otelcol", "postgres", "postgres_url", "started_postgres"]
+__all__ = ["needed", "otelcol", "postgres", "postgres_url", "processes", "started_postgres"]
 
 
 def needed(missing: str) -> NoReturn:
@@ -45,6 +45,14 @@ def otelcol() -> Path:
         return Path(pipeline.collector_binary())
     except pipeline.ToolMissing as missing:
         needed(str(missing))
+
+
+@pytest.fixture
+def processes(otelcol: object, tmp_path: Path) -> Iterator[pipeline.Processes]:
+    """Start processes for the test (skipped without ``otelcol``); every one is stopped
+    afterwards, pass or fail."""
+    with pipeline.running_processes(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
