@@ -15,9 +15,6 @@ from poolwatch.telemetry import Telemetry, forget_shared, telemetry_for
 
 _logger = logging.getLogger("poolwatch")
 
-SQLALCHEMY_REQUIREMENT = "sqlalchemy >= 2.0, < 2.2"
-
-
 def telemetry_from(kwargs: dict[str, Any]) -> Telemetry:
     """The shared telemetry for the providers and settings passed to ``instrument()``."""
     fields = Config.__dataclass_fields__
@@ -43,88 +40,91 @@ def dependencies_missing(requirements: Collection[str], name: str) -> bool:
     return False
 
 
-class SQLAlchemyPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Records every SQLAlchemy pool the process creates (sync and async engines)."""
+class _Instrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """What the three instrumentors share: their own dependency check, one shared telemetry for
+    the launcher's providers and settings, and giving it back when uninstrumented."""
 
+    _requirement = ""
+    _library = ""
     _telemetry: Telemetry | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return (SQLALCHEMY_REQUIREMENT,)
+        return (self._requirement,)
 
     def _instrument(self, **kwargs: Any) -> None:
-        if dependencies_missing(self.instrumentation_dependencies(), "sqlalchemy"):
+        if dependencies_missing(self.instrumentation_dependencies(), self._library):
             return
-        from poolwatch.integrations.sqlalchemy import ADAPTER
-
         self._telemetry = telemetry_from(kwargs)
-        ADAPTER.instrument_all(self._telemetry)
+        self._start(self._telemetry, kwargs)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from poolwatch.integrations.sqlalchemy import ADAPTER
-
-        ADAPTER.uninstrument_all()
+        self._stop()
         if self._telemetry is not None:
             forget_shared(self._telemetry)
             self._telemetry = None
 
+    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+        raise NotImplementedError
 
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+
+SQLALCHEMY_REQUIREMENT = "sqlalchemy >= 2.0, < 2.2"
 PSYCOPG_POOL_REQUIREMENT = "psycopg-pool >= 3.1, < 4"
-
-
-class PsycopgPoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Records every psycopg_pool ``ConnectionPool`` and ``AsyncConnectionPool`` from its first checkout."""
-
-    _telemetry: Telemetry | None = None
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return (PSYCOPG_POOL_REQUIREMENT,)
-
-    def _instrument(self, **kwargs: Any) -> None:
-        if dependencies_missing(self.instrumentation_dependencies(), "psycopg_pool"):
-            return
-        from poolwatch.integrations.psycopg_pool import ADAPTER
-
-        self._telemetry = telemetry_from(kwargs)
-        ADAPTER.instrument_all(
-            self._telemetry, kwargs.get("application_name", naming.APPLICATION_NAME)
-        )
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        from poolwatch.integrations.psycopg_pool import ADAPTER
-
-        ADAPTER.uninstrument_all()
-        if self._telemetry is not None:
-            forget_shared(self._telemetry)
-            self._telemetry = None
-
-
 DJANGO_REQUIREMENT = "django >= 4.2, < 6"
 
 
-class DjangoInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class SQLAlchemyPoolInstrumentor(_Instrumentor):
+    """Records every SQLAlchemy pool the process creates (sync and async engines)."""
+
+    _requirement = SQLALCHEMY_REQUIREMENT
+    _library = "sqlalchemy"
+
+    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+        from poolwatch.integrations.sqlalchemy import ADAPTER
+
+        ADAPTER.instrument_all(telemetry)
+
+    def _stop(self) -> None:
+        from poolwatch.integrations.sqlalchemy import ADAPTER
+
+        ADAPTER.uninstrument_all()
+
+
+class PsycopgPoolInstrumentor(_Instrumentor):
+    """Records every psycopg_pool ``ConnectionPool`` and ``AsyncConnectionPool`` from its first checkout."""
+
+    _requirement = PSYCOPG_POOL_REQUIREMENT
+    _library = "psycopg_pool"
+
+    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+        from poolwatch.integrations.psycopg_pool import ADAPTER
+
+        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
+
+    def _stop(self) -> None:
+        from poolwatch.integrations.psycopg_pool import ADAPTER
+
+        ADAPTER.uninstrument_all()
+
+
+class DjangoInstrumentor(_Instrumentor):
     """Tracks every Django database connection, finds orphans and names connections in PostgreSQL.
 
-    Loading it imports Django's modules but reads no setting: ``DJANGO_SETTINGS_MODULE`` is
-    read by the application, as always.
+    It patches Django's classes as their modules are imported and reads no setting:
+    ``DJANGO_SETTINGS_MODULE`` is read by the application, as always.
     """
 
-    _telemetry: Telemetry | None = None
+    _requirement = DJANGO_REQUIREMENT
+    _library = "django"
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return (DJANGO_REQUIREMENT,)
-
-    def _instrument(self, **kwargs: Any) -> None:
-        if dependencies_missing(self.instrumentation_dependencies(), "django"):
-            return
+    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.django import ADAPTER
 
-        self._telemetry = telemetry_from(kwargs)
-        ADAPTER.instrument(self._telemetry)
+        ADAPTER.instrument(telemetry)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _stop(self) -> None:
         from poolwatch.integrations.django import ADAPTER
 
         ADAPTER.uninstrument()
-        if self._telemetry is not None:
-            forget_shared(self._telemetry)
-            self._telemetry = None
