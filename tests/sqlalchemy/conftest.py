@@ -34,9 +34,13 @@ def make_engine(sqlite_url: str) -> Iterator[EngineFactory]:
 def instrumented(make_engine: EngineFactory, telemetry: Capture) -> Callable[..., sa.Engine]:
     """An engine made by ``make_engine`` and instrumented into ``telemetry``."""
 
-    def make(pool_name: str = "app", **kwargs: Any) -> sa.Engine:
+    def make(
+        pool_name: str = "app", leak_threshold: float | None = None, **kwargs: Any
+    ) -> sa.Engine:
         engine = make_engine(**kwargs)
-        poolwatch.instrument_sqlalchemy(engine, pool_name=pool_name, **telemetry.providers)
+        poolwatch.instrument_sqlalchemy(
+            engine, pool_name=pool_name, leak_threshold=leak_threshold, **telemetry.providers
+        )
         return engine
 
     return make

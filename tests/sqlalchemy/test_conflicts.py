@@ -18,10 +18,9 @@ from tests.sqlalchemy.models import Base, Job
 
 
 @pytest.fixture
-def engine(make_engine: Callable[..., sa.Engine], telemetry: Capture) -> sa.Engine:
+def engine(instrumented: Callable[..., sa.Engine]) -> sa.Engine:
     """A file SQLite engine with the jobs table and one job."""
-    engine = make_engine(pool_size=3, max_overflow=0)
-    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    engine = instrumented(pool_size=3, max_overflow=0)
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         session.add(Job(id=1, name="first"))
@@ -123,11 +122,10 @@ def test_an_optimistic_lock_failure_is_stale_data(engine: sa.Engine, telemetry: 
 
 
 def test_a_locked_sqlite_database_is_a_lock_timeout(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
     """SQLite's 'database is locked' reaches handle_error and is counted as a lock timeout."""
-    engine = make_engine(connect_args={"timeout": 0.05})
-    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    engine = instrumented(connect_args={"timeout": 0.05})
     Base.metadata.create_all(engine)
     with engine.connect() as writer:
         writer.exec_driver_sql("BEGIN IMMEDIATE")

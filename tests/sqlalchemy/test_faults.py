@@ -8,36 +8,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from opentelemetry.sdk.trace import TracerProvider
 
 import poolwatch
 from poolwatch import _guard, catalog
 from poolwatch.recorder import PoolRecorder
 from poolwatch.testing import Capture
-
-
-class ExplodingTracerProvider(TracerProvider):
-    """A tracer provider whose spans cannot be started."""
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
-        tracer = super().get_tracer(*args, **kwargs)
-
-        def start_span(*_args: Any, **_kwargs: Any) -> Any:
-            raise RuntimeError("tracer is broken")
-
-        tracer.start_span = start_span  # type: ignore[method-assign]
-        return tracer
-
-
-class ExplodingLoggerProvider:
-    """A logger provider whose loggers raise on every emit."""
-
-    def get_logger(self, *args: Any, **kwargs: Any) -> Any:
-        class Logger:
-            def emit(self, *_args: Any, **_kwargs: Any) -> None:
-                raise RuntimeError("exporter is broken")
-
-        return Logger()
+from tests.support.failing import ExplodingLoggerProvider, ExplodingTracerProvider
 
 
 def test_a_failing_recorder_does_not_break_checkouts(
@@ -128,11 +104,10 @@ def test_the_pool_timeout_reaches_the_app_unchanged_when_the_event_exporter_rais
 
 
 def test_connection_errors_pass_through_and_are_not_counted_as_timeouts(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture, tmp_path: Any
+    instrumented: Callable[..., sa.Engine], telemetry: Capture, tmp_path: Any
 ) -> None:
     """A database that cannot be opened raises the driver's error, counted as a wait, not a timeout."""
-    engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/app.db")
-    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    engine = instrumented(url=f"sqlite:///{tmp_path}/missing/dir/app.db")
     with pytest.raises(sa.exc.OperationalError):
         engine.connect()
     assert (

@@ -19,19 +19,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import poolwatch
 from poolwatch import _guard, catalog
 from poolwatch.testing import Capture
+from tests.support.failing import ExplodingLoggerProvider
 from tests.support.readings import gauge, wait_for
 
 THRESHOLD = 0.2
 
 
 @pytest.fixture
-def leaky(make_engine: Callable[..., sa.Engine], telemetry: Capture) -> sa.Engine:
+def leaky(instrumented: Callable[..., sa.Engine]) -> sa.Engine:
     """An engine whose connections count as leaked after 0.2 s."""
-    engine = make_engine(pool_size=2, max_overflow=0, pool_timeout=0.1)
-    poolwatch.instrument_sqlalchemy(
-        engine, pool_name="app", leak_threshold=THRESHOLD, **telemetry.providers
-    )
-    return engine
+    return instrumented(pool_size=2, max_overflow=0, pool_timeout=0.1, leak_threshold=THRESHOLD)
 
 
 def borrow_and_forget(engine: sa.Engine) -> Any:
@@ -95,13 +92,10 @@ def test_the_leak_event_carries_the_borrowers_trace(leaky: sa.Engine, telemetry:
 
 
 def test_leak_detection_can_be_switched_off(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
     """``leak_threshold=0`` starts no watchdog and reports nothing."""
-    engine = make_engine()
-    poolwatch.instrument_sqlalchemy(
-        engine, pool_name="app", leak_threshold=0, **telemetry.providers
-    )
+    engine = instrumented(leak_threshold=0)
     connection = engine.connect()
     time.sleep(0.1)
     assert not [t for t in threading.enumerate() if t.name == "poolwatch-leaks"]
@@ -160,11 +154,10 @@ def hold_for_the_scheduler(engine: sa.Engine, held: list[Any]) -> None:
 
 
 def test_a_timeout_lists_who_holds_the_pool(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
     """The timeout event names the holders, most common borrow site first."""
-    engine = make_engine(pool_size=3, max_overflow=0, pool_timeout=0.05)
-    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    engine = instrumented(pool_size=3, max_overflow=0, pool_timeout=0.05)
     held: list[Any] = []
     hold_for_the_scheduler(engine, held)
     held.append(engine.connect())
@@ -183,11 +176,10 @@ def test_a_timeout_lists_who_holds_the_pool(
 
 
 def test_leaking_thousands_of_connections_keeps_memory_bounded(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
     """5000 connections dropped without checkin: each counted, no bookkeeping left behind."""
-    engine = make_engine(poolclass=sa.pool.NullPool)
-    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    engine = instrumented(poolclass=sa.pool.NullPool)
     recorder = engine.pool._poolwatch_recorder  # type: ignore[attr-defined]
 
     def leak(count: int) -> None:
@@ -218,22 +210,13 @@ def test_a_broken_event_pipeline_never_reaches_the_app(
     make_engine: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
     """A logger that raises during leak reporting is counted; the app keeps working."""
-
-    class BrokenLoggerProvider:
-        def get_logger(self, *_args: Any, **_kwargs: Any) -> Any:
-            class Logger:
-                def emit(self, *_a: Any, **_k: Any) -> None:
-                    raise RuntimeError("exporter down")
-
-            return Logger()
-
     engine = make_engine(pool_size=1, max_overflow=0)
     poolwatch.instrument_sqlalchemy(
         engine,
         pool_name="app",
         leak_threshold=0.05,
         meter_provider=telemetry.meter_provider,
-        logger_provider=BrokenLoggerProvider(),  # type: ignore[arg-type]
+        logger_provider=ExplodingLoggerProvider(),  # type: ignore[arg-type]
     )
     connection = engine.connect()
     wait_for(lambda: _guard.error_counts().get("leak-watchdog", 0) >= 1)
