@@ -11,7 +11,7 @@ import pytest
 
 from poolwatch import catalog
 from poolwatch.demo import PHASES
-from poolwatch.demo.workload import EXPECTED_CONFLICTS, POOL, POOL_SIZE
+from poolwatch.demo.workload import EXPECTED_CONFLICTS, MAX_OVERFLOW, NEIGHBOUR, POOL, POOL_SIZE
 from tests.demo.conftest import (
     DemoRun,
     attributes,
@@ -101,7 +101,7 @@ def test_the_otlp_file_holds_the_conflicts_and_their_cause(finished_demo: DemoRu
         assert event[catalog.CONFLICT_KIND] == catalog.CONFLICT_ALREADY_ATTACHED
         assert event[catalog.CONFLICT_CAUSE] == catalog.CAUSE_POOL_TIMEOUT
         assert event[catalog.CONFLICT_CAUSE_POOL] == POOL
-        assert f"QueuePool limit of size {POOL_SIZE} overflow 2 reached" in str(
+        assert f"QueuePool limit of size {POOL_SIZE} overflow {MAX_OVERFLOW} reached" in str(
             event[catalog.CONFLICT_CAUSE_MESSAGE]
         )
         assert event[catalog.OBJECT_CLASS] == "poolwatch_demo_shop.orders.Order"
@@ -144,12 +144,12 @@ def test_the_otlp_file_holds_every_pool_metric_for_both_pools(finished_demo: Dem
     pools = {
         attributes(p)[catalog.POOL_NAME] for p in last_points(requests, catalog.CONNECTION_MAX.name)
     }
-    assert pools == {POOL, "reports"}
+    assert pools == {POOL, NEIGHBOUR}
     maximum = {
         attributes(p)[catalog.POOL_NAME]: number(p)
         for p in last_points(requests, catalog.CONNECTION_MAX.name)
     }
-    assert maximum == {POOL: 5, "reports": 12}
+    assert maximum == {POOL: 5, NEIGHBOUR: 12}
 
 
 def test_the_otlp_file_uses_hex_ids_and_camel_case(finished_demo: DemoRun) -> None:
