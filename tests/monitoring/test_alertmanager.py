@@ -13,8 +13,8 @@ import yaml
 
 from poolwatch.monitoring import alertmanager
 from poolwatch.monitoring.generate import ALERTMANAGER
-from tests.monitoring.conftest import REPO, wait_until
-from tests.support.pipeline import free_port, http_ok
+from tests.monitoring.conftest import REPO
+from tests.support.pipeline import Processes, free_port, http_ok, loopback, wait_for
 
 CONFIG = REPO / ALERTMANAGER
 POOL = {"job": "shop", "db_client_connection_pool_name": "main"}
@@ -86,22 +86,22 @@ def _states(base: str) -> dict[tuple[str, str], tuple[str, list[str]]]:
 
 
 def test_critical_inhibits_the_warning_for_the_same_pool_only(
-    alertmanager_bin: str, start_process: Any, tmp_path: Path
+    alertmanager_bin: str, servers: Processes, tmp_path: Path
 ) -> None:
     """A real Alertmanager suppresses a pool's warning while its critical fires, not other pools'."""
     port, cluster = free_port(), free_port()
-    proc, log = start_process(
+    servers.start(
+        "alertmanager",
         [
             alertmanager_bin,
             f"--config.file={_loopback_config(tmp_path)}",
             f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--cluster.listen-address=127.0.0.1:{cluster}",
+            f"--web.listen-address={loopback(port)}",
+            f"--cluster.listen-address={loopback(cluster)}",
         ],
-        "alertmanager",
     )
-    base = f"http://127.0.0.1:{port}"
-    wait_until("alertmanager ready", lambda: http_ok(f"{base}/-/ready"), proc, log)
+    base = f"http://{loopback(port)}"
+    wait_for("alertmanager ready", lambda: http_ok(f"{base}/-/ready"), servers, timeout=30)
     alerts = [
         _alert("warning", **POOL),
         _alert("critical", **POOL),
@@ -114,7 +114,7 @@ def test_critical_inhibits_the_warning_for_the_same_pool_only(
         states = _states(base)
         return len(states) == 3 and states[("warning", "main")][0] == "suppressed"
 
-    wait_until("the warning to be inhibited", settled, proc, log)
+    wait_for("the warning to be inhibited", settled, servers, timeout=30)
     states = _states(base)
     assert states[("warning", "main")][0] == "suppressed"
     assert len(states[("warning", "main")][1]) == 1

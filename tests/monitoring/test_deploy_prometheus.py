@@ -10,14 +10,13 @@ import pytest
 
 from poolwatch.cli import main
 from poolwatch.monitoring import alerts, config
-from tests.monitoring.conftest import wait_until
-from tests.support.pipeline import free_port, http_ok
+from tests.support.pipeline import Processes, free_port, http_ok, loopback, wait_for
 
 GROUPS = ["poolwatch-django", "poolwatch-pool", "poolwatch-postgresql", "poolwatch-telemetry"]
 
 
 @pytest.fixture
-def prometheus(prometheus_bin: str, start_process: Any, tmp_path: Path) -> tuple[str, Path]:
+def prometheus(prometheus_bin: str, servers: Processes, tmp_path: Path) -> tuple[str, Path]:
     """A Prometheus loading every *.yaml in a rules directory; returns (base URL, directory)."""
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
@@ -26,13 +25,13 @@ def prometheus(prometheus_bin: str, start_process: Any, tmp_path: Path) -> tuple
         f"global:\n  evaluation_interval: 1m\nrule_files:\n  - {rules_dir}/*.yaml\n"
     )
     port = free_port()
-    proc, log = start_process(
-        [prometheus_bin, f"--config.file={settings}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+    servers.start(
         "prometheus",
+        [prometheus_bin, f"--config.file={settings}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address={loopback(port)}", "--web.enable-lifecycle"],
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    wait_until("prometheus ready", lambda: http_ok(f"{base}/-/ready"), proc, log, timeout=60)
+    base = f"http://{loopback(port)}"
+    wait_for("prometheus ready", lambda: http_ok(f"{base}/-/ready"), servers, timeout=60)
     return base, rules_dir
 
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from poolwatch import catalog
 from poolwatch.monitoring import names
-from tests.monitoring.conftest import REPO, wait_until
-from tests.support import catalog_series
-from tests.support.pipeline import free_port
+from tests.monitoring.conftest import REPO
+from tests.support import catalog_series, pipeline
 
 
 def test_translation_matches_every_series_the_collector_produced() -> None:
@@ -93,39 +91,27 @@ def _split_labels(text: str) -> list[str]:
 
 @pytest.mark.slow
 def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
-    otelcol: Path, start_process: Any, tmp_path: Path
+    processes: pipeline.Processes, tmp_path: Path
 ) -> None:
     """Feeding the catalog through the real collector gives exactly the checked-in names."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "telemetry")}
     override = tmp_path / "override.yaml"
     override.write_text(
         f'receivers:\n  otlpjsonfile/test:\n    include: ["{inbox}/*.json"]\n'
         "    start_at: beginning\n    poll_interval: 200ms\n"
         "service:\n  pipelines:\n    metrics:\n      receivers: [otlpjsonfile/test]\n"
     )
-    env_args = {
-        "POOLWATCH_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-        "POOLWATCH_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-        "POOLWATCH_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports['prom']}",
-        "POOLWATCH_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
-        "POOLWATCH_TELEMETRY_HOST": "127.0.0.1",
-        "POOLWATCH_TELEMETRY_PORT": str(ports["telemetry"]),
-        "POOLWATCH_STORAGE_DIR": str(tmp_path / "storage"),
-        "POOLWATCH_TEMPO_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "POOLWATCH_LOKI_ENDPOINT": f"http://127.0.0.1:{free_port()}/otlp",
+    scrape = pipeline.loopback(pipeline.free_port())
+    backends = {
+        "POOLWATCH_PROMETHEUS_ENDPOINT": scrape,
+        "POOLWATCH_TEMPO_ENDPOINT": pipeline.loopback(pipeline.free_port()),
+        "POOLWATCH_LOKI_ENDPOINT": f"http://{pipeline.loopback(pipeline.free_port())}/otlp",
     }
-    command = [
-        "env",
-        *(f"{k}={v}" for k, v in env_args.items()),
-        str(otelcol),
-        f"--config={REPO / 'collector' / 'gateway-scrape.yaml'}",
-        f"--config={override}",
-    ]
-    proc, log = start_process(command, "otelcol")
+    configs = [REPO / "collector" / "gateway-scrape.yaml", override]
+    pipeline.start_collector(processes, "otelcol", configs, backends)
     (inbox / "metrics.json").write_text(json.dumps(catalog_series.otlp_document()))
-    url = f"http://127.0.0.1:{ports['prom']}/metrics"
+    url = f"http://{scrape}/metrics"
 
     def scraped() -> bool:
         try:
@@ -133,7 +119,7 @@ def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
         except httpx.HTTPError:
             return False
 
-    wait_until("the collector to serve the metrics", scraped, proc, log, timeout=60)
+    pipeline.wait_for("the collector to serve the metrics", scraped, processes, timeout=60)
     fresh = _parse_exposition(httpx.get(url, timeout=5).text)
     if os.environ.get("POOLWATCH_UPDATE_FIXTURES"):
         catalog_series.FIXTURE.write_text(json.dumps({"series": fresh}, indent=2, sort_keys=True) + "\n")
