@@ -36,10 +36,12 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 from poolwatch import catalog
 from poolwatch.config import ENV_PREFIX, Config
+from poolwatch.monitoring import names
+from tests.support.fixtures import needed
 from tests.support.otlp_receiver import OtlpReceiver, Points
+from tests.support.pipeline import LAUNCHER
 
 APPS = Path(__file__).parent / "apps"
-LAUNCHER = Path(sys.executable).parent / "opentelemetry-instrument"
 #: The name poolwatch registers its instrumentor under (pyproject.toml entry point).
 ENTRY_POINT = "poolwatch_sqlalchemy"
 
@@ -59,9 +61,7 @@ CHECKOUTS = 6
 INF = "+Inf"
 
 #: Every metric name poolwatch can export.
-POOLWATCH_METRICS = frozenset(
-    value.name for value in vars(catalog).values() if isinstance(value, catalog.Metric)
-)
+POOLWATCH_METRICS = frozenset(metric.name for metric in names.all_metrics())
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,7 @@ def run_app(
 ) -> Run:
     """Run ``apps/<app>.py`` under ``opentelemetry-instrument``; kill it if it overruns."""
     if not LAUNCHER.exists():
-        message = f"{LAUNCHER} not found (is opentelemetry-instrumentation installed?)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        needed(f"{LAUNCHER} not found (is opentelemetry-instrumentation installed?)")
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "OTEL_SERVICE_NAME": f"poolwatch-test-{app}",

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 import poolwatch
 from poolwatch import catalog
+from poolwatch.monitoring import names
 from poolwatch.testing import Capture
 from tests.support.readings import buckets, counts, gauge, observed
 
@@ -147,11 +148,7 @@ def test_metrics_carry_the_units_and_descriptions_of_the_catalog(
         for scope in resource.scope_metrics
         for metric in scope.metrics
     }
-    by_name = {
-        metric.name: metric
-        for metric in vars(catalog).values()
-        if isinstance(metric, catalog.Metric)
-    }
+    by_name = {metric.name: metric for metric in names.all_metrics()}
     for name, unit in exported.items():
         assert by_name[name].unit == unit
     standard = {m.name for m in catalog.STANDARD_METRICS if m.kind is not catalog.Kind.HISTOGRAM}
