@@ -133,6 +133,12 @@ def wsgi_server(django_project: None) -> Iterator[tuple[str, int]]:
         thread.join(timeout=30)
 
 
+def idle_pids(postgres: PostgresCluster, application_name: str) -> set[int]:
+    """Backends PostgreSQL shows idle for ``application_name``."""
+    rows = postgres.server_connections(application_name)
+    return {row.pid for row in rows if row.state == "idle"}
+
+
 def http_get(address: tuple[str, int], path: str) -> tuple[int, bytes] | None:
     """``GET path`` over a fresh connection: ``(status, body)``, or None when the server broke
     the response off (as it does for a body shorter than its Content-Length)."""

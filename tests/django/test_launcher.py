@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from poolwatch import catalog
-from tests.django.conftest import database_environment, http_get
+from tests.django.conftest import database_environment, http_get, idle_pids
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.pipeline import free_port
 from tests.support.postgres import PostgresCluster, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -29,13 +30,6 @@ ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 SERVICE = "shop-launched"
 REQUESTS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -149,7 +143,7 @@ def test_launched_app_reports_the_orphans_postgres_shows_idle(
     )
 
     events = [record["attributes"] for record in receiver.log_records(catalog.EVENT_ORPHANED)]
-    idle = {row.pid for row in postgres.server_connections(name) if row.state == "idle"}
+    idle = idle_pids(postgres, name)
     assert {event[catalog.BACKEND_PID] for event in events} == idle
     assert len(idle) == REQUESTS
     for event in events:

@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from poolwatch import catalog
 from poolwatch.integrations.django import ADAPTER
 from poolwatch.testing import Capture
-from tests.django.conftest import Instrument, http_get
+from tests.django.conftest import Instrument, http_get, idle_pids
 from tests.support.postgres import PostgresCluster, wait_until
 from tests.support.readings import wait_for
 
@@ -24,12 +24,6 @@ VIEWS = "tests.django.project.views"
 
 def orphan_events(telemetry: Capture) -> list[Any]:
     return telemetry.events(catalog.EVENT_ORPHANED)
-
-
-def idle_pids(postgres: PostgresCluster, application_name: str) -> set[int]:
-    """Backends PostgreSQL shows idle for ``application_name``."""
-    rows = postgres.server_connections(application_name)
-    return {row.pid for row in rows if row.state == "idle"}
 
 
 def by_state(telemetry: Capture, alias: str) -> dict[str, int]:
