@@ -10,21 +10,19 @@ Two services: ``shop`` runs pool ``orders`` in two processes (max 10 each), ``ba
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from poolwatch import catalog
 from poolwatch.doctor import EXIT_PROBLEMS
 from poolwatch.monitoring.names import prometheus_label, prometheus_name
 from tests.doctor.conftest import doctor
+from tests.support import pipeline
+from tests.support.fixtures import needed
 from tests.support.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -77,52 +75,27 @@ def openmetrics(end: int) -> str:
     return "\n".join([*lines, "# EOF"]) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """Debian's Prometheus over a TSDB backfilled with promtool; yields (URL, evaluation time)."""
-    binaries = [shutil.which("prometheus"), shutil.which("promtool")]
-    if None in binaries:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus/promtool not installed", pytrace=False)
-        pytest.skip("prometheus/promtool not installed")
+    try:
+        server, promtool = pipeline.find_tool(*pipeline.PROMETHEUS), pipeline.find_tool("promtool")
+    except pipeline.ToolMissing as missing:
+        needed(str(missing))
     end = int(time.time()) // STEP * STEP
     source = tmp_path / "series.om"
     source.write_text(openmetrics(end))
-    subprocess.run([binaries[1], "tsdb", "create-blocks-from", "openmetrics", str(source),
+    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source),
                     str(tmp_path / "tsdb")], check=True, capture_output=True, timeout=300)  # fmt: skip
     (tmp_path / "prometheus.yml").write_text("global:\n  evaluation_interval: 1m\n")
-    port = _free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binaries[0], f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while not _ready(url):
-            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.2)
+    address = pipeline.loopback(pipeline.free_port())
+    url = f"http://{address}"
+    with pipeline.running_processes(tmp_path) as processes:
+        processes.start("prometheus", [server, f"--config.file={tmp_path / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                        f"--web.listen-address={address}"])  # fmt: skip
+        pipeline.wait_for("Prometheus", lambda: pipeline.http_ok(f"{url}/-/ready"), processes, 120)
         yield url, end
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_littles_law_and_observed_pools_from_prometheus(
@@ -156,7 +129,8 @@ def test_littles_law_and_observed_pools_from_prometheus(
 
 def test_an_unreachable_prometheus_cannot_be_checked(doctor_postgres: PostgresCluster) -> None:
     """A Prometheus URL that does not answer: exit 3, naming it."""
+    nobody = f"http://{pipeline.loopback(pipeline.free_port())}"
     found = doctor("--database-url", doctor_postgres.url, "--pool-size", "1", "--max-overflow",
-                   "0", "--prometheus-url", f"http://127.0.0.1:{_free_port()}", "--timeout", "2")  # fmt: skip
+                   "0", "--prometheus-url", nobody, "--timeout", "2")  # fmt: skip
     assert found.status == 3, found.output
     assert "prometheus.unreachable" in found.codes("unchecked")
