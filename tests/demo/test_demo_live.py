@@ -16,6 +16,7 @@ import pytest
 
 from poolwatch import catalog
 from tests.demo.conftest import demo_command
+from tests.support.fixtures import needed
 
 #: A fixed terminal size, so the table's layout is the one asserted.
 COLUMNS, LINES = 150, 40
@@ -53,9 +54,7 @@ class Terminal:
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
     """A tmux server of the test's own, killed at the end."""
     if shutil.which("tmux") is None:
-        if os.environ.get("CI"):
-            pytest.fail("tmux is not installed", pytrace=False)
-        pytest.skip("tmux is not installed")
+        needed("tmux is not installed")
     term = Terminal(f"poolwatch-demo-{uuid.uuid4().hex[:8]}")
     yield term
     subprocess.run(["tmux", "-L", term.socket, "kill-server"], capture_output=True, check=False)
