@@ -34,6 +34,7 @@ from poolwatch.integrations.django_tracking import (
     RequestInfo,
     Tracker,
     application_name,
+    closes_at_request_end,
     pool_name,
 )
 from poolwatch.telemetry import Telemetry
@@ -200,10 +201,10 @@ def _close_reason(wrapper: Any, frame: FrameType | None) -> str:
         return catalog.CLOSE_EXPLICIT
     if closing != "recycle":
         return closing
-    settings = wrapper.settings_dict
-    if wrapper.errors_occurred or wrapper.autocommit != settings.get("AUTOCOMMIT", True):
+    autocommit = wrapper.settings_dict.get("AUTOCOMMIT", True)
+    if wrapper.errors_occurred or wrapper.autocommit != autocommit:
         return catalog.CLOSE_ERROR
-    if settings.get("CONN_MAX_AGE") == 0:
+    if closes_at_request_end(wrapper):
         return catalog.CLOSE_REQUEST_END
     return catalog.CLOSE_MAX_AGE
 
