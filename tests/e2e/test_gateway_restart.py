@@ -47,7 +47,7 @@ def samples(
     backends: pipeline.Backends, series: str, matchers: str = ""
 ) -> list[tuple[float, float]]:
     """Every raw (timestamp, value) sample Prometheus holds for ``series`` of the app, sorted."""
-    result = backends.query(f'{series}{{job="{SERVICE}"{matchers}}}[1h]')
+    result = backends.query(f'{series}{{{names.SERVICE_LABEL}="{SERVICE}"{matchers}}}[1h]')
     points = [(float(t), float(v)) for item in result for t, v in item["values"]]
     return sorted(points)
 
@@ -139,10 +139,12 @@ def test_gateway_restart_loses_no_metric_point(
     # poolwatch's own series came through the same way: one sample per collection.
     # (The first collections may come before the app has touched its pool: compare from the
     # first one that has it, which must precede the downtime.)
-    pool_points = samples(backends, POOL_MAX, f', db_client_connection_pool_name="{POOL}"')
+    pool_points = samples(
+        backends, POOL_MAX, f', {names.prometheus_label(catalog.POOL_NAME)}="{POOL}"'
+    )
     sequence_times = [t for t, _ in samples(backends, SEQUENCE)]
     pool_times = [t for t, _ in pool_points]
-    assert pool_times, "no db_client_connection_max sample of the app's pool"
+    assert pool_times, f"no {POOL_MAX} sample of the app's pool"
     assert pool_times[0] <= sequence_times[down_at - 1]
     assert pool_times == [t for t in sequence_times if t >= pool_times[0]]
     assert {v for _, v in pool_points} == {2.0}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poolwatch import catalog
+from poolwatch.monitoring import alerts, names
 from tests.support import pipeline
 from tests.support.pipeline import Backends, Processes, Webhook
 
@@ -50,9 +52,15 @@ INTERVALS = (
 FIRST_TIMEOUT_TIMEOUT = 60.0
 #: Seconds after the app's first pool timeout by which every expected alert must have arrived.
 ALERT_TIMEOUT = 60.0
-POOL_SERIES = (
-    "db_client_connection_count or db_client_connection_max"
-    " or db_client_connection_timeouts_total or poolwatch_connection_leaked"
+#: The pool's series that a failure message shows.
+POOL_SERIES = " or ".join(
+    names.prometheus_name(metric)
+    for metric in (
+        catalog.CONNECTION_COUNT,
+        catalog.CONNECTION_MAX,
+        catalog.CONNECTION_TIMEOUTS,
+        catalog.CONNECTION_LEAKED,
+    )
 )
 
 Arrivals = dict[tuple[str, str], tuple[float, dict[str, Any], str]]
@@ -164,10 +172,10 @@ def assert_pool_alerts(detection: Detection) -> None:
         labels = alert["labels"]
         assert receiver == pipeline.RECEIVER
         assert labels["alertname"] == alertname, labels
-        assert labels["poolwatch_alert"] == alertname, labels
+        assert labels[alerts.ALERT_LABEL] == alertname, labels
         assert labels["severity"] == severity, labels
-        assert labels["db_client_connection_pool_name"] == POOL, labels
-        assert labels["job"] == SERVICE, labels
+        assert labels[names.prometheus_label(catalog.POOL_NAME)] == POOL, labels
+        assert labels[names.SERVICE_LABEL] == SERVICE, labels
 
 
 def print_latencies(how: str, detection: Detection) -> None:

@@ -29,7 +29,8 @@ from urllib.parse import urlencode
 import httpx
 import yaml
 
-from poolwatch.monitoring import alerts, config, generate
+from poolwatch import catalog
+from poolwatch.monitoring import alerts, config, generate, names
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO / "collector"
@@ -43,7 +44,12 @@ LOG_TAIL_LINES = 25
 #: The one Alertmanager receiver: the webhook.
 RECEIVER = "e2e-webhook"
 #: What Alertmanager groups notifications by: one notification per alert, severity and pool.
-GROUP_BY = ("alertname", "severity", "job", "db_client_connection_pool_name")
+GROUP_BY = (
+    "alertname",
+    "severity",
+    names.SERVICE_LABEL,
+    names.prometheus_label(catalog.POOL_NAME),
+)
 
 
 class PipelineError(AssertionError):
