@@ -14,6 +14,7 @@ from poolwatch import _guard, catalog
 from poolwatch.recorder import PoolRecorder
 from poolwatch.testing import Capture
 from tests.support.failing import ExplodingLoggerProvider, ExplodingTracerProvider
+from tests.support.readings import gauge
 
 
 def test_a_failing_recorder_does_not_break_checkouts(
@@ -75,9 +76,7 @@ def test_a_broken_tracer_does_not_break_checkouts(
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT 1").scalar() == 1
     assert _guard.error_counts() == {"sqlalchemy.checkout": 1}
-    pending = telemetry.value(
-        catalog.CONNECTION_PENDING_REQUESTS.name, db_client_connection_pool_name="app"
-    )
+    pending = gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app")
     assert pending == 0
 
 
@@ -98,9 +97,7 @@ def test_the_pool_timeout_reaches_the_app_unchanged_when_the_event_exporter_rais
     assert raised.value.code == "3o7r"
     assert "QueuePool limit of size 1 overflow 0 reached" in str(raised.value)
     assert _guard.error_counts() == {"sqlalchemy.checkout": 1}
-    assert (
-        telemetry.value(catalog.CONNECTION_TIMEOUTS.name, db_client_connection_pool_name="app") == 1
-    )
+    assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 1
 
 
 def test_connection_errors_pass_through_and_are_not_counted_as_timeouts(
@@ -110,9 +107,7 @@ def test_connection_errors_pass_through_and_are_not_counted_as_timeouts(
     engine = instrumented(url=f"sqlite:///{tmp_path}/missing/dir/app.db")
     with pytest.raises(sa.exc.OperationalError):
         engine.connect()
-    assert (
-        telemetry.value(catalog.CONNECTION_TIMEOUTS.name, db_client_connection_pool_name="app") == 0
-    )
+    assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 0
     assert _guard.error_counts() == {}
     assert telemetry.events() == []
 

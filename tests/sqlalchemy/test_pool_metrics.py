@@ -124,10 +124,10 @@ def test_standard_histogram_mode_records_the_sdk_histograms(
     )
     with engine.connect(), pytest.raises(sa.exc.TimeoutError):
         engine.connect()
-    wait = telemetry.value(catalog.CONNECTION_WAIT_TIME.name, db_client_connection_pool_name="app")
+    wait = gauge(telemetry, catalog.CONNECTION_WAIT_TIME, "app")
     assert wait["count"] == 2
     assert wait["bounds"] == catalog.WAIT_BUCKETS
-    use = telemetry.value(catalog.CONNECTION_USE_TIME.name, db_client_connection_pool_name="app")
+    use = gauge(telemetry, catalog.CONNECTION_USE_TIME, "app")
     assert use["count"] == 1
     metrics = telemetry.metrics()
     assert catalog.WAIT_TIME_BUCKET.name not in metrics
