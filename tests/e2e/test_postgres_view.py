@@ -42,6 +42,11 @@ CONNECTIONS = names.prometheus_name(catalog.PG_CONNECTIONS)
 OLDEST_IDLE = names.prometheus_name(catalog.PG_OLDEST_IDLE)
 OLDEST_IN_TX = names.prometheus_name(catalog.PG_OLDEST_IDLE_IN_TRANSACTION)
 MAX_CONNECTIONS = names.prometheus_name(catalog.PG_MAX_CONNECTIONS)
+APPLICATION = names.prometheus_label(catalog.PG_APPLICATION)
+USER = names.prometheus_label(catalog.PG_USER)
+DATABASE = names.prometheus_label(catalog.PG_DATABASE)
+STATE = names.prometheus_label(catalog.PG_STATE)
+JOB = names.SERVICE_LABEL
 #: How long the test waits for the monitor's first complete set of series.
 DATA_TIMEOUT = 90.0
 #: Slack for the ages: query, export, batch and remote-write delays on a busy machine.
@@ -118,15 +123,15 @@ def held_series_arrived(backends: pipeline.Backends) -> bool:
     """Every application of HELD has its connection, age and limit series in Prometheus."""
     apps = "|".join(application for application, *_ in HELD)
     queries = [
-        f'{CONNECTIONS}{{application_name=~"{apps}"}}',
-        f'{OLDEST_IDLE}{{application_name=~"{apps}"}}',
-        f'{OLDEST_IN_TX}{{application_name=~"{apps}"}}',
+        f'{CONNECTIONS}{{{APPLICATION}=~"{apps}"}}',
+        f'{OLDEST_IDLE}{{{APPLICATION}=~"{apps}"}}',
+        f'{OLDEST_IN_TX}{{{APPLICATION}=~"{apps}"}}',
     ]
     complete = all(len(backends.query(q)) >= len(HELD) for q in queries)
     return (
         complete
         and bool(backends.query(MAX_CONNECTIONS))
-        and bool(backends.query('{__name__=~"postgresql_.+", job="postgresql"}'))
+        and bool(backends.query(f'{{__name__=~"postgresql_.+", {JOB}="postgresql"}}'))
     )
 
 
@@ -160,7 +165,7 @@ def test_server_side_connections_reach_prometheus_exactly(
 
         assert_connection_counts(backends)
         assert_ages(backends, observed_by - held_since)
-    assert one(backends, f'{MAX_CONNECTIONS}{{job="postgresql"}}') == max_connections
+    assert one(backends, f'{MAX_CONNECTIONS}{{{JOB}="postgresql"}}') == max_connections
     assert_postgresql_receiver(backends, postgres, max_connections)
 
 
@@ -171,8 +176,8 @@ def assert_connection_counts(backends: pipeline.Backends) -> None:
             "idle": float(idle),
             "idle in transaction": float(in_transaction),
         }
-        found = values(backends, f'{CONNECTIONS}{{application_name="{application}"}}')
-        by_state = {dict(labels)["state"]: value for labels, value in found.items()}
+        found = values(backends, f'{CONNECTIONS}{{{APPLICATION}="{application}"}}')
+        by_state = {dict(labels)[STATE]: value for labels, value in found.items()}
         # A state some other session passed through (a backend still starting reads as
         # "unknown") is reported for every owner from then on, as 0 for these.
         others = {state: value for state, value in by_state.items() if state not in expected}
@@ -180,25 +185,25 @@ def assert_connection_counts(backends: pipeline.Backends) -> None:
         assert set(others.values()) <= {0.0}, (application, others)
         for labels in found:
             label = dict(labels)
-            assert (label["usename"], label["datname"], label["job"]) == (
+            assert (label[USER], label[DATABASE], label[JOB]) == (
                 user,
                 database,
                 "postgresql",
             ), label
-    mine = f'{CONNECTIONS}{{application_name=~"e2e-.+"}}'
+    mine = f'{CONNECTIONS}{{{APPLICATION}=~"e2e-.+"}}'
     total = one(backends, f"sum({mine})")
     assert total == sum(idle + in_tx for *_, idle, in_tx in HELD)
-    by_user = values(backends, f"sum by (usename) ({mine})")
-    assert by_user == {(("usename", "poolwatch"),): 6.0, (("usename", OTHER_USER),): 3.0}
-    by_db = values(backends, f"sum by (datname) ({mine})")
-    assert by_db == {(("datname", "poolwatch"),): 6.0, (("datname", "postgres"),): 3.0}
+    by_user = values(backends, f"sum by ({USER}) ({mine})")
+    assert by_user == {((USER, "poolwatch"),): 6.0, ((USER, OTHER_USER),): 3.0}
+    by_db = values(backends, f"sum by ({DATABASE}) ({mine})")
+    assert by_db == {((DATABASE, "poolwatch"),): 6.0, ((DATABASE, "postgres"),): 3.0}
 
 
 def assert_ages(backends: pipeline.Backends, at_most: float) -> None:
     """Oldest idle / idle-in-transaction ages: positive where such connections exist, else 0."""
     for application, _, _, idle, in_transaction in HELD:
-        idle_age = one(backends, f'{OLDEST_IDLE}{{application_name="{application}"}}')
-        tx_age = one(backends, f'{OLDEST_IN_TX}{{application_name="{application}"}}')
+        idle_age = one(backends, f'{OLDEST_IDLE}{{{APPLICATION}="{application}"}}')
+        tx_age = one(backends, f'{OLDEST_IN_TX}{{{APPLICATION}="{application}"}}')
         for age, held in ((idle_age, idle), (tx_age, in_transaction)):
             if held:
                 assert 0 < age <= at_most + AGE_SLACK_S, (application, age, at_most)
@@ -210,9 +215,11 @@ def assert_postgresql_receiver(
     backends: pipeline.Backends, postgres: PostgresCluster, max_connections: int
 ) -> None:
     """The postgresql receiver's standard metrics arrive under the monitor's job and instance."""
-    found: list[dict[str, Any]] = backends.query('{__name__=~"postgresql_.+", job="postgresql"}')
+    found: list[dict[str, Any]] = backends.query(
+        f'{{__name__=~"postgresql_.+", {JOB}="postgresql"}}'
+    )
     metric_names = {item["metric"]["__name__"] for item in found}
-    backends_by_db = values(backends, 'postgresql_backends{job="postgresql"}')
+    backends_by_db = values(backends, f'postgresql_backends{{{JOB}="postgresql"}}')
     by_db = {
         dict(labels).get("postgresql_database_name"): value
         for labels, value in backends_by_db.items()
@@ -227,6 +234,6 @@ def assert_postgresql_receiver(
         "postgresql_commits_total",
         "postgresql_db_size_bytes",
     } <= metric_names, metric_names
-    assert one(backends, 'postgresql_connection_max{job="postgresql"}') == max_connections
+    assert one(backends, f'postgresql_connection_max{{{JOB}="postgresql"}}') == max_connections
     instances = {item["metric"].get("instance") for item in found}
     assert instances == {f"{postgres.host}:{postgres.port}"}
