@@ -72,7 +72,6 @@ def test_a_released_name_is_reused() -> None:
 def test_engines_on_one_url_get_distinct_names(sqlite_url: str) -> None:
     """Two engines on the same database are two pools, and are reported as two."""
     import poolwatch
-    from poolwatch.integrations.sqlalchemy import ADAPTER
 
     poolwatch.instrument_sqlalchemy()
     first = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool)
@@ -80,4 +79,3 @@ def test_engines_on_one_url_get_distinct_names(sqlite_url: str) -> None:
     named = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool, pool_logging_name="reports")
     names = [e.pool._poolwatch_recorder.name for e in (first, second, named)]
     assert names == [sqlite_url, sqlite_url + "#2", "reports"]
-    ADAPTER.uninstrument_all()

@@ -27,7 +27,7 @@ ORIGINAL_CHECKIN = _ConnectionRecord.checkin
 
 
 def pool_names(telemetry: Capture) -> list[str]:
-    """Pool names that report a maximum, sorted."""
+    """Pool names that report an idle minimum (one point per recorded pool), sorted."""
     points = telemetry.metrics().get(catalog.CONNECTION_IDLE_MIN.name, [])
     return sorted(point.attributes[catalog.POOL_NAME] for point in points)
 
