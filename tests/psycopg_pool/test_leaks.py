@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.support.readings import counts, gauge, wait_for
+from tests.support.readings import assert_borrowed_by, counts, gauge, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -38,11 +37,7 @@ def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_s
     time.sleep(THRESHOLD)  # the watchdog runs again: still one event
     (event,) = telemetry.events(catalog.EVENT_LEAK)
     attributes = event.attributes
-    assert attributes[catalog.POOL_NAME] == "app"
-    assert attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
-    assert attributes[catalog.CODE_FILE] == __file__
-    assert attributes[catalog.CODE_LINE] == borrow_and_forget.__code__.co_firstlineno + 2
-    assert attributes[catalog.THREAD_NAME] == threading.current_thread().name
+    assert_borrowed_by(attributes, "app", borrow_and_forget)
     assert attributes[catalog.LEAK_THRESHOLD] == THRESHOLD
     assert Path(psycopg_pool.__file__).parent.as_posix() not in attributes[catalog.CODE_STACKTRACE]
     assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 1

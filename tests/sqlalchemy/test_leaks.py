@@ -20,7 +20,7 @@ import poolwatch
 from poolwatch import _guard, catalog
 from poolwatch.testing import Capture
 from tests.support.failing import ExplodingLoggerProvider
-from tests.support.readings import gauge, wait_for
+from tests.support.readings import assert_borrowed_by, gauge, wait_for
 
 THRESHOLD = 0.2
 
@@ -45,11 +45,7 @@ def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_s
     time.sleep(THRESHOLD)  # the watchdog runs again: still one event
     (event,) = telemetry.events(catalog.EVENT_LEAK)
     attributes = event.attributes
-    assert attributes[catalog.POOL_NAME] == "app"
-    assert attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
-    assert attributes[catalog.CODE_FILE] == __file__
-    assert attributes[catalog.CODE_LINE] == borrow_and_forget.__code__.co_firstlineno + 2
-    assert attributes[catalog.THREAD_NAME] == threading.current_thread().name
+    assert_borrowed_by(attributes, "app", borrow_and_forget)
     assert attributes[catalog.CONNECTION_AGE] >= THRESHOLD
     assert attributes[catalog.LEAK_THRESHOLD] == THRESHOLD
     stack = attributes[catalog.CODE_STACKTRACE]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolwatch import catalog
@@ -16,6 +17,18 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never held"
         time.sleep(0.01)
+
+
+def assert_borrowed_by(
+    attributes: Mapping[str, Any], pool: str, borrower: Callable[..., Any]
+) -> None:
+    """A leak event's site: ``pool``, and ``borrower``'s line after its docstring, in this thread."""
+    code = borrower.__code__
+    assert attributes[catalog.POOL_NAME] == pool
+    assert attributes[catalog.CODE_FUNCTION] == code.co_name
+    assert attributes[catalog.CODE_FILE] == code.co_filename
+    assert attributes[catalog.CODE_LINE] == code.co_firstlineno + 2
+    assert attributes[catalog.THREAD_NAME] == threading.current_thread().name
 
 
 def counts(telemetry: Capture, pool: str) -> tuple[int, int]:
