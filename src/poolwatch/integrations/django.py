@@ -27,6 +27,7 @@ from typing import Any
 import wrapt
 
 from poolwatch import _guard, catalog
+from poolwatch.integrations._replacing import mark
 from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
     CURRENT_REQUEST,
@@ -94,7 +95,7 @@ class DjangoAdapter:
                     continue
                 original = vars(cls)[name]
                 self._originals[cls, name] = original
-                setattr(cls, name, _mark(make(original), original))
+                setattr(cls, name, mark(make(original), original))
 
     def uninstrument(self) -> None:
         """Restore Django exactly as it was and stop reporting."""
@@ -334,12 +335,6 @@ def _response_close(original: Callable[..., Any]) -> Callable[..., Any]:
                 request.end()
 
     return close
-
-
-def _mark(replacement: Any, original: Any) -> Any:
-    functools.update_wrapper(replacement, original)
-    replacement._poolwatch = True
-    return replacement
 
 
 _DB = "django.db.backends.base.base"

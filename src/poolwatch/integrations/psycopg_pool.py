@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from poolwatch import _guard
 from poolwatch.integrations._graveyard import Graveyard
+from poolwatch.integrations._replacing import mark
 from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
@@ -320,14 +321,6 @@ def _created(pool: Any, started: float) -> None:
         _guard.internal_error("psycopg_pool.connect", error)
 
 
-def _mark(replacement: Any, original: Any) -> Any:
-    replacement.__wrapped__ = original
-    replacement.__doc__ = original.__doc__
-    replacement.__name__ = original.__name__
-    replacement._poolwatch = True
-    return replacement
-
-
 def _sync_getconn(original: Callable[..., Any]) -> Any:
     def getconn(pool: Any, timeout: float | None = None) -> Any:
         # _begin and _succeeded inlined: two calls and a tuple are a tenth of the overhead
@@ -358,7 +351,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             _guard.internal_error("psycopg_pool.checkout", error)
         return connection
 
-    return _mark(getconn, original)
+    return mark(getconn, original)
 
 
 def _getconn_first_sight(original: Callable[..., Any], pool: Any, timeout: float | None) -> Any:
@@ -388,7 +381,7 @@ def _async_getconn(original: Callable[..., Any]) -> Any:
         _succeeded(begun, connection)
         return connection
 
-    return _mark(getconn, original)
+    return mark(getconn, original)
 
 
 def _sync_putconn(original: Callable[..., Any]) -> Any:
@@ -396,7 +389,7 @@ def _sync_putconn(original: Callable[..., Any]) -> Any:
         _returned(pool, conn)
         original(pool, conn)
 
-    return _mark(putconn, original)
+    return mark(putconn, original)
 
 
 def _async_putconn(original: Callable[..., Any]) -> Any:
@@ -404,7 +397,7 @@ def _async_putconn(original: Callable[..., Any]) -> Any:
         _returned(pool, conn)
         await original(pool, conn)
 
-    return _mark(putconn, original)
+    return mark(putconn, original)
 
 
 def _sync_connect(original: Callable[..., Any]) -> Any:
@@ -414,7 +407,7 @@ def _sync_connect(original: Callable[..., Any]) -> Any:
         _created(pool, started)
         return connection
 
-    return _mark(_connect, original)
+    return mark(_connect, original)
 
 
 def _async_connect(original: Callable[..., Any]) -> Any:
@@ -424,7 +417,7 @@ def _async_connect(original: Callable[..., Any]) -> Any:
         _created(pool, started)
         return connection
 
-    return _mark(_connect, original)
+    return mark(_connect, original)
 
 
 _REPLACEMENTS: dict[tuple[bool, str], Callable[[Any], Any]] = {

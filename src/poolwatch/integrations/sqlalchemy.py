@@ -33,6 +33,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 from poolwatch import _guard
 from poolwatch.integrations._graveyard import Graveyard
+from poolwatch.integrations._replacing import is_replacement, mark
 from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
@@ -263,12 +264,12 @@ class SQLAlchemyAdapter:
             return
         for cls in _pool_classes():
             connect = vars(cls).get("connect")
-            if getattr(connect, "_poolwatch", False):
+            if is_replacement(connect):
                 cls.connect = connect.__wrapped__  # type: ignore[union-attr, method-assign]
             if hasattr(vars(cls).get("recreate"), "__wrapped__"):
                 unwrap(cls, "recreate")
         checkin = vars(_ConnectionRecord)["checkin"]
-        if getattr(checkin, "_poolwatch", False):
+        if is_replacement(checkin):
             _ConnectionRecord.checkin = checkin.__wrapped__  # type: ignore[method-assign]
         unwrap(Engine, "__init__")
         self.conflicts.uninstall()
@@ -368,7 +369,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy
 
-    return _mark(connect, original)
+    return mark(connect, original)
 
 
 def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -384,14 +385,7 @@ def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
             _guard.internal_error("sqlalchemy.checkin", error)
         original(record, _fairy_was_created)
 
-    return _mark(checkin, original)
-
-
-def _mark(replacement: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
-    replacement.__wrapped__ = original  # type: ignore[attr-defined]
-    replacement.__doc__ = original.__doc__
-    replacement._poolwatch = True  # type: ignore[attr-defined]
-    return replacement
+    return mark(checkin, original)
 
 
 def _checkout_failed(
