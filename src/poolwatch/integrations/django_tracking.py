@@ -338,7 +338,7 @@ class Tracker:
             attributes[catalog.BACKEND_PID] = record.backend_pid
         if record.application_name is not None:
             attributes[catalog.BACKEND_APPLICATION] = record.application_name
-        attributes.update(site_attributes(record.site))
+        attributes.update(_sites.attributes(record.site))
         self.telemetry.emit_event(catalog.EVENT_ORPHANED, _describe(record, reason), attributes)
 
     def _close_orphan(self, record: ConnectionRecord, wrapper: Any) -> None:
@@ -404,19 +404,6 @@ def application_name(alias: str) -> str:
     service = service_name()
     name = f"{service}:{alias}" if service else pool_name(alias)
     return name.encode()[:63].decode(errors="ignore")
-
-
-def site_attributes(site: _sites.Site) -> dict[str, Any]:
-    """The ``code.*`` attributes of the innermost application frame of ``site``."""
-    if not site:
-        return {}
-    code, offset = site[0]
-    return {
-        catalog.CODE_FUNCTION: code.co_qualname,
-        catalog.CODE_FILE: code.co_filename,
-        catalog.CODE_LINE: _sites.line_of(code, offset),
-        catalog.CODE_STACKTRACE: _sites.stacktrace(site),
-    }
 
 
 _WHY = {
