@@ -100,7 +100,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         print(f"{'cycle':32} {'bare':>10} {'poolwatch':>10} {'x bare':>7}")
-        for path, title in (("bare", "checkout + checkin"), ("query", "checkout + SELECT 1 + checkin")):
+        for path, title in (
+            ("bare", "checkout + checkin"),
+            ("query", "checkout + SELECT 1 + checkin"),
+        ):
             bare = per_cycle("bare", path, url, args.cycles)
             instrumented = per_cycle("poolwatch", path, url, args.cycles)
             print(f"{title:32} {bare:10.0f} {instrumented:10.0f} {instrumented / bare:7.3f}")
