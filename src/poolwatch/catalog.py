@@ -225,6 +225,15 @@ def _aggregated(standard: Metric, what: str) -> tuple[Metric, Metric]:
 WAIT_TIME_BUCKET, WAIT_TIME_SUM = _aggregated(CONNECTION_WAIT_TIME, "checkout waits")
 USE_TIME_BUCKET, USE_TIME_SUM = _aggregated(CONNECTION_USE_TIME, "connection hold times")
 CREATE_TIME_BUCKET, CREATE_TIME_SUM = _aggregated(CONNECTION_CREATE_TIME, "connection opens")
+#: The aggregated histograms' series (exported unless ``histograms=standard``).
+AGGREGATED_HISTOGRAMS: Final = (
+    WAIT_TIME_BUCKET,
+    WAIT_TIME_SUM,
+    USE_TIME_BUCKET,
+    USE_TIME_SUM,
+    CREATE_TIME_BUCKET,
+    CREATE_TIME_SUM,
+)
 
 CONNECTION_LEAKED: Final = Metric(
     "poolwatch.connection.leaked",

@@ -90,12 +90,7 @@ EVENT_DOCS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
 
 _POOL_METRICS: Final = (
     *catalog.STANDARD_METRICS,
-    catalog.WAIT_TIME_BUCKET,
-    catalog.WAIT_TIME_SUM,
-    catalog.USE_TIME_BUCKET,
-    catalog.USE_TIME_SUM,
-    catalog.CREATE_TIME_BUCKET,
-    catalog.CREATE_TIME_SUM,
+    *catalog.AGGREGATED_HISTOGRAMS,
     catalog.CONNECTION_LEAKED,
     catalog.CONNECTION_LEAKS,
     catalog.CONNECTION_NEVER_RETURNED,

@@ -492,16 +492,7 @@ def _internal_errors(_telemetry: Telemetry) -> Iterator[Observation]:
         yield Observation(count, {catalog.HOOK: hook})
 
 
-_AGGREGATED = frozenset(
-    {
-        catalog.WAIT_TIME_BUCKET,
-        catalog.WAIT_TIME_SUM,
-        catalog.USE_TIME_BUCKET,
-        catalog.USE_TIME_SUM,
-        catalog.CREATE_TIME_BUCKET,
-        catalog.CREATE_TIME_SUM,
-    }
-)
+_AGGREGATED = frozenset(catalog.AGGREGATED_HISTOGRAMS)
 
 _OBSERVED: tuple[tuple[catalog.Metric, Callable[[Telemetry], Iterable[Observation]]], ...] = (
     (catalog.CONNECTION_COUNT, _read_count),
