@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import random
+
+import pytest
+
 from poolwatch._histogram import Buckets, quantile
 
 
@@ -34,6 +39,22 @@ def test_observing_many_values_at_once_counts_exactly_like_one_at_a_time() -> No
     one_by_one, batched = Buckets((0.001, 0.01, 1.0)), Buckets((0.001, 0.01, 1.0))
     for value in values:
         one_by_one.observe(value)
-    batched.observe_many(values)
+    batched.observe_many(list(values))
     assert batched.counts == one_by_one.counts == [3, 2, 2, 1]
-    assert batched.total == one_by_one.total == sum(values)
+    assert batched.total == pytest.approx(one_by_one.total, rel=1e-12)
+    assert batched.total == math.fsum(values)
+
+
+def test_observing_many_agrees_with_one_at_a_time_on_random_batches() -> None:
+    """Unsorted batches of every size, with values on the bounds, across repeated folds."""
+    rng = random.Random(7)
+    bounds = (0.0001, 0.001, 0.01, 0.1, 1.0, 30.0)
+    one_by_one, batched = Buckets(bounds), Buckets(bounds)
+    for size in range(0, 300, 7):
+        values = [rng.choice((rng.choice(bounds), rng.expovariate(20.0))) for _ in range(size)]
+        for value in values:
+            one_by_one.observe(value)
+        batched.observe_many(values)
+    assert batched.counts == one_by_one.counts
+    assert sum(batched.counts) == sum(range(0, 300, 7))
+    assert batched.total == pytest.approx(one_by_one.total, rel=1e-12)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
-from functools import partial
+from math import fsum
 
 
 class Buckets:
@@ -23,11 +23,20 @@ class Buckets:
         self.total += value
 
     def observe_many(self, values: list[float]) -> None:
-        """Add every value of ``values``: what :meth:`observe` does, a third of the cost each."""
+        """Add every value of ``values`` (sorting the list): what :meth:`observe` does to each.
+
+        The values are sorted and each bound is found among them by bisection. Sorting runs in C
+        and costs about a third of bisecting the bounds once per value.
+        """
+        values.sort()
         counts = self.counts
-        for index in map(partial(bisect_left, self.bounds), values):
-            counts[index] += 1
-        self.total += sum(values)
+        below = 0
+        for index, bound in enumerate(self.bounds):
+            upto = bisect_right(values, bound, below)
+            counts[index] += upto - below
+            below = upto
+        counts[-1] += len(values) - below
+        self.total += fsum(values)
 
     @property
     def count(self) -> int:

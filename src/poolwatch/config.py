@@ -58,7 +58,7 @@ class Config:
         False,
         "Record the application stack (up to 64 frames) at every checkout, for incident "
         "debugging. Off: the innermost three application frames are recorded for one checkout "
-        "in 16 and for every checkout while half the pool is out; other connections held "
+        "in 64 and for every checkout while half the pool is out; other connections held "
         "longer than a second get their holder's stack sampled instead.",
     )
     conflict_window: float = _setting(

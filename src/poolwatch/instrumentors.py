@@ -15,6 +15,7 @@ from poolwatch.telemetry import Telemetry, forget_shared, telemetry_for
 
 _logger = logging.getLogger("poolwatch")
 
+
 def telemetry_from(kwargs: dict[str, Any]) -> Telemetry:
     """The shared telemetry for the providers and settings passed to ``instrument()``."""
     fields = Config.__dataclass_fields__

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext
 
 from poolwatch import _guard, _sites, catalog
@@ -26,12 +25,11 @@ if TYPE_CHECKING:
     from poolwatch.telemetry import Telemetry
 
 _perf = time.perf_counter
-#: Buffered values per pool before the checking-in thread folds them into the buckets.
+#: Buffered waits per pool past which a checkout that records its site folds them into the buckets.
 _FOLD_AT = 1024
 _current_thread = threading.current_thread
 _running_loop = asyncio.events._get_running_loop
 _current_task = asyncio.current_task
-_current_span = trace.get_current_span
 
 
 class PoolState(NamedTuple):
@@ -71,13 +69,14 @@ class Traced:
         self.state = state
 
 
-#: What is kept per checkout: (started, owner, site, thread, task, span context). A plain tuple:
+#: What is kept per checkout: (started, owner, site, thread, task, current span). A plain tuple:
 #: building one costs a fifth of an object with an ``__init__``, and it runs on every checkout.
 #: ``site`` is empty when the borrow site was not captured at checkout (see :class:`PoolRecorder`).
-LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, SpanContext]
+#: The span is kept rather than its context, which is read only if the loan is reported.
+LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, "Span | None"]
 
 #: Without ``capture_stacks``, one checkout in this many records its borrow site (a power of two).
-SITE_EVERY = 16
+SITE_EVERY = 64
 _SITE_MASK = SITE_EVERY - 1
 #: ... and every checkout does while at least this share of the pool's maximum is checked out.
 BUSY_SHARE = 0.5
@@ -91,7 +90,7 @@ class Loan:
     def __init__(
         self, entry: LoanEntry, leaked: bool = False, sampled: _Sample | None = None
     ) -> None:
-        self.started, self.owner, self.site, thread, task, context = entry
+        self.started, self.owner, self.site, thread, task, span = entry
         #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
         self.site_source = catalog.SITE_CHECKOUT if self.site else None
         self.sampled_after: float | None = None
@@ -102,7 +101,9 @@ class Loan:
         # the name outlives the thread: a thread that died holding a connection is still named
         self.thread_name = thread.name
         self.task: str | None = task.get_name() if task is not None else None
-        self.context: SpanContext | None = context if context.is_valid else None
+        context = span.get_span_context() if isinstance(span, Span) else None
+        #: The borrower's span context, when the checkout was made inside a span.
+        self.context: SpanContext | None = context if context and context.is_valid else None
         self.leaked = leaked
 
     def collected(self) -> bool:
@@ -151,7 +152,7 @@ class PoolRecorder:
         self._busy_at = -1
         self._waiting: deque[None] = deque()
         # Waits and hold times are appended here (atomic, no lock) and folded into the buckets
-        # at collection or every _FOLD_AT values: cheaper per checkout than a lock and a bisect.
+        # at collection or past _FOLD_AT waits: cheaper per checkout than a lock and a bisect.
         self._waits: deque[float] = deque()
         self._uses: deque[float] = deque()
         self._lock = threading.Lock()
@@ -189,27 +190,29 @@ class PoolRecorder:
         traced: Traced | None,
         key: object,
         owner: OwnerRef | None,
-        parent: Span,
+        parent: Span | None,
     ) -> None:
         """The caller got a connection.
 
         ``key`` identifies the connection until it comes back; ``owner`` weakly references what
-        the caller holds (dead once it is garbage-collected); ``parent`` is the current span.
+        the caller holds (dead once it is garbage-collected); ``parent`` is the current span, if
+        there is one.
         """
         now = _perf()
         waited = now - started
         self._waiting.pop()
-        waits = self._waits
-        waits.append(waited)
-        if len(waits) > _FOLD_AT:
-            self.fold()
+        self._waits.append(waited)
         loans = self.loans
         if key not in loans:
             tick = self._tick
             self._tick = tick + 1
-            if self._capture_all or len(loans) >= self._busy_at or not tick & _SITE_MASK:
+            if not tick & _SITE_MASK or self._capture_all or len(loans) >= self._busy_at:
                 if self._busy_at < 0:
                     self._busy_at = self._busy_threshold()
+                # the buffers are bounded here, at most once every SITE_EVERY checkouts: every
+                # value buffered comes from a checkout or the checkin of one
+                if len(self._waits) > _FOLD_AT:
+                    self.fold()
                 site = self._sites.capture(3)
             else:
                 site = ()
@@ -221,7 +224,7 @@ class PoolRecorder:
                 site,
                 _current_thread(),
                 _current_task() if _running_loop() is not None else None,
-                parent.get_span_context(),
+                parent,
             )
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
@@ -261,17 +264,16 @@ class PoolRecorder:
         if entry is None:
             return
         held = _perf() - entry[0]
-        uses = self._uses
-        uses.append(held)
-        if len(uses) > _FOLD_AT:
-            self.fold()
+        self._uses.append(held)
         if self._standard is not None:
             self._standard.use.record(held, self.attributes)
-        sampled = self._sampled.pop(key, None) if self._sampled else None
         owner = entry[1]
-        leaked = bool(self._leaked) and key in self._leaked
-        if leaked or (owner is not None and owner() is None):
-            self._came_back(key, Loan(entry, leaked, sampled), held)
+        # one test on the common path: nothing sampled or leaked, and the owner still alive
+        if self._sampled or self._leaked or (owner is not None and owner() is None):
+            sampled = self._sampled.pop(key, None)
+            leaked = key in self._leaked
+            if leaked or (owner is not None and owner() is None):
+                self._came_back(key, Loan(entry, leaked, sampled), held)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""

@@ -133,4 +133,3 @@ def scaled(duration: float) -> list[tuple[Phase, float]]:
     """Each phase with its length for a demo of about ``duration`` seconds."""
     factor = duration / DEFAULT_SECONDS
     return [(phase, max(phase.seconds * factor, phase.min_seconds)) for phase in PHASES]
-

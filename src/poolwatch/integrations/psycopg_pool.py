@@ -18,12 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.trace import Span
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from poolwatch import _guard
+from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import mark
 from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
@@ -32,7 +32,6 @@ from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_binding"
 _perf = time.perf_counter
-_current_span = trace.get_current_span
 _weakref = weakref.ref
 
 #: Names psycopg_pool makes up for pools created without one; poolwatch treats them as unset.
@@ -255,7 +254,7 @@ ADAPTER = PsycopgPoolAdapter()
 # --- the hot path ------------------------------------------------------------------------------
 # Plain functions rather than wrapt proxies: they run on every checkout and checkin.
 
-_Begun = tuple[_Binding, float, Span, "Traced | None"]
+_Begun = tuple[_Binding, float, "Span | None", "Traced | None"]
 
 
 def _begin(pool: Any) -> _Begun | None:
@@ -269,13 +268,14 @@ def _begin(pool: Any) -> _Begun | None:
     try:
         assert recorder is not None
         started = recorder.begin()
-        parent = _current_span()
+        parent = current_context().get(SPAN_KEY)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
         return None
     traced = (
         _guard.guarded("psycopg_pool.checkout", recorder.trace)
-        if recorder.spans and (recorder.root_spans or parent.is_recording())
+        if recorder.spans
+        and (recorder.root_spans or (parent is not None and parent.is_recording()))
         else None
     )
     return binding, started, parent, traced
@@ -330,13 +330,14 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
         recorder = binding.recorder
         try:
             started = recorder.begin()
-            parent = _current_span()
+            parent = current_context().get(SPAN_KEY)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)
             return original(pool, timeout)
         traced = (
             _guard.guarded("psycopg_pool.checkout", recorder.trace)
-            if recorder.spans and (recorder.root_spans or parent.is_recording())
+            if recorder.spans
+            and (recorder.root_spans or (parent is not None and parent.is_recording()))
             else None
         )
         try:

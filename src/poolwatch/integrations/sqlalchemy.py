@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import wrapt
-from opentelemetry import trace
 from opentelemetry.instrumentation.utils import unwrap
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
@@ -32,6 +31,7 @@ from sqlalchemy.pool import (
 from sqlalchemy.pool.base import _ConnectionRecord
 
 from poolwatch import _guard
+from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import is_replacement, mark
 from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
@@ -41,7 +41,6 @@ from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
-_current_span = trace.get_current_span
 
 
 class _Binding:
@@ -347,13 +346,14 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
                 return original(pool)
         try:
             started = recorder.begin()
-            parent = _current_span()
+            parent = current_context().get(SPAN_KEY)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
         traced = (
             _guard.guarded("sqlalchemy.checkout", recorder.trace)
-            if recorder.spans and (recorder.root_spans or parent.is_recording())
+            if recorder.spans
+            and (recorder.root_spans or (parent is not None and parent.is_recording()))
             else None
         )
         try:
