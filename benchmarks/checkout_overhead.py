@@ -34,9 +34,18 @@ def bare_cycle(engine: sa.Engine) -> None:
 
 
 def query_cycle(engine: sa.Engine) -> None:
-    """Check out, run ``SELECT 1``, check in: what a tiny request does."""
+    """Check out, run ``SELECT 1`` straight through the driver, check in: the cheapest query."""
     with engine.connect() as connection:
         connection.exec_driver_sql("SELECT 1").scalar()
+
+
+SELECT_1 = sa.text("SELECT 1")
+
+
+def statement_cycle(engine: sa.Engine) -> None:
+    """Check out, execute ``text("SELECT 1")`` (SQLAlchemy's statement path), check in."""
+    with engine.connect() as connection:
+        connection.execute(SELECT_1).scalar()
 
 
 class Variant:
@@ -181,7 +190,12 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         report("checkout + checkin", run(bare_cycle, args.cycles, args.rounds, url))
         report(
-            "checkout + SELECT 1 + checkin", run(query_cycle, args.cycles // 2, args.rounds, url)
+            "checkout + exec_driver_sql('SELECT 1') + checkin",
+            run(query_cycle, args.cycles // 2, args.rounds, url),
+        )
+        report(
+            "checkout + execute(text('SELECT 1')) + checkin",
+            run(statement_cycle, args.cycles // 3, args.rounds, url),
         )
 
 

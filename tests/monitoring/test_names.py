@@ -122,5 +122,7 @@ def test_fixture_matches_a_fresh_scrape_of_the_real_collector(
     pipeline.wait_for("the collector to serve the metrics", scraped, processes, timeout=60)
     fresh = _parse_exposition(httpx.get(url, timeout=5).text)
     if os.environ.get("POOLWATCH_UPDATE_FIXTURES"):
-        catalog_series.FIXTURE.write_text(json.dumps({"series": fresh}, indent=2, sort_keys=True) + "\n")
+        catalog_series.FIXTURE.write_text(
+            json.dumps({"series": fresh}, indent=2, sort_keys=True) + "\n"
+        )
     assert fresh == catalog_series.scraped_series()

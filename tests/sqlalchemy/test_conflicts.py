@@ -124,7 +124,7 @@ def test_an_optimistic_lock_failure_is_stale_data(engine: sa.Engine, telemetry: 
 def test_a_locked_sqlite_database_is_a_lock_timeout(
     instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
-    """SQLite's 'database is locked' reaches handle_error and is counted as a lock timeout."""
+    """SQLite's 'database is locked', on the path of execution errors, counts as a lock timeout."""
     engine = instrumented(connect_args={"timeout": 0.05})
     Base.metadata.create_all(engine)
     with engine.connect() as writer:

@@ -128,7 +128,9 @@ def run_async_incident(url: str, telemetry: Capture) -> tuple[str, AsyncEngine]:
 
 def test_async_incident_on_sqlite(telemetry: Capture, tmp_path: Path) -> None:
     """Async engine on SQLite: the conflict is attributed to the pool timeout before it."""
-    outer_key, _engine = run_async_incident(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", telemetry)
+    outer_key, _engine = run_async_incident(
+        f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}", telemetry
+    )
     assert_the_true_story(telemetry, outer_key)
 
 

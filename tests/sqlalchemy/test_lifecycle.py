@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
@@ -24,6 +25,8 @@ ORIGINAL_SINGLETON_CONNECT = sa.pool.SingletonThreadPool.connect
 ORIGINAL_ENGINE_INIT = sa.engine.Engine.__init__
 ORIGINAL_RECREATE = sa.pool.QueuePool.recreate
 ORIGINAL_CHECKIN = _ConnectionRecord.checkin
+ORIGINAL_ERROR_PATH = sa.engine.Connection._handle_dbapi_exception
+ORIGINAL_SESSION = dict(vars(Session))
 
 
 def pool_names(telemetry: Capture) -> list[str]:
@@ -74,6 +77,25 @@ def test_instrumenting_an_engine_twice_changes_nothing(
     assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 1
 
 
+def test_engines_keep_sqlalchemy_s_event_free_execution_path(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """No engine or connection event listener: SQLAlchemy skips dispatching connection events.
+
+    Any listener sets ``_has_events``, and every connect and execute of every engine then goes
+    through the event dispatch; poolwatch's hooks must not be what turns it on.
+    """
+    poolwatch.instrument_sqlalchemy(**telemetry.providers)
+    engine = make_engine()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        assert not connection._has_events
+    assert not engine._has_events
+    assert not engine.dialect._has_events
+    assert not sa.engine.Engine._has_events
+    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, str(engine.url)) == 1
+
+
 def test_uninstrument_restores_sqlalchemy_exactly(
     make_engine: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
@@ -83,6 +105,8 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
     assert sa.pool.Pool.connect is not ORIGINAL_CONNECT
     assert _ConnectionRecord.checkin is not ORIGINAL_CHECKIN
+    assert sa.engine.Connection._handle_dbapi_exception is not ORIGINAL_ERROR_PATH
+    assert Session.execute is not ORIGINAL_SESSION["execute"]
     listeners = next(iter(ADAPTER._bindings.values())).listeners
 
     poolwatch.uninstrument_sqlalchemy()
@@ -92,11 +116,13 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     assert sa.engine.Engine.__init__ is ORIGINAL_ENGINE_INIT
     assert sa.pool.QueuePool.recreate is ORIGINAL_RECREATE
     assert _ConnectionRecord.checkin is ORIGINAL_CHECKIN
+    assert sa.engine.Connection._handle_dbapi_exception is ORIGINAL_ERROR_PATH
+    assert dict(vars(Session)) == ORIGINAL_SESSION
     assert not ADAPTER.installed
     assert not hasattr(engine.pool, "_poolwatch_recorder")
+    assert sorted(name for name, _fn in listeners) == ["connect", "detach"]
     for name, fn in listeners:
-        target = engine if name == "do_connect" else engine.pool
-        assert not event.contains(target, name, fn)
+        assert not event.contains(engine.pool, name, fn)
     engine.connect().close()
     assert pool_names(telemetry) == []
 

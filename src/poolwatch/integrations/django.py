@@ -27,7 +27,7 @@ from typing import Any
 import wrapt
 
 from poolwatch import _guard, catalog
-from poolwatch.integrations._replacing import mark
+from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
     CURRENT_REQUEST,
@@ -54,7 +54,7 @@ class DjangoAdapter:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.tracker: Tracker | None = None
-        self._originals: dict[tuple[type[Any], str], Any] = {}
+        self._replaced = Replacements()
         self._pools: list[weakref.ref[Any]] = []
         #: Telemetries whose meter has the Django instruments already (made once per meter).
         self._metered: weakref.WeakSet[Telemetry] = weakref.WeakSet()
@@ -91,11 +91,8 @@ class DjangoAdapter:
                 return  # uninstrumented, or instrumented again, before the module was imported
             for (module_name, class_name, name), make in _REPLACEMENTS.items():
                 cls = getattr(module, class_name, None) if module_name == module.__name__ else None
-                if cls is None or (cls, name) in self._originals:
-                    continue
-                original = vars(cls)[name]
-                self._originals[cls, name] = original
-                setattr(cls, name, mark(make(original), original))
+                if cls is not None:
+                    self._replaced.replace(cls, name, make)
 
     def uninstrument(self) -> None:
         """Restore Django exactly as it was and stop reporting."""
@@ -103,9 +100,7 @@ class DjangoAdapter:
             tracker, self.tracker = self.tracker, None
             if tracker is None:
                 return
-            for (cls, name), original in self._originals.items():
-                setattr(cls, name, original)
-            self._originals.clear()
+            self._replaced.restore()
             for _record, wrapper in tracker.live():
                 wrapper.__dict__.pop(_ATTR, None)
             tracker.shutdown()

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import mark
+from poolwatch.integrations._replacing import Replacements
 from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
@@ -134,7 +134,7 @@ class PsycopgPoolAdapter:
         self._auto: Telemetry | None = None
         self._application_name: str | None = APPLICATION_NAME
         self._bindings: dict[int, _Binding] = {}
-        self._originals: dict[tuple[type[Any], str], Any] = {}
+        self._replaced = Replacements()
         self._graveyard = Graveyard()
         self.names = NameRegistry()
 
@@ -232,19 +232,14 @@ class PsycopgPoolAdapter:
         for cls in _CLASSES:
             asynchronous = cls is AsyncConnectionPool
             for method in _METHODS:
-                original = vars(cls).get(method)
-                if original is None:
-                    continue  # a psycopg_pool without this method: that fact goes unrecorded
-                self._originals[cls, method] = original
-                setattr(cls, method, _REPLACEMENTS[asynchronous, method](original))
+                # a psycopg_pool without this method: that fact goes unrecorded
+                self._replaced.replace(cls, method, _REPLACEMENTS[asynchronous, method])
         self._installed = True
 
     def _maybe_uninstall(self) -> None:
         if not self._installed or self._auto is not None or self._bindings:
             return
-        for (cls, method), original in self._originals.items():
-            setattr(cls, method, original)
-        self._originals.clear()
+        self._replaced.restore()
         self._installed = False
 
 
@@ -352,7 +347,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             _guard.internal_error("psycopg_pool.checkout", error)
         return connection
 
-    return mark(getconn, original)
+    return getconn
 
 
 def _getconn_first_sight(original: Callable[..., Any], pool: Any, timeout: float | None) -> Any:
@@ -382,7 +377,7 @@ def _async_getconn(original: Callable[..., Any]) -> Any:
         _succeeded(begun, connection)
         return connection
 
-    return mark(getconn, original)
+    return getconn
 
 
 def _sync_putconn(original: Callable[..., Any]) -> Any:
@@ -390,7 +385,7 @@ def _sync_putconn(original: Callable[..., Any]) -> Any:
         _returned(pool, conn)
         original(pool, conn)
 
-    return mark(putconn, original)
+    return putconn
 
 
 def _async_putconn(original: Callable[..., Any]) -> Any:
@@ -398,7 +393,7 @@ def _async_putconn(original: Callable[..., Any]) -> Any:
         _returned(pool, conn)
         await original(pool, conn)
 
-    return mark(putconn, original)
+    return putconn
 
 
 def _sync_connect(original: Callable[..., Any]) -> Any:
@@ -408,7 +403,7 @@ def _sync_connect(original: Callable[..., Any]) -> Any:
         _created(pool, started)
         return connection
 
-    return mark(_connect, original)
+    return _connect
 
 
 def _async_connect(original: Callable[..., Any]) -> Any:
@@ -418,7 +413,7 @@ def _async_connect(original: Callable[..., Any]) -> Any:
         _created(pool, started)
         return connection
 
-    return mark(_connect, original)
+    return _connect
 
 
 _REPLACEMENTS: dict[tuple[bool, str], Callable[[Any], Any]] = {

@@ -33,14 +33,13 @@ from sqlalchemy.pool.base import _ConnectionRecord
 from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import is_replacement, mark
+from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
-_perf = time.perf_counter
 
 
 class _Binding:
@@ -51,7 +50,6 @@ class _Binding:
         self.engine_ref = weakref.ref(engine) if engine is not None else None
         self.recorder: PoolRecorder | None = None
         self.listeners: list[tuple[str, Callable[..., None]]] = []
-        self.opening: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def pool(self) -> Pool | None:
         if self.engine_ref is not None:
@@ -85,9 +83,12 @@ def pool_state(pool: Pool, loans: int) -> PoolState:
 def _queue_pool_state(pool: QueuePool) -> PoolState:
     size = pool.size()
     overflow = pool._max_overflow
+    # One read of the queue for both counts: checkedout() reads it again, under its lock, and a
+    # connection coming back in between would make the two disagree. Same formula as checkedout().
+    idle = pool.checkedin()
     return PoolState(
-        used=pool.checkedout(),
-        idle=pool.checkedin(),
+        used=size - idle + pool._overflow,
+        idle=idle,
         max=size + overflow if overflow >= 0 else None,
         idle_max=size,
         idle_min=0,
@@ -106,6 +107,7 @@ class SQLAlchemyAdapter:
         self.names = NameRegistry()
         self.conflicts = SessionConflicts(self.telemetry_of)
         self._graveyard = Graveyard()
+        self._replaced = Replacements()
 
     # --- public ------------------------------------------------------------------------------
 
@@ -185,7 +187,7 @@ class SQLAlchemyAdapter:
         name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
         recorder = telemetry.pool(name, binding.read_state)
         binding.recorder = recorder
-        self._listen(binding, pool, engine)
+        self._listen(binding, pool)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
         self._graveyard.watch(engine if engine is not None else pool, id(binding))
@@ -194,25 +196,24 @@ class SQLAlchemyAdapter:
     def _reap(self) -> None:
         self._graveyard.reap(self._bindings, self._detach)
 
-    def _listen(self, binding: _Binding, pool: Pool, engine: Engine | None) -> None:
+    def _listen(self, binding: _Binding, pool: Pool) -> None:
+        # Pool events only: a dialect or engine listener (``do_connect``, say) would set
+        # SQLAlchemy's ``_has_events`` flag and make every execution dispatch those events.
         assert binding.recorder is not None
-        hooks = _PoolHooks(binding.recorder, binding.opening)
+        hooks = _PoolHooks(binding.recorder)
         for name in ("detach", "connect"):
             fn = getattr(hooks, name)
-            event.listen(pool, name, fn)
+            # first among the connect listeners: the engine's own runs the dialect's
+            # first-connection setup, which is not part of opening the connection
+            event.listen(pool, name, fn, insert=True)
             binding.listeners.append((name, fn))
-        if engine is not None:
-            event.listen(engine, "do_connect", hooks.do_connect)
-            binding.listeners.append(("do_connect", hooks.do_connect))
 
     def _detach(self, key: int, binding: _Binding) -> None:
         del self._bindings[key]
         pool = binding.pool()
-        engine = binding.engine_ref() if binding.engine_ref is not None else None
         for name, fn in binding.listeners:
-            target: Any = engine if name == "do_connect" else pool
-            if target is not None and event.contains(target, name, fn):
-                event.remove(target, name, fn)
+            if pool is not None and event.contains(pool, name, fn):
+                event.remove(pool, name, fn)
         for candidate in (pool, binding.pool_ref()):
             if candidate is not None and _ATTR in vars(candidate):
                 delattr(candidate, _ATTR)
@@ -247,13 +248,10 @@ class SQLAlchemyAdapter:
         if self._installed:
             return
         for cls in _pool_classes():
-            if "connect" in vars(cls):
-                cls.connect = _make_connect(vars(cls)["connect"])  # type: ignore[method-assign]
+            self._replaced.replace(cls, "connect", _make_connect)
             if "recreate" in vars(cls):
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
-        _ConnectionRecord.checkin = _make_checkin(  # type: ignore[method-assign]
-            vars(_ConnectionRecord)["checkin"]
-        )
+        self._replaced.replace(_ConnectionRecord, "checkin", _make_checkin)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
         self._installed = True
@@ -261,15 +259,10 @@ class SQLAlchemyAdapter:
     def _maybe_uninstall(self) -> None:
         if not self._installed or self._auto is not None or self._bindings:
             return
+        self._replaced.restore()
         for cls in _pool_classes():
-            connect = vars(cls).get("connect")
-            if is_replacement(connect):
-                cls.connect = connect.__wrapped__  # type: ignore[union-attr, method-assign]
             if hasattr(vars(cls).get("recreate"), "__wrapped__"):
                 unwrap(cls, "recreate")
-        checkin = vars(_ConnectionRecord)["checkin"]
-        if is_replacement(checkin):
-            _ConnectionRecord.checkin = checkin.__wrapped__  # type: ignore[method-assign]
         unwrap(Engine, "__init__")
         self.conflicts.uninstall()
         self._latest = None
@@ -277,11 +270,10 @@ class SQLAlchemyAdapter:
 
 
 class _PoolHooks:
-    """Pool and dialect event listeners for one recorder; each is a hook boundary."""
+    """Pool event listeners for one recorder; each is a hook boundary."""
 
-    def __init__(self, recorder: PoolRecorder, opening: weakref.WeakKeyDictionary[Any, float]):
+    def __init__(self, recorder: PoolRecorder):
         self.recorder = recorder
-        self.opening = opening
 
     def detach(self, _dbapi_connection: Any, record: Any) -> None:
         try:
@@ -290,18 +282,14 @@ class _PoolHooks:
             _guard.internal_error("sqlalchemy.detach", error)
 
     def connect(self, _dbapi_connection: Any, record: Any) -> None:
+        """A new DBAPI connection: SQLAlchemy stamped ``record.starttime`` (``time.time()``)
+        just before calling the driver, so the time since then is what opening it took."""
         try:
-            started = self.opening.pop(record, None)
-            if started is not None:
-                self.recorder.connection_created(_perf() - started)
+            started = getattr(record, "starttime", None)
+            if isinstance(started, float) and started > 0:
+                self.recorder.connection_created(max(time.time() - started, 0.0))
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.connect", error)
-
-    def do_connect(self, _dialect: Any, record: Any, _cargs: Any, _cparams: Any) -> None:
-        try:
-            self.opening[record] = _perf()
-        except Exception as error:  # noqa: BLE001
-            _guard.internal_error("sqlalchemy.do_connect", error)
 
 
 def _pool_classes() -> list[type[Pool]]:
@@ -369,7 +357,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy
 
-    return mark(connect, original)
+    return connect
 
 
 def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -385,7 +373,7 @@ def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
             _guard.internal_error("sqlalchemy.checkin", error)
         original(record, _fairy_was_created)
 
-    return mark(checkin, original)
+    return checkin
 
 
 def _checkout_failed(

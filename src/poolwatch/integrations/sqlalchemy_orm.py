@@ -1,9 +1,14 @@
 """SQLAlchemy session and transaction conflicts, translated into conflict facts.
 
 ``already attached`` is raised by ``Session._before_attach`` before any session event fires, so
-that method is wrapped; concurrent use and stale data surface from the public session methods;
-deadlocks and serialization failures reach the engine's ``handle_error`` event. Every original
-exception reaches the application unchanged.
+that method is replaced; concurrent use and stale data surface from the public session methods,
+replaced too. Deadlocks and serialization failures pass through
+``Connection._handle_dbapi_exception``, the method every error raised while executing goes
+through; it is replaced rather than listening to the public ``handle_error`` event, because any
+``handle_error`` listener also sets the dialect's ``_has_events`` flag, and every execution of
+every engine then dispatches the dialect's execute events. Every original exception reaches the
+application unchanged. The replacements are plain functions (see
+:mod:`poolwatch.integrations._replacing`): they run on every session call of the app.
 """
 
 from __future__ import annotations
@@ -13,14 +18,13 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import wrapt
-from opentelemetry.instrumentation.utils import unwrap
-from sqlalchemy import event, exc
-from sqlalchemy.engine import Engine
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.exc import StaleDataError
 
 from poolwatch import _guard, _sites, catalog
+from poolwatch.integrations._replacing import Replacements
 from poolwatch.telemetry import Telemetry
 
 _SITE_ATTR = "_poolwatch_site"
@@ -50,81 +54,99 @@ TelemetryFinder = Callable[[Any], Telemetry | None]
 
 
 class SessionConflicts:
-    """Installs the session wrappers and the ``handle_error`` listener once; reports conflicts."""
+    """Installs the session and execution-error replacements once; reports conflicts."""
 
     def __init__(self, find: TelemetryFinder) -> None:
         self._find = find
+        self._replaced = Replacements()
         self.installed = False
 
     def install(self) -> None:
-        """Wrap ``Session`` and listen to every engine's errors."""
+        """Replace ``Session``'s methods and the path of every execution error."""
         if self.installed:
             return
-        wrapt.wrap_function_wrapper(Session, "__init__", self._session_created)
-        wrapt.wrap_function_wrapper(Session, "_before_attach", self._before_attach)
+        self._replaced.replace(Session, "__init__", self._init)
+        self._replaced.replace(Session, "_before_attach", self._before_attach)
         for name in SESSION_METHODS:
-            wrapt.wrap_function_wrapper(Session, name, self._session_call)
-        event.listen(Engine, "handle_error", self._handle_error)
+            self._replaced.replace(Session, name, self._session_method)
+        self._replaced.replace(Connection, "_handle_dbapi_exception", self._execution_error)
         self.installed = True
 
     def uninstall(self) -> None:
-        """Restore ``Session`` and stop listening."""
+        """Restore ``Session`` and ``Connection``."""
         if not self.installed:
             return
-        for name in ("__init__", "_before_attach", *SESSION_METHODS):
-            unwrap(Session, name)
-        event.remove(Engine, "handle_error", self._handle_error)
+        self._replaced.restore()
         self.installed = False
 
-    # --- hooks -----------------------------------------------------------------------------
+    # --- replacements ----------------------------------------------------------------------
 
-    def _session_created(self, wrapped: Any, session: Any, args: Any, kwargs: Any) -> None:
-        wrapped(*args, **kwargs)
-        try:
-            telemetry = self._find(session)
-            if telemetry is not None:
-                setattr(session, _SITE_ATTR, telemetry.sites.capture())
-        except Exception as error:  # noqa: BLE001 - the hook boundary
-            _guard.internal_error("sqlalchemy.session", error)
+    def _init(self, original: Callable[..., None]) -> Callable[..., None]:
+        def __init__(session: Any, *args: Any, **kwargs: Any) -> None:
+            original(session, *args, **kwargs)
+            try:
+                telemetry = self._find(session)
+                if telemetry is not None:
+                    setattr(session, _SITE_ATTR, telemetry.sites.capture())
+            except Exception as error:  # noqa: BLE001 - the hook boundary
+                _guard.internal_error("sqlalchemy.session", error)
 
-    def _before_attach(self, wrapped: Any, session: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            return wrapped(*args, **kwargs)
-        except exc.InvalidRequestError as conflict:
-            if "is already attached to session" in str(conflict):
-                _guard.guarded(
-                    "sqlalchemy.session", self._already_attached, session, args, conflict
-                )
-            raise
+        return __init__
 
-    def _session_call(self, wrapped: Any, session: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            return wrapped(*args, **kwargs)
-        except (exc.InvalidRequestError, StaleDataError) as conflict:
-            kind = _session_kind(conflict)
-            if kind is not None and not getattr(conflict, _SEEN_ATTR, False):
-                _guard.guarded("sqlalchemy.session", self._report, session, kind, conflict)
-            raise
+    def _before_attach(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def _before_attach(session: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(session, *args, **kwargs)
+            except exc.InvalidRequestError as conflict:
+                if "is already attached to session" in str(conflict):
+                    _guard.guarded(
+                        "sqlalchemy.session", self._already_attached, session, args, conflict
+                    )
+                raise
 
-    def _handle_error(self, context: Any) -> None:
-        try:
-            kind, code = _database_kind(context.original_exception)
-            if kind is None:
-                return
-            telemetry = self._find(context.engine)
-            if telemetry is None:
-                return
-            attributes: dict[str, Any] = {
-                catalog.ERROR_TYPE: type(context.original_exception).__qualname__,
-                catalog.DB_STATUS_CODE: str(code),
-            }
-            pool = getattr(context.engine.pool, "_poolwatch_recorder", None)
-            if pool is not None:
-                attributes[catalog.POOL_NAME] = pool.name
-            message = str(context.original_exception).strip().split("\n")[0]
-            telemetry.conflict(kind, attributes, f"{kind.replace('_', ' ')} ({code}): {message}")
-        except Exception as error:  # noqa: BLE001
-            _guard.internal_error("sqlalchemy.handle_error", error)
+        return _before_attach
+
+    def _session_method(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def method(session: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(session, *args, **kwargs)
+            except (exc.InvalidRequestError, StaleDataError) as conflict:
+                kind = _session_kind(conflict)
+                if kind is not None and not getattr(conflict, _SEEN_ATTR, False):
+                    _guard.guarded("sqlalchemy.session", self._report, session, kind, conflict)
+                raise
+
+        return method
+
+    def _execution_error(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def _handle_dbapi_exception(
+            connection: Any, e: BaseException, *args: Any, **kw: Any
+        ) -> Any:
+            try:
+                self._database_error(connection.engine, e)
+            except Exception as error:  # noqa: BLE001 - the hook boundary
+                _guard.internal_error("sqlalchemy.execution_error", error)
+            return original(connection, e, *args, **kw)
+
+        return _handle_dbapi_exception
+
+    def _database_error(self, engine: Any, error: BaseException) -> None:
+        """A DBAPI error while executing: a conflict if its code says two sessions collided."""
+        kind, code = _database_kind(error)
+        if kind is None:
+            return
+        telemetry = self._find(engine)
+        if telemetry is None:
+            return
+        attributes: dict[str, Any] = {
+            catalog.ERROR_TYPE: type(error).__qualname__,
+            catalog.DB_STATUS_CODE: str(code),
+        }
+        pool = getattr(engine.pool, "_poolwatch_recorder", None)
+        if pool is not None:
+            attributes[catalog.POOL_NAME] = pool.name
+        message = str(error).strip().split("\n")[0]
+        telemetry.conflict(kind, attributes, f"{kind.replace('_', ' ')} ({code}): {message}")
 
     # --- reporting -------------------------------------------------------------------------
 
