@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import poolwatch
 
@@ -48,6 +49,47 @@ def statement_cycle(engine: sa.Engine) -> None:
     """Check out, execute ``text("SELECT 1")`` (SQLAlchemy's statement path), check in."""
     with engine.connect() as connection:
         connection.execute(SELECT_1).scalar()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """One row, read by primary key: the smallest ORM request."""
+
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+def orm_cycle(engine: sa.Engine) -> None:
+    """A session that loads one row by primary key and closes: an ORM request at its smallest.
+
+    Besides the checkout, this pays for poolwatch's session hooks (the session's creation site,
+    and the conflict checks around its methods).
+    """
+    with Session(engine) as session:
+        session.get(Item, 1)
+
+
+def create_schema(url: str) -> None:
+    """The table and row :func:`orm_cycle` reads."""
+    engine = sa.create_engine(url)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Item(id=1, name="one"))
+        session.commit()
+    engine.dispose()
+
+
+#: What each table measures, by the name ``--cycle`` takes, and the share of ``--cycles`` it runs.
+CYCLES: dict[str, tuple[str, Cycle, int]] = {
+    "bare": ("checkout + checkin", bare_cycle, 1),
+    "driver": ("checkout + exec_driver_sql('SELECT 1') + checkin", query_cycle, 2),
+    "statement": ("checkout + execute(text('SELECT 1')) + checkin", statement_cycle, 3),
+    "orm": ("Session(): get(Item, 1) + close", orm_cycle, 4),
+}
 
 
 class Variant:
@@ -125,7 +167,7 @@ def measure(variant: Variant, url: str, cycle: Cycle, cycles: int) -> float:
     meter_provider = MeterProvider(metric_readers=[reader])
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(
-        BatchSpanProcessor(DiscardSpans(), max_queue_size=cycles * 2)
+        BatchSpanProcessor(DiscardSpans(), max_queue_size=max(cycles * 2, 2048))
     )
     engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=5, max_overflow=10)
     cycle(engine)  # open the first connection outside the measurement
@@ -188,18 +230,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--cycle",
+        action="append",
+        choices=sorted(CYCLES),
+        help="measure only this cycle (repeatable); all four by default",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        report("checkout + checkin", run(bare_cycle, args.cycles, args.rounds, url))
-        report(
-            "checkout + exec_driver_sql('SELECT 1') + checkin",
-            run(query_cycle, args.cycles // 2, args.rounds, url),
-        )
-        report(
-            "checkout + execute(text('SELECT 1')) + checkin",
-            run(statement_cycle, args.cycles // 3, args.rounds, url),
-        )
+        create_schema(url)
+        for name in args.cycle or CYCLES:
+            title, cycle, share = CYCLES[name]
+            report(title, run(cycle, args.cycles // share, args.rounds, url))
 
 
 if __name__ == "__main__":

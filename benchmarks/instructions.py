@@ -6,8 +6,11 @@ what else the machine is doing, so they show small changes in poolwatch's own co
 cannot. Each variant runs twice in a child process under callgrind, once with no measured cycles
 and once with ``N``; the difference divided by ``N`` is the cost of one cycle, warm-up, imports and
 the final metric collection cancelling out. The hash seed is fixed so both runs take the same
-paths. Instructions are not time (a cache miss costs many), so the CPU-time figures of
-``checkout_overhead.py`` remain the ones the budget is judged by.
+paths, and the objects made by the warm-up are frozen out of the garbage collector so that a full
+collection does not land in one run and not the other. Instructions are not time (a cache miss
+costs many), so the CPU-time figures of ``checkout_overhead.py`` remain the ones the budget is
+judged by. Cycles: a bare checkout+checkin, ``SELECT 1`` through the driver, and an ORM session
+reading one row by primary key (``--path`` picks them).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from pathlib import Path
 WARM_UP = 2000
 
 CHILD = """
+import gc
 import sys
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -51,24 +56,60 @@ def query():
         connection.exec_driver_sql("SELECT 1").scalar()
 
 
-cycle = bare if path == "bare" else query
-for _ in range(int(warm_up) + int(cycles)):
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+def orm():
+    with Session(engine) as session:
+        session.get(Item, 1)
+
+
+if path == "orm":
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        if session.get(Item, 1) is None:
+            session.add(Item(id=1, name="one"))
+            session.commit()
+cycle = {"bare": bare, "query": query, "orm": orm}[path]
+for _ in range(int(warm_up)):
+    cycle()
+# what exists now is never collected again: a full collection then costs the same in both runs
+gc.freeze()
+for _ in range(int(cycles)):
     cycle()
 if variant == "poolwatch":
     reader.collect()
 """
 
 
-def instructions(variant: str, path: str, url: str, cycles: int) -> int:
-    """Instructions the child executed, all of them (callgrind's ``Collected`` total)."""
+#: The cycles measured: (title, share of ``--cycles`` run, since an ORM cycle is far longer).
+PATHS = {
+    "bare": ("checkout + checkin", 1),
+    "query": ("checkout + SELECT 1 + checkin", 1),
+    "orm": ("Session(): get(Item, 1) + close", 5),
+}
+
+
+def instructions(script: Path, variant: str, path: str, url: str, cycles: int) -> int:
+    """Instructions the child executed, all of them (callgrind's ``Collected`` total).
+
+    The child runs from a file, so that its frames are application frames to poolwatch, as an
+    application's are (code given with ``-c`` is not), and borrow-site walks stop where they would.
+    """
     result = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
             sys.executable,
-            "-c",
-            CHILD,
+            str(script),
             variant,
             path,
             url,
@@ -86,26 +127,33 @@ def instructions(variant: str, path: str, url: str, cycles: int) -> int:
     return int(found.group(1))
 
 
-def per_cycle(variant: str, path: str, url: str, cycles: int) -> float:
+def per_cycle(script: Path, variant: str, path: str, url: str, cycles: int) -> float:
     """Instructions of one cycle: the run with ``cycles`` cycles minus the run with none."""
-    return (instructions(variant, path, url, cycles) - instructions(variant, path, url, 0)) / cycles
+    return (
+        instructions(script, variant, path, url, cycles)
+        - instructions(script, variant, path, url, 0)
+    ) / cycles
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=5000)
+    parser.add_argument(
+        "--path", action="append", choices=sorted(PATHS), help="only this cycle (repeatable)"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian package valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        script = Path(tmp) / "app.py"
+        script.write_text(CHILD)
         print(f"{'cycle':32} {'bare':>10} {'poolwatch':>10} {'x bare':>7}")
-        for path, title in (
-            ("bare", "checkout + checkin"),
-            ("query", "checkout + SELECT 1 + checkin"),
-        ):
-            bare = per_cycle("bare", path, url, args.cycles)
-            instrumented = per_cycle("poolwatch", path, url, args.cycles)
+        for path in args.path or PATHS:
+            title, share = PATHS[path]
+            cycles = max(args.cycles // share, 1)
+            bare = per_cycle(script, "bare", path, url, cycles)
+            instrumented = per_cycle(script, "poolwatch", path, url, cycles)
             print(f"{title:32} {bare:10.0f} {instrumented:10.0f} {instrumented / bare:7.3f}")
 
 

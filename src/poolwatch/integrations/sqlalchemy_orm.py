@@ -87,7 +87,8 @@ class SessionConflicts:
             try:
                 telemetry = self._find(session)
                 if telemetry is not None:
-                    setattr(session, _SITE_ATTR, telemetry.sites.capture())
+                    # conflicts name the innermost application frame only: walk no further
+                    setattr(session, _SITE_ATTR, telemetry.sites.capture(limit=1))
             except Exception as error:  # noqa: BLE001 - the hook boundary
                 _guard.internal_error("sqlalchemy.session", error)
 
