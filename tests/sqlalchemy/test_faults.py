@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 import poolwatch
 from poolwatch import _guard, catalog
+from poolwatch.integrations import sqlalchemy_orm
 from poolwatch.recorder import PoolRecorder
 from poolwatch.testing import Capture
 from tests.support.failing import ExplodingLoggerProvider, ExplodingTracerProvider
@@ -124,3 +125,26 @@ def test_a_failing_metric_callback_does_not_break_collection(
     metrics = telemetry.metrics()
     assert metrics[catalog.CONNECTION_TIMEOUTS.name][0].value == 0
     assert _guard.error_counts()["collect"] >= 1
+
+
+def test_the_database_error_reaches_the_app_unchanged_when_its_hooks_fail(
+    instrumented: Callable[..., sa.Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing conflict checks, on the execution-error path and around session methods, leave the
+    app's own exceptions as they were; each failure is counted under its hook."""
+    engine = instrumented()
+
+    def broken(*_args: Any) -> None:
+        raise ValueError("classification bug")
+
+    monkeypatch.setattr(sqlalchemy_orm, "_database_kind", broken)
+    monkeypatch.setattr(sqlalchemy_orm, "_session_kind", broken)
+    with engine.connect() as connection, pytest.raises(sa.exc.OperationalError) as raised:
+        connection.exec_driver_sql("SELECT * FROM no_such_table")
+    assert "no such table: no_such_table" in str(raised.value.orig)
+    with sa.orm.Session(engine) as session, pytest.raises(sa.exc.NoInspectionAvailable):
+        session.get(object, 1)  # not a mapped class: SQLAlchemy's own InvalidRequestError
+    assert _guard.error_counts() == {
+        "sqlalchemy.execution_error": 1,
+        "sqlalchemy.session": 1,
+    }

@@ -99,10 +99,9 @@ class SessionConflicts:
             try:
                 return original(session, *args, **kwargs)
             except exc.InvalidRequestError as conflict:
-                if "is already attached to session" in str(conflict):
-                    _guard.guarded(
-                        "sqlalchemy.session", self._already_attached, session, args, conflict
-                    )
+                _guard.guarded(
+                    "sqlalchemy.session", self._already_attached, session, args, conflict
+                )
                 raise
 
         return _before_attach
@@ -112,9 +111,8 @@ class SessionConflicts:
             try:
                 return original(session, *args, **kwargs)
             except (exc.InvalidRequestError, StaleDataError) as conflict:
-                kind = _session_kind(conflict)
-                if kind is not None and not getattr(conflict, _SEEN_ATTR, False):
-                    _guard.guarded("sqlalchemy.session", self._report, session, kind, conflict)
+                if not getattr(conflict, _SEEN_ATTR, False):
+                    _guard.guarded("sqlalchemy.session", self._report, session, conflict)
                 raise
 
         return method
@@ -152,6 +150,8 @@ class SessionConflicts:
     # --- reporting -------------------------------------------------------------------------
 
     def _already_attached(self, session: Any, args: Any, conflict: BaseException) -> None:
+        if "is already attached to session" not in str(conflict):
+            return
         setattr(conflict, _SEEN_ATTR, True)
         telemetry = self._find(session)
         if telemetry is None:
@@ -173,7 +173,11 @@ class SessionConflicts:
         )
         telemetry.conflict(catalog.CONFLICT_ALREADY_ATTACHED, attributes, body)
 
-    def _report(self, session: Any, kind: str, conflict: BaseException) -> None:
+    def _report(self, session: Any, conflict: BaseException) -> None:
+        """A session method raised ``conflict``: reported if it is a concurrency conflict."""
+        kind = _session_kind(conflict)
+        if kind is None:
+            return
         setattr(conflict, _SEEN_ATTR, True)
         telemetry = self._find(session)
         if telemetry is None:
