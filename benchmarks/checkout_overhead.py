@@ -74,12 +74,13 @@ def orm_cycle(engine: sa.Engine) -> None:
 
 
 def create_schema(url: str) -> None:
-    """The table and row :func:`orm_cycle` reads."""
+    """The table and row :func:`orm_cycle` reads (made once per database file)."""
     engine = sa.create_engine(url)
     Base.metadata.create_all(engine)
     with Session(engine) as session:
-        session.add(Item(id=1, name="one"))
-        session.commit()
+        if session.get(Item, 1) is None:
+            session.add(Item(id=1, name="one"))
+            session.commit()
     engine.dispose()
 
 

@@ -9,8 +9,10 @@ the final metric collection cancelling out. The hash seed is fixed so both runs 
 paths, and the objects made by the warm-up are frozen out of the garbage collector so that a full
 collection does not land in one run and not the other. Instructions are not time (a cache miss
 costs many), so the CPU-time figures of ``checkout_overhead.py`` remain the ones the budget is
-judged by. Cycles: a bare checkout+checkin, ``SELECT 1`` through the driver, and an ORM session
-reading one row by primary key (``--path`` picks them).
+judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout+checkin,
+``SELECT 1`` through the driver and an ORM session reading one row by primary key (``--path``
+picks any of them). The child runs them from that file, so their frames are application frames to
+poolwatch, as an application's are, and borrow-site walks stop where they would in an app.
 """
 
 from __future__ import annotations
@@ -24,19 +26,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+from checkout_overhead import CYCLES, create_schema
+
 WARM_UP = 2000
 
 CHILD = """
 import gc
 import sys
+
+variant, path, url, cycles, warm_up, benchmarks = sys.argv[1:7]
+sys.path.insert(0, benchmarks)
+
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-import poolwatch
 
-variant, path, url, cycles, warm_up = sys.argv[1:6]
+import poolwatch
+from checkout_overhead import CYCLES
+
 engine = sa.create_engine(url, poolclass=sa.pool.QueuePool)
 reader = InMemoryMetricReader()
 if variant == "poolwatch":
@@ -45,64 +53,25 @@ if variant == "poolwatch":
         meter_provider=MeterProvider(metric_readers=[reader]),
         tracer_provider=TracerProvider(),
     )
-
-
-def bare():
-    engine.pool.connect().close()
-
-
-def query():
-    with engine.connect() as connection:
-        connection.exec_driver_sql("SELECT 1").scalar()
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-
-
-def orm():
-    with Session(engine) as session:
-        session.get(Item, 1)
-
-
-if path == "orm":
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        if session.get(Item, 1) is None:
-            session.add(Item(id=1, name="one"))
-            session.commit()
-cycle = {"bare": bare, "query": query, "orm": orm}[path]
+_title, cycle, _share = CYCLES[path]
 for _ in range(int(warm_up)):
-    cycle()
+    cycle(engine)
 # what exists now is never collected again: a full collection then costs the same in both runs
 gc.freeze()
 for _ in range(int(cycles)):
-    cycle()
+    cycle(engine)
 if variant == "poolwatch":
     reader.collect()
 """
 
 
-#: The cycles measured: (title, share of ``--cycles`` run, since an ORM cycle is far longer).
-PATHS = {
-    "bare": ("checkout + checkin", 1),
-    "query": ("checkout + SELECT 1 + checkin", 1),
-    "orm": ("Session(): get(Item, 1) + close", 5),
-}
+#: The cycles of ``checkout_overhead.py`` measured here, and the share of ``--cycles`` each runs
+#: (an ORM cycle is far longer).
+PATHS = {"bare": 1, "driver": 1, "statement": 1, "orm": 5}
 
 
 def instructions(script: Path, variant: str, path: str, url: str, cycles: int) -> int:
-    """Instructions the child executed, all of them (callgrind's ``Collected`` total).
-
-    The child runs from a file, so that its frames are application frames to poolwatch, as an
-    application's are (code given with ``-c`` is not), and borrow-site walks stop where they would.
-    """
+    """Instructions the child executed, all of them (callgrind's ``Collected`` total)."""
     result = subprocess.run(
         [
             "valgrind",
@@ -115,6 +84,7 @@ def instructions(script: Path, variant: str, path: str, url: str, cycles: int) -
             url,
             str(cycles),
             str(WARM_UP),
+            str(Path(__file__).resolve().parent),
         ],
         capture_output=True,
         text=True,
@@ -148,13 +118,14 @@ def main() -> None:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         script = Path(tmp) / "app.py"
         script.write_text(CHILD)
-        print(f"{'cycle':32} {'bare':>10} {'poolwatch':>10} {'x bare':>7}")
-        for path in args.path or PATHS:
-            title, share = PATHS[path]
-            cycles = max(args.cycles // share, 1)
+        create_schema(url)  # here, not in a child: both runs of a pair must find it made
+        print(f"{'cycle':50} {'bare':>10} {'poolwatch':>10} {'x bare':>7}")
+        for path in args.path or ("bare", "driver", "orm"):
+            cycles = max(args.cycles // PATHS[path], 1)
             bare = per_cycle(script, "bare", path, url, cycles)
             instrumented = per_cycle(script, "poolwatch", path, url, cycles)
-            print(f"{title:32} {bare:10.0f} {instrumented:10.0f} {instrumented / bare:7.3f}")
+            title = CYCLES[path][0]
+            print(f"{title:50} {bare:10.0f} {instrumented:10.0f} {instrumented / bare:7.3f}")
 
 
 if __name__ == "__main__":
