@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,28 @@ def test_timed_out_wait_lands_in_the_bucket_of_the_pool_timeout(
     assert wait["0.1"] == 1  # the first, immediate checkout
     assert wait["0.5"] == 2  # plus the one that waited 0.2 s (slack for a busy machine)
     assert gauge(telemetry, catalog.WAIT_TIME_SUM, "app") == pytest.approx(0.2, abs=0.05)
+
+
+def test_create_time_is_the_driver_s_connect_and_not_the_dialect_s_first_setup(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture, sqlite_url: str
+) -> None:
+    """A driver connect that takes 0.25 s is recorded as such, once per new connection; the
+    dialect's first-connection setup, which a slow listener stretches by 0.5 s here, is not."""
+    path = sqlite_url.removeprefix("sqlite:///")
+
+    def slow_connect() -> sqlite3.Connection:
+        time.sleep(0.25)
+        return sqlite3.connect(path)
+
+    engine = make_engine(creator=slow_connect, pool_size=2, max_overflow=0)
+    sa.event.listen(engine.pool, "connect", lambda *_args: time.sleep(0.5))
+    poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
+    with engine.connect(), engine.connect():
+        pass
+    assert observed(telemetry, catalog.CREATE_TIME_BUCKET, "app") == 2
+    created = buckets(telemetry, catalog.CREATE_TIME_BUCKET, "app")
+    assert created["0.1"] == 0 and created["0.5"] == 2  # bounds around 0.25 s, below 0.75 s
+    assert gauge(telemetry, catalog.CREATE_TIME_SUM, "app") >= 0.5
 
 
 def test_pending_requests_counts_callers_blocked_right_now(
