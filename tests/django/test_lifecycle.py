@@ -15,32 +15,15 @@ from poolwatch.testing import Capture
 from tests.django.conftest import Instrument, http_get
 from tests.django.project import views
 from tests.support.postgres import PostgresCluster, wait_until
-from tests.support.readings import counts, wait_for
+from tests.support.readings import (
+    counts,
+    django_closed,
+    django_opened,
+    django_states,
+    wait_for,
+)
 
 pytestmark = pytest.mark.postgres
-
-
-def states(telemetry: Capture, alias: str) -> dict[str, int]:
-    return {
-        point.attributes[catalog.DJANGO_STATE]: point.value
-        for point in telemetry.metrics()[catalog.DJANGO_CONNECTIONS.name]
-        if point.attributes[catalog.DJANGO_ALIAS] == alias
-    }
-
-
-def closed(telemetry: Capture, alias: str) -> dict[str, int]:
-    return {
-        point.attributes[catalog.CLOSE_REASON]: point.value
-        for point in telemetry.metrics().get(catalog.DJANGO_CLOSED.name, [])
-        if point.attributes[catalog.DJANGO_ALIAS] == alias
-    }
-
-
-def opened(telemetry: Capture, alias: str) -> int:
-    value: int = telemetry.value(
-        catalog.DJANGO_OPENED.name, attributes={catalog.DJANGO_ALIAS: alias}
-    )
-    return value
 
 
 def backend_pid(alias: str) -> int:
@@ -83,7 +66,7 @@ def test_connection_in_a_request_counts_in_request_then_idle(
 ) -> None:
     """Under CONN_MAX_AGE > 0 a request's connection is in_request, then idle once it ended."""
     instrument()
-    views.probe = lambda: probe.append(states(telemetry, "persistent"))
+    views.probe = lambda: probe.append(django_states(telemetry, "persistent"))
 
     answer = http_get(wsgi_server, "/pid/persistent/")
 
@@ -91,8 +74,8 @@ def test_connection_in_a_request_counts_in_request_then_idle(
     assert answer[0] == 200
     assert probe == [{**IDLE, catalog.DJANGO_IDLE: 0, catalog.DJANGO_IN_REQUEST: 1}]
     # the server closes the response (ending the request) after the client has read it
-    wait_for(lambda: states(telemetry, "persistent") == IDLE, timeout=30)
-    assert opened(telemetry, "persistent") == 1
+    wait_for(lambda: django_states(telemetry, "persistent") == IDLE, timeout=30)
+    assert django_opened(telemetry, "persistent") == 1
     assert counts(telemetry, "django:persistent") == (0, 1)
 
 
@@ -103,11 +86,11 @@ def test_connection_inside_atomic_counts_in_transaction(
     instrument()
     with transaction.atomic(using="persistent"):
         backend_pid("persistent")
-        inside = states(telemetry, "persistent")
+        inside = django_states(telemetry, "persistent")
         used_idle = counts(telemetry, "django:persistent")
     assert inside == {**IDLE, catalog.DJANGO_IDLE: 0, catalog.DJANGO_IN_TRANSACTION: 1}
     assert used_idle == (1, 0)
-    assert states(telemetry, "persistent") == IDLE
+    assert django_states(telemetry, "persistent") == IDLE
 
 
 def test_request_end_closes_with_reason_request_end_under_wsgi(
@@ -118,9 +101,11 @@ def test_request_end_closes_with_reason_request_end_under_wsgi(
     for _ in range(3):
         assert http_get(wsgi_server, "/pid/default/") is not None
     # closed when the server closes the response, after the client has read it
-    wait_for(lambda: closed(telemetry, "default") == {catalog.CLOSE_REQUEST_END: 3}, timeout=30)
-    assert opened(telemetry, "default") == 3
-    assert states(telemetry, "default") == {**IDLE, catalog.DJANGO_IDLE: 0}
+    wait_for(
+        lambda: django_closed(telemetry, "default") == {catalog.CLOSE_REQUEST_END: 3}, timeout=30
+    )
+    assert django_opened(telemetry, "default") == 3
+    assert django_states(telemetry, "default") == {**IDLE, catalog.DJANGO_IDLE: 0}
     assert telemetry.events(catalog.EVENT_ORPHANED) == []
 
 
@@ -145,14 +130,14 @@ def test_max_age_explicit_health_check_and_error_closes_have_their_reason(
         backend_pid("persistent")
     close_old_connections()  # errors occurred and the connection is unusable
 
-    assert closed(telemetry, "persistent") == {
+    assert django_closed(telemetry, "persistent") == {
         catalog.CLOSE_MAX_AGE: 1,
         catalog.CLOSE_EXPLICIT: 1,
         catalog.CLOSE_ERROR: 1,
     }
-    assert closed(telemetry, "checked") == {catalog.CLOSE_HEALTH_CHECK: 1}
-    assert opened(telemetry, "persistent") == 3
-    assert opened(telemetry, "checked") == 2
+    assert django_closed(telemetry, "checked") == {catalog.CLOSE_HEALTH_CHECK: 1}
+    assert django_opened(telemetry, "persistent") == 3
+    assert django_opened(telemetry, "checked") == 2
 
 
 def test_garbage_collected_connection_is_closed_with_that_reason(
@@ -166,8 +151,8 @@ def test_garbage_collected_connection_is_closed_with_that_reason(
     import gc
 
     gc.collect()
-    assert closed(telemetry, "default") == {catalog.CLOSE_GARBAGE_COLLECTED: 1}
-    assert states(telemetry, "default") == {**IDLE, catalog.DJANGO_IDLE: 0}
+    assert django_closed(telemetry, "default") == {catalog.CLOSE_GARBAGE_COLLECTED: 1}
+    assert django_states(telemetry, "default") == {**IDLE, catalog.DJANGO_IDLE: 0}
 
 
 def test_age_and_idle_time_of_the_oldest_connection(

@@ -15,7 +15,7 @@ from poolwatch.integrations.django import ADAPTER
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument, http_get, idle_pids
 from tests.support.postgres import PostgresCluster, wait_until
-from tests.support.readings import wait_for
+from tests.support.readings import django_closed, django_opened, django_states, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -24,14 +24,6 @@ VIEWS = "tests.django.project.views"
 
 def orphan_events(telemetry: Capture) -> list[Any]:
     return telemetry.events(catalog.EVENT_ORPHANED)
-
-
-def by_state(telemetry: Capture, alias: str) -> dict[str, int]:
-    return {
-        point.attributes[catalog.DJANGO_STATE]: point.value
-        for point in telemetry.metrics()[catalog.DJANGO_CONNECTIONS.name]
-        if point.attributes[catalog.DJANGO_ALIAS] == alias
-    }
 
 
 @pytest.mark.usefixtures("gc_off")
@@ -66,7 +58,7 @@ def test_short_body_under_uvicorn_leaves_exactly_the_orphans_postgres_shows_idle
         assert attributes[catalog.CODE_FUNCTION] == "_backend_pid"
         assert attributes[catalog.CODE_FILE].endswith("tests/django/project/views.py")
         assert attributes[catalog.LAST_QUERY_SITE].endswith(" in _backend_pid")
-    assert by_state(telemetry, "default")[catalog.DJANGO_ORPHANED] == requests
+    assert django_states(telemetry, "default")[catalog.DJANGO_ORPHANED] == requests
     assert (
         telemetry.value(catalog.DJANGO_ORPHANS.name, attributes={catalog.DJANGO_ALIAS: "default"})
         == requests
@@ -123,17 +115,14 @@ def test_conn_max_age_reuse_under_wsgi_is_not_an_orphan(
         catalog.DJANGO_ORPHANED: 0,
     }
     # the last request ends when the server closes its response, after the client read it
-    wait_for(lambda: by_state(telemetry, "persistent") == idle, timeout=30)
+    wait_for(lambda: django_states(telemetry, "persistent") == idle, timeout=30)
     ADAPTER.tracker.check()  # type: ignore[union-attr]
 
     assert len(pids) == 1
     assert pids == {row.pid for row in postgres.server_connections(f"{service}:persistent")}
     assert orphan_events(telemetry) == []
-    assert by_state(telemetry, "persistent") == idle
-    assert (
-        telemetry.value(catalog.DJANGO_OPENED.name, attributes={catalog.DJANGO_ALIAS: "persistent"})
-        == 1
-    )
+    assert django_states(telemetry, "persistent") == idle
+    assert django_opened(telemetry, "persistent") == 1
 
 
 @pytest.mark.usefixtures("gc_off")
@@ -171,10 +160,10 @@ def test_transaction_left_idle_past_the_threshold_is_an_orphan(
         with connections["persistent"].cursor() as cursor:
             cursor.execute("SELECT 1")
         wait_for(lambda: len(orphan_events(telemetry)) == 1, timeout=30)
-        orphaned = by_state(telemetry, "persistent")[catalog.DJANGO_ORPHANED]
+        orphaned = django_states(telemetry, "persistent")[catalog.DJANGO_ORPHANED]
         with connections["persistent"].cursor() as cursor:
             cursor.execute("SELECT 1")  # the owner is back: no longer an orphan
-        back = by_state(telemetry, "persistent")[catalog.DJANGO_IN_TRANSACTION]
+        back = django_states(telemetry, "persistent")[catalog.DJANGO_IN_TRANSACTION]
         (event,) = orphan_events(telemetry)
     assert (orphaned, back) == (1, 1)
     assert event.attributes[catalog.ORPHAN_REASON] == catalog.ORPHAN_IDLE_IN_TRANSACTION
@@ -211,9 +200,9 @@ def test_sync_to_async_outside_a_request_leaves_an_orphan_on_a_live_thread(
         assert attributes[catalog.CONNECTION_IDLE] >= threshold
         assert attributes[catalog.THREAD_NAME] != threading.current_thread().name
         assert catalog.HTTP_ROUTE not in attributes
-        assert by_state(telemetry, "default")[catalog.DJANGO_ORPHANED] == 1
+        assert django_states(telemetry, "default")[catalog.DJANGO_ORPHANED] == 1
         assert asyncio.run(sync_to_async(backend_pid)()) == pid  # its owner is back
-        assert by_state(telemetry, "default")[catalog.DJANGO_ORPHANED] == 0
+        assert django_states(telemetry, "default")[catalog.DJANGO_ORPHANED] == 0
     finally:
         asyncio.run(sync_to_async(connections.close_all)())
 
@@ -237,14 +226,7 @@ def test_close_orphans_closes_a_dead_threads_connection(
 
     assert len(orphan_events(telemetry)) == 1
     assert wait_until(lambda: postgres.server_connections(name) == [], timeout=30)
-    closed = telemetry.value(
-        catalog.DJANGO_CLOSED.name,
-        attributes={
-            catalog.DJANGO_ALIAS: "default",
-            catalog.CLOSE_REASON: catalog.CLOSE_ORPHAN_REAPED,
-        },
-    )
-    assert closed == 1
+    assert django_closed(telemetry, "default").get(catalog.CLOSE_ORPHAN_REAPED) == 1
 
 
 def test_requests_that_finish_under_uvicorn_leave_no_orphan(

@@ -13,7 +13,7 @@ from poolwatch.integrations.django import ADAPTER
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 from tests.support.postgres import PostgresCluster
-from tests.support.readings import counts, wait_for
+from tests.support.readings import counts, django_closed, wait_for
 
 pytestmark = [
     pytest.mark.postgres,
@@ -51,11 +51,7 @@ def test_pool_is_recorded_under_its_alias_and_named_in_postgres(
     assert row.application_name == f"{service}:pooled"
     connections["pooled"].close()
     wait_for(lambda: counts(telemetry, POOL) == (0, 2), timeout=30)
-    closed = telemetry.value(
-        catalog.DJANGO_CLOSED.name,
-        attributes={catalog.DJANGO_ALIAS: "pooled", catalog.CLOSE_REASON: catalog.CLOSE_EXPLICIT},
-    )
-    assert closed == 1
+    assert django_closed(telemetry, "pooled").get(catalog.CLOSE_EXPLICIT) == 1
 
 
 @pytest.mark.usefixtures("gc_off")
@@ -89,11 +85,4 @@ def test_close_orphans_hands_a_dead_threads_connection_back_to_the_pool(
     wait_for(lambda: counts(telemetry, POOL) == (1, 1), timeout=30)
     ADAPTER.tracker.check()  # type: ignore[union-attr]
     wait_for(lambda: counts(telemetry, POOL) == (0, 2), timeout=30)
-    closed = telemetry.value(
-        catalog.DJANGO_CLOSED.name,
-        attributes={
-            catalog.DJANGO_ALIAS: "pooled",
-            catalog.CLOSE_REASON: catalog.CLOSE_ORPHAN_REAPED,
-        },
-    )
-    assert closed == 1
+    assert django_closed(telemetry, "pooled").get(catalog.CLOSE_ORPHAN_REAPED) == 1

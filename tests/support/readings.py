@@ -61,3 +61,29 @@ def buckets(telemetry: Capture, metric: catalog.Metric, pool: str) -> dict[str, 
 def observed(telemetry: Capture, metric: catalog.Metric, pool: str) -> int:
     """How many values an aggregated histogram holds (its ``+Inf`` bucket)."""
     return buckets(telemetry, metric, pool).get("+Inf", 0)
+
+
+def django_states(telemetry: Capture, alias: str) -> dict[str, int]:
+    """Open Django connections of ``alias`` by state."""
+    return {
+        point.attributes[catalog.DJANGO_STATE]: point.value
+        for point in telemetry.metrics()[catalog.DJANGO_CONNECTIONS.name]
+        if point.attributes[catalog.DJANGO_ALIAS] == alias
+    }
+
+
+def django_closed(telemetry: Capture, alias: str) -> dict[str, int]:
+    """Django connections of ``alias`` closed so far, by close reason."""
+    return {
+        point.attributes[catalog.CLOSE_REASON]: point.value
+        for point in telemetry.metrics().get(catalog.DJANGO_CLOSED.name, [])
+        if point.attributes[catalog.DJANGO_ALIAS] == alias
+    }
+
+
+def django_opened(telemetry: Capture, alias: str) -> int:
+    """Django connections of ``alias`` opened so far."""
+    value: int = telemetry.value(
+        catalog.DJANGO_OPENED.name, attributes={catalog.DJANGO_ALIAS: alias}
+    )
+    return value
