@@ -18,8 +18,13 @@ from typing import Any
 
 from opentelemetry import trace
 
-#: The key under which a context holds its span (the fallback uses its own).
-SPAN_KEY: str = "current-span"
+try:
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # pragma: no cover - depends on the installed API
+    _SPAN_KEY = "current-span"
+
+#: The key under which a context holds its span: the API's own, else any stable one.
+SPAN_KEY: str = _SPAN_KEY
 
 
 def _public_context() -> Mapping[str, Any]:
@@ -28,11 +33,10 @@ def _public_context() -> Mapping[str, Any]:
 
 
 def _fast_context() -> Callable[[], Mapping[str, Any]] | None:
-    """``ContextVar.get`` of the API's runtime context when its layout is the known one."""
+    """``ContextVar.get`` of the API's runtime context, when its layout is the known one."""
     try:
         from opentelemetry.context import _RUNTIME_CONTEXT
         from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-        from opentelemetry.trace.propagation import _SPAN_KEY
     except ImportError:  # pragma: no cover - depends on the installed API
         return None
     variable = getattr(_RUNTIME_CONTEXT, "_current_context", None)
@@ -40,8 +44,6 @@ def _fast_context() -> Callable[[], Mapping[str, Any]] | None:
         variable, ContextVar
     ):
         return None
-    global SPAN_KEY  # noqa: PLW0603 - set once, at import
-    SPAN_KEY = _SPAN_KEY
     return variable.get
 
 

@@ -54,6 +54,3 @@ class Replacements:
         for (cls, name), original in reversed(list(self._originals.items())):
             setattr(cls, name, original)
         self._originals.clear()
-
-    def __bool__(self) -> bool:
-        return bool(self._originals)
