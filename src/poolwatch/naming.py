@@ -65,6 +65,10 @@ class NameRegistry:
                 if ref() is owner:
                     del self._owners[name]
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's may have been held at the fork)."""
+        self._lock = threading.Lock()
+
     def _live(self, name: str) -> bool:
         ref = self._owners.get(name)
         return ref is not None and ref() is not None

@@ -166,6 +166,11 @@ class PoolRecorder:
         self._sites = telemetry.sites
         self._capture_all = config.capture_stacks
 
+    def after_fork(self) -> None:
+        """In a forked child: books of its own, from zero (the parent's loans, counts and locks
+        are the parent's)."""
+        PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state)
+
     @property
     def pending(self) -> int:
         """Callers waiting for a connection right now."""
@@ -207,6 +212,8 @@ class PoolRecorder:
             tick = self._tick
             self._tick = tick + 1
             if not tick & _SITE_MASK or self._capture_all or len(loans) >= self._busy_at:
+                if not tick:  # this process's first checkout (a forked child starts at 0)
+                    self.telemetry.first_checkout()
                 if self._busy_at < 0:
                     self._busy_at = self._busy_threshold()
                 # the buffers are bounded here, at most once every SITE_EVERY checkouts: every

@@ -8,7 +8,6 @@ the active span). A daemon thread looks for connections held past the leak thres
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import weakref
@@ -35,7 +34,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _guard, _process, _sites, catalog
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -119,6 +118,7 @@ class Telemetry:
             _StandardHistograms(meter) if config.histograms == "standard" else None
         )
         _register_observables(meter, self)
+        _LIVE.add(self)
 
     # --- pools ----------------------------------------------------------------------------
 
@@ -130,6 +130,20 @@ class Telemetry:
         if self.config.leak_threshold > 0:
             WATCHDOG.watch(self)
         return recorder
+
+    def first_checkout(self) -> None:
+        """A pool's first checkout in this process: the watchdog runs here too (a forked child
+        starts one now, not at the fork)."""
+        if self.active and self.config.leak_threshold > 0:
+            WATCHDOG.watch(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks, and books (conflicts, pools) of the child's own."""
+        self._lock = threading.Lock()
+        self.conflicts.clear()
+        self._recent.clear()
+        for recorder in self._pools:
+            recorder.after_fork()
 
     def drop(self, recorder: PoolRecorder) -> None:
         """Stop reporting a pool."""
@@ -345,9 +359,8 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._watched: weakref.WeakSet[Telemetry] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
-        if hasattr(os, "register_at_fork"):
-            # a forked child has no copy of the thread; the next watch() starts one
-            os.register_at_fork(after_in_child=self._forget_thread)
+        # a forked child has no copy of the thread; its first checkout starts one
+        _process.on_fork("watchdog", self._forget_thread)
 
     def watch(self, telemetry: Telemetry) -> None:
         """Look for leaks in ``telemetry``'s pools from now on."""
@@ -384,6 +397,18 @@ class _Watchdog:
 
 
 WATCHDOG = _Watchdog()
+#: Every telemetry of this process (reset in a forked child).
+_LIVE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    global _shared_lock  # noqa: PLW0603 - the registry's lock, replaced in a forked child
+    _shared_lock = threading.Lock()
+    for telemetry in list(_LIVE):
+        telemetry.after_fork()
+
+
+_process.on_fork("telemetry", _after_fork)
 
 
 # --- collection-time instruments ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 
 import wrapt
 
-from poolwatch import _guard, catalog
+from poolwatch import _guard, _process, catalog
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
@@ -58,6 +58,12 @@ class DjangoAdapter:
         self._pools: list[weakref.ref[Any]] = []
         #: Telemetries whose meter has the Django instruments already (made once per meter).
         self._metered: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        _process.on_fork("django", self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        if self.tracker is not None:
+            self.tracker.after_fork()
 
     def _tracker_of(self, telemetry: Telemetry) -> Tracker | None:
         """The live tracker reporting into ``telemetry``, if any (read by its instruments)."""

@@ -17,24 +17,13 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _guard, _process, _sites, catalog
 from poolwatch.recorder import PoolRecorder, PoolState
 from poolwatch.telemetry import Telemetry
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
 _MISSING = object()
-#: Counts forks: a child process has no checker thread, and starts one on its next connection.
-_generation = 0
-
-
-def _forked() -> None:
-    global _generation  # noqa: PLW0603 - one counter for the whole process
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
 
 
 def _append(queue: deque[int], key: int, _ref: object) -> None:
@@ -188,7 +177,7 @@ class Tracker:
         standard = self._standard_recorder(alias, pooled)
         if standard is not None:
             standard.connection_created(seconds)
-        if self._checker_generation != _generation:
+        if self._checker_generation != _process.generation():
             self.ensure_checker()
         return record
 
@@ -358,13 +347,25 @@ class Tracker:
     def ensure_checker(self) -> None:
         """Start the orphan checker unless it runs in this process (a fork has none)."""
         with self._lock:
-            if self._checker_generation == _generation or not self.active:
+            if self._checker_generation == _process.generation() or not self.active:
                 return
-            self._checker_generation = _generation
+            self._checker_generation = _process.generation()
             self._checker = threading.Thread(
                 target=self._run, name="poolwatch-django-orphans", daemon=True
             )
             self._checker.start()
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks, no checker yet (the next connection starts one), and
+        counts of the child's own; the parent's open connections are the parent's."""
+        self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self._records.clear()
+        self._collected.clear()
+        self.opened.clear()
+        self.closed.clear()
+        self.orphans.clear()
+        self._checker = None
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_INTERVAL):

@@ -22,7 +22,7 @@ from opentelemetry.trace import Span
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from poolwatch import _guard
+from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
@@ -137,6 +137,13 @@ class PsycopgPoolAdapter:
         self._replaced = Replacements()
         self._graveyard = Graveyard()
         self.names = NameRegistry()
+        _process.on_fork("psycopg_pool", self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        self.names.after_fork()
+        for binding in self._bindings.values():
+            binding.collected.clear()  # the parent's loans: the recorder forgot them
 
     @property
     def installed(self) -> bool:

@@ -30,7 +30,7 @@ from sqlalchemy.pool import (
 )
 from sqlalchemy.pool.base import _ConnectionRecord
 
-from poolwatch import _guard
+from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
@@ -108,6 +108,11 @@ class SQLAlchemyAdapter:
         self.conflicts = SessionConflicts(self.telemetry_of)
         self._graveyard = Graveyard()
         self._replaced = Replacements()
+        _process.on_fork("sqlalchemy", self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        self.names.after_fork()
 
     # --- public ------------------------------------------------------------------------------
 
