@@ -165,11 +165,16 @@ class PoolRecorder:
         self._standard = telemetry.standard_histograms
         self._sites = telemetry.sites
         self._capture_all = config.capture_stacks
+        #: The adapter's answer to "is this loan still out?" (None: it cannot tell). Asked
+        #: before a loan is reported as leaked, so a checkin poolwatch missed is no leak.
+        self.still_out: Callable[[object, LoanEntry], bool] | None = None
 
     def after_fork(self) -> None:
         """In a forked child: books of its own, from zero (the parent's loans, counts and locks
         are the parent's)."""
+        still_out = self.still_out
         PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state)
+        self.still_out = still_out
 
     @property
     def pending(self) -> int:
@@ -182,6 +187,10 @@ class PoolRecorder:
         """A caller asked the pool for a connection; returns the start time to hand back later."""
         self._waiting.append(None)
         return _perf()
+
+    def abandoned(self) -> None:
+        """A checkout ended in a way the adapter could not follow: the caller waits no more."""
+        self._waiting.pop()
 
     def trace(self) -> Traced:
         """Trace this checkout: the adapter calls it when :attr:`spans` is on and the current span
@@ -212,15 +221,7 @@ class PoolRecorder:
             tick = self._tick
             self._tick = tick + 1
             if not tick & _SITE_MASK or self._capture_all or len(loans) >= self._busy_at:
-                if not tick:  # this process's first checkout (a forked child starts at 0)
-                    self.telemetry.first_checkout()
-                if self._busy_at < 0:
-                    self._busy_at = self._busy_threshold()
-                # the buffers are bounded here, at most once every SITE_EVERY checkouts: every
-                # value buffered comes from a checkout or the checkin of one
-                if len(self._waits) > _FOLD_AT:
-                    self.fold()
-                site = self._sites.capture(3)
+                site = self._upkeep_and_site(tick)
             else:
                 site = ()
             # who borrows it, from where: the LoanEntry tuple, built inline (a call is a tenth
@@ -238,23 +239,44 @@ class PoolRecorder:
         if traced is not None:
             self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
 
+    def _upkeep_and_site(self, tick: int) -> _sites.Site:
+        """What a checkout that records its site also does, then that site. Never raises: the
+        loan is recorded whatever fails here (without a site if the stack cannot be read)."""
+        try:
+            if not tick:  # this process's first checkout (a forked child starts at 0)
+                self.telemetry.first_checkout()
+            if self._busy_at < 0:
+                self._busy_at = self._busy_threshold()
+            # the buffers are bounded here, at most once every SITE_EVERY checkouts: every
+            # value buffered comes from a checkout or the checkin of one
+            if len(self._waits) > _FOLD_AT:
+                self.fold()
+            return self._sites.capture(4)
+        except Exception as exc:  # noqa: BLE001 - the loan matters more than its site
+            _guard.internal_error("recorder.checkout", exc)
+            return ()
+
     def failed(
         self, started: float, traced: Traced | None, exc: BaseException, timed_out: bool
     ) -> None:
         """The caller got an exception instead of a connection (a pool timeout, or any other)."""
         waited = _perf() - started
-        with self._lock:
-            self.wait.observe(waited)
-            if timed_out:
-                self.timeouts += 1
         state = None
-        if timed_out:
-            state = (
-                traced.state
-                if traced is not None
-                else self.state_attributes(self.state_now(), self.pending)
-            )
-        self._waiting.pop()
+        # the caller stops waiting whatever fails below; counts come before anything reported
+        try:
+            if timed_out:
+                with self._lock:
+                    self.timeouts += 1
+            with self._lock:
+                self.wait.observe(waited)
+            if timed_out:
+                state = (
+                    traced.state
+                    if traced is not None
+                    else self.state_attributes(self.state_now(), self.pending)
+                )
+        finally:
+            self._waiting.pop()
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
@@ -272,31 +294,36 @@ class PoolRecorder:
             return
         held = _perf() - entry[0]
         self._uses.append(held)
-        if self._standard is not None:
-            self._standard.use.record(held, self.attributes)
         owner = entry[1]
         # one test on the common path: nothing sampled or leaked, and the owner still alive
         if self._sampled or self._leaked or (owner is not None and owner() is None):
             sampled = self._sampled.pop(key, None)
             leaked = key in self._leaked
-            if leaked or (owner is not None and owner() is None):
-                self._came_back(key, Loan(entry, leaked, sampled), held)
+            self._leaked.discard(key)  # the books first: reporting below may fail
+            collected = owner is not None and owner() is None
+            if collected:
+                with self._lock:
+                    self.never_returned += 1
+            if leaked or collected:
+                self._came_back(Loan(entry, leaked, sampled), held)
+        if self._standard is not None:
+            self._standard.use.record(held, self.attributes)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
         entry = self.loans.pop(key, None)
         sampled = self._sampled.pop(key, None)
-        if entry is not None:
-            loan = Loan(entry, key in self._leaked, sampled)
-            if loan.collected():
-                self._came_back(key, loan, _perf() - loan.started)
-            self._leaked.discard(key)
-
-    def _came_back(self, key: object, loan: Loan, held: float) -> None:
-        self._leaked.discard(key)
-        if loan.collected():
+        leaked = key in self._leaked
+        self._leaked.discard(key)  # the books first: reporting below may fail
+        if entry is not None and entry[1] is not None and entry[1]() is None:
             with self._lock:
                 self.never_returned += 1
+            self._came_back(Loan(entry, leaked, sampled), _perf() - entry[0])
+
+    def _came_back(self, loan: Loan, held: float) -> None:
+        """Report a loan that ended after a leak report, or with its handle collected (counted
+        already: this only reports)."""
+        if loan.collected():
             self.telemetry.never_returned(self, loan, held)
         elif loan.leaked:
             self.telemetry.returned(self, loan, held)
@@ -357,12 +384,25 @@ class PoolRecorder:
             for key, entry in list(self.loans.items())
             if entry[0] <= cutoff and key not in self._leaked
         ]
+        if found and self.still_out is not None:
+            found = [(key, entry) for key, entry in found if self._confirm(key, entry)]
         if not found:
             return []
         with self._lock:
             self.leaks += len(found)
         self._leaked.update(key for key, _ in found)
         return [self.loan(key, entry, leaked=True) for key, entry in found]
+
+    def _confirm(self, key: object, entry: LoanEntry) -> bool:
+        """Whether the loan is really out; one whose checkin was missed leaves the books."""
+        assert self.still_out is not None
+        if self.still_out(key, entry):
+            return True
+        if self.loans.get(key) is entry:
+            self.loans.pop(key, None)
+            self._sampled.pop(key, None)
+            _guard.internal_error("recorder.missed_checkin", _MissedCheckin(self.name))
+        return False
 
     def leaked_now(self) -> int:
         """Connections held past the threshold right now."""
@@ -408,6 +448,13 @@ def _drain(values: deque[float], buckets: Buckets) -> None:
     """Observe the values in ``values`` now (others may append meanwhile; only one drains)."""
     take = values.popleft
     buckets.observe_many([take() for _ in range(len(values))])
+
+
+class _MissedCheckin(Exception):
+    """A connection came back to its pool without poolwatch seeing it (counted, not raised)."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(f"a connection of pool {pool} came back unseen; its loan was dropped")
 
 
 class _Holders:

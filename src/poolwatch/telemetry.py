@@ -174,9 +174,10 @@ class Telemetry:
         sample_after = min(SAMPLE_AFTER, threshold)
         for recorder in self.pools():
             if not self.config.capture_stacks:
-                recorder.sample_sites(sample_after)
+                # without a site the leak is still reported
+                _guard.guarded("leak-watchdog", recorder.sample_sites, sample_after)
             for loan in recorder.find_leaks(threshold):
-                self._leaked(recorder, loan)
+                _guard.guarded("leak-watchdog", self._leaked, recorder, loan)
 
     # --- spans and events ---------------------------------------------------------------------
 

@@ -269,8 +269,8 @@ def _begin(pool: Any) -> _Begun | None:
     recorder = binding.recorder
     try:
         assert recorder is not None
-        started = recorder.begin()
         parent = current_context().get(SPAN_KEY)
+        started = recorder.begin()
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
         return None
@@ -287,6 +287,11 @@ def _succeeded(begun: _Begun, connection: Any) -> None:
     binding, started, parent, traced = begun
     try:
         key = binding.key(connection)
+    except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
+        _guard.internal_error("psycopg_pool.checkout", error)
+        _guard.guarded("psycopg_pool.checkout", binding.recorder.abandoned)  # type: ignore[union-attr]
+        return
+    try:
         binding.recorder.succeeded(started, traced, key, key, parent)  # type: ignore[union-attr]
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
@@ -331,8 +336,8 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             return _getconn_first_sight(original, pool, timeout)
         recorder = binding.recorder
         try:
-            started = recorder.begin()
             parent = current_context().get(SPAN_KEY)
+            started = recorder.begin()
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)
             return original(pool, timeout)
@@ -349,6 +354,11 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             raise
         try:
             key = _weakref(connection, binding.collected.append)
+        except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
+            _guard.internal_error("psycopg_pool.checkout", error)
+            _guard.guarded("psycopg_pool.checkout", recorder.abandoned)
+            return connection
+        try:
             recorder.succeeded(started, traced, key, key, parent)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)

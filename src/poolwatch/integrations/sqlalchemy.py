@@ -191,6 +191,7 @@ class SQLAlchemyAdapter:
         binding = _Binding(pool, engine)
         name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
         recorder = telemetry.pool(name, binding.read_state)
+        recorder.still_out = still_out
         binding.recorder = recorder
         self._listen(binding, pool)
         setattr(pool, _ATTR, recorder)
@@ -297,6 +298,12 @@ class _PoolHooks:
             _guard.internal_error("sqlalchemy.connect", error)
 
 
+def still_out(record: Any, entry: Any) -> bool:
+    """Whether the connection record lent in ``entry`` is still checked out: SQLAlchemy clears
+    ``fairy_ref`` when the connection comes back, and makes a new one on the next checkout."""
+    return record.fairy_ref is not None and record.fairy_ref is entry[1]
+
+
 def _pool_classes() -> list[type[Pool]]:
     """``Pool`` and every subclass SQLAlchemy ships, in a stable order."""
     found: list[type[Pool]] = []
@@ -334,12 +341,14 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     def connect(pool: Any) -> Any:
         recorder: PoolRecorder | None = getattr(pool, _ATTR, None)
         if recorder is None:
-            recorder = _guard.guarded("sqlalchemy.attach", ADAPTER.auto_attach, pool)
-            if recorder is None:
-                return original(pool)
+            return _first_sight(connect, original, pool)
+        try:
+            parent = current_context().get(SPAN_KEY)
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.checkout", error)
+            parent = None
         try:
             started = recorder.begin()
-            parent = current_context().get(SPAN_KEY)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
             return original(pool)
@@ -357,12 +366,24 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             record = fairy._connection_record
             # SQLAlchemy's own weak reference to the fairy: dead once the app dropped it
-            recorder.succeeded(started, traced, record, record.fairy_ref, parent)
+            owner = record.fairy_ref
+        except Exception as error:  # noqa: BLE001
+            _guard.internal_error("sqlalchemy.checkout", error)
+            _guard.guarded("sqlalchemy.checkout", recorder.abandoned)
+            return fairy
+        try:
+            recorder.succeeded(started, traced, record, owner, parent)
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy
 
     return connect
+
+
+def _first_sight(connect: Callable[..., Any], original: Callable[..., Any], pool: Any) -> Any:
+    """A checkout of a pool not attached yet: attached now in zero-code mode, else bare."""
+    _guard.guarded("sqlalchemy.attach", ADAPTER.auto_attach, pool)
+    return connect(pool) if getattr(pool, _ATTR, None) is not None else original(pool)
 
 
 def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
