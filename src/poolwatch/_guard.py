@@ -37,6 +37,12 @@ def internal_error(hook: str, exc: BaseException) -> None:
         pass
 
 
+def count(hook: str) -> None:
+    """Count a problem found inside poolwatch that its caller reports itself."""
+    with _lock:
+        _counts[hook] += 1
+
+
 def guarded(hook: str, fn: Callable[..., T], *args: Any) -> T | None:
     """``fn(*args)``, or None after counting and logging an error raised inside poolwatch."""
     try:

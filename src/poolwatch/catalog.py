@@ -253,6 +253,13 @@ CONNECTION_NEVER_RETURNED: Final = Metric(
     UNIT_CONNECTION,
     "Connections garbage-collected while still checked out, never returned to the pool.",
 )
+CONNECTION_CREATE_ERRORS: Final = Metric(
+    "poolwatch.connection.create_errors",
+    Kind.COUNTER,
+    UNIT_ERROR,
+    "Attempts to open a database connection that failed (refused, rejected by the server, timed "
+    "out), by pool, error.type and the database's code where it gives one.",
+)
 SESSION_CONFLICTS: Final = Metric(
     "poolwatch.session.conflicts",
     Kind.COUNTER,
@@ -389,6 +396,13 @@ EVENT_RETURNED: Final = "poolwatch.connection.returned"
 EVENT_NEVER_RETURNED: Final = "poolwatch.connection.never_returned"
 EVENT_CONFLICT: Final = "poolwatch.session.conflict"
 EVENT_ORPHANED: Final = "poolwatch.connection.orphaned"
+EVENT_CREATE_FAILED: Final = "poolwatch.connection.create_failed"
+#: The server's message when opening a connection failed (passwords removed).
+ERROR_MESSAGE: Final = "poolwatch.error.message"
+#: Failed opens seen in the burst an event reports, so far.
+CREATE_FAILURES: Final = "poolwatch.connection.create_failures"
+#: Seconds without a failed open after which the next failure starts a new burst (and event).
+CREATE_BURST_GAP: Final = 10.0
 
 #: Every event poolwatch emits, for the Loki panel and the docs.
 EVENTS: Final = (
@@ -398,6 +412,7 @@ EVENTS: Final = (
     EVENT_NEVER_RETURNED,
     EVENT_CONFLICT,
     EVENT_ORPHANED,
+    EVENT_CREATE_FAILED,
 )
 
 INSTRUMENTATION_SCOPE: Final = "poolwatch"

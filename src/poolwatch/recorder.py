@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Span, SpanContext
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _errors, _guard, _sites, catalog
 from poolwatch._histogram import Buckets
 
 if TYPE_CHECKING:
@@ -141,6 +141,11 @@ class PoolRecorder:
         self.timeouts = 0
         self.leaks = 0
         self.never_returned = 0
+        #: Failed opens by (error.type, database code or None).
+        self.create_errors: dict[tuple[str, str | None], int] = {}
+        #: When the last open failed (a burst ends after CREATE_BURST_GAP without one).
+        self._failed_open_at = -catalog.CREATE_BURST_GAP
+        self._burst = 0
         #: Connections out right now, by the adapter's key for the connection.
         self.loans: dict[object, LoanEntry] = {}
         #: Keys of loans already reported as leaked.
@@ -334,6 +339,20 @@ class PoolRecorder:
             self.create.observe(seconds)
         if self._standard is not None:
             self._standard.create.record(seconds, self.attributes)
+
+    def connection_failed(self, error: BaseException) -> None:
+        """Opening a new database connection failed with ``error`` (the app may never see it:
+        a pool's background opener retries). The first failure of a burst is reported."""
+        key = (_errors.error_type(error), _errors.status_code(error))
+        now = _perf()
+        with self._lock:
+            self.create_errors[key] = self.create_errors.get(key, 0) + 1
+            starts = now - self._failed_open_at >= catalog.CREATE_BURST_GAP
+            self._failed_open_at = now
+            self._burst = 1 if starts else self._burst + 1
+        if starts:
+            state = self.state_attributes(self.state_now(), self.pending)
+            self.telemetry.connection_failed(self.name, state, error, key[1])
 
     def fold(self) -> None:
         """Move buffered waits and hold times into their buckets (collection calls this)."""

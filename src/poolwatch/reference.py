@@ -44,6 +44,19 @@ EVENT_DOCS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
             catalog.TASK_NAME,
         ),
     ),
+    catalog.EVENT_CREATE_FAILED: (
+        "Opening a connection failed, first of a burst (one event until the pool has gone "
+        f"{catalog.CREATE_BURST_GAP:g}s without a failure): the server's message and what the pool held.",
+        (
+            catalog.ERROR_TYPE,
+            catalog.DB_STATUS_CODE,
+            catalog.ERROR_MESSAGE,
+            catalog.POOL_USED,
+            catalog.POOL_IDLE,
+            catalog.POOL_MAX,
+            catalog.POOL_PENDING,
+        ),
+    ),
     catalog.EVENT_RETURNED: (
         "A connection reported as leaked came back, with its total hold time.",
         (catalog.CONNECTION_HELD, catalog.CODE_FUNCTION, catalog.THREAD_NAME),
@@ -94,6 +107,7 @@ _POOL_METRICS: Final = (
     catalog.CONNECTION_LEAKED,
     catalog.CONNECTION_LEAKS,
     catalog.CONNECTION_NEVER_RETURNED,
+    catalog.CONNECTION_CREATE_ERRORS,
 )
 _OTHER_METRICS: Final = (catalog.SESSION_CONFLICTS, catalog.INTERNAL_ERRORS)
 

@@ -34,7 +34,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _guard, _process, _sites, catalog
+from poolwatch import _errors, _guard, _process, _sites, catalog
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -223,6 +223,23 @@ class Telemetry:
             + (f"; held by {holders[0]}" if holders else "")
         )
         self.emit_event(catalog.EVENT_POOL_TIMEOUT, body, attributes)
+
+    def connection_failed(
+        self, pool: str, state: dict[str, Any], error: BaseException, code: str | None
+    ) -> None:
+        """Opening a connection failed, first of a burst: the server's message and the pool."""
+        attributes = dict(state)
+        attributes[catalog.ERROR_TYPE] = _errors.error_type(error)
+        attributes[catalog.ERROR_MESSAGE] = message = _errors.message(error)
+        if code is not None:
+            attributes[catalog.DB_STATUS_CODE] = code
+        body = (
+            f"pool {pool} could not open a connection: {message} "
+            f"({state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
+            f"{state[catalog.POOL_PENDING]} waiting)"
+        )
+        self.emit_event(catalog.EVENT_CREATE_FAILED, body, attributes)
 
     def _leaked(self, recorder: PoolRecorder, loan: Loan) -> None:
         age = time.perf_counter() - loan.started
@@ -504,6 +521,17 @@ def _sums(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
     return read
 
 
+def _create_errors(telemetry: Telemetry) -> Iterator[Observation]:
+    for recorder in telemetry.pools():
+        with recorder._lock:
+            counts = sorted(recorder.create_errors.items(), key=lambda item: str(item[0]))
+        for (kind, code), count in counts:
+            attributes = {catalog.POOL_NAME: recorder.name, catalog.ERROR_TYPE: kind}
+            if code is not None:
+                attributes[catalog.DB_STATUS_CODE] = code
+            yield Observation(count, attributes)
+
+
 def _conflicts(telemetry: Telemetry) -> Iterator[Observation]:
     if not telemetry.active:
         return
@@ -536,6 +564,7 @@ _OBSERVED: tuple[tuple[catalog.Metric, Callable[[Telemetry], Iterable[Observatio
     (catalog.CONNECTION_LEAKED, _leaked_now),
     (catalog.CONNECTION_LEAKS, _recorder_field("leaks")),
     (catalog.CONNECTION_NEVER_RETURNED, _recorder_field("never_returned")),
+    (catalog.CONNECTION_CREATE_ERRORS, _create_errors),
     (catalog.SESSION_CONFLICTS, _conflicts),
     (catalog.INTERNAL_ERRORS, _internal_errors),
 )

@@ -16,6 +16,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
 from poolwatch import catalog
+from poolwatch.integrations._replacing import is_replacement
 from poolwatch.integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
 from tests.support.readings import counts, gauge, observed
@@ -120,9 +121,11 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     assert dict(vars(Session)) == ORIGINAL_SESSION
     assert not ADAPTER.installed
     assert not hasattr(engine.pool, "_poolwatch_recorder")
-    assert sorted(name for name, _fn in listeners) == ["connect", "detach"]
+    assert sorted(name for name, _fn in listeners) == ["detach"]
     for name, fn in listeners:
         assert not event.contains(engine.pool, name, fn)
+    assert "_invoke_creator" in vars(engine.pool)
+    assert not is_replacement(engine.pool._invoke_creator)
     engine.connect().close()
     assert pool_names(telemetry) == []
 

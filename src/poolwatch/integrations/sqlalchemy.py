@@ -4,8 +4,11 @@ SQLAlchemy fires no event before a checkout waits nor on a pool timeout, so ``Po
 replaced at class level. Checkins are seen by replacing ``_ConnectionRecord.checkin`` at class
 level too: it is what fires the ``checkin`` pool event, unchanged from SQLAlchemy 2.0 to 2.1, and
 a plain function there costs a third of an event listener on a path every checkout takes.
-Detaches and new connections come from pool events. Counts are read from the pool itself at
-collection time, so they cannot drift.
+Opening a connection is timed, and its failures counted, around each pool's ``_invoke_creator``
+(the driver's connect alone; a ``connect`` listener would also switch an asyncio pool's
+first-connect lock to the asyncio one). Detaches come from a pool event. Counts are read from the
+pool itself at collection time, so they cannot drift. :data:`COMPATIBILITY` lists every private
+attribute used.
 """
 
 from __future__ import annotations
@@ -32,14 +35,58 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import Replacements
-from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
+from poolwatch.integrations._replacing import Replacements, is_replacement, mark
+from poolwatch.integrations.sqlalchemy_orm import (
+    BEFORE_ATTACH,
+    HANDLE_DBAPI_EXCEPTION,
+    SessionConflicts,
+)
 from poolwatch.naming import NameRegistry, url_pool_name
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
+_perf = time.perf_counter
+_BASE = "sqlalchemy.pool.base"
+_LOANS = "leak detection"
+_WITHOUT_LOANS = "no loans are kept: leaks, never-returned connections and holders go unreported"
+
+CHECKIN = Hook(
+    _BASE,
+    "_ConnectionRecord",
+    "checkin",
+    "fast checkins",
+    "checkins are seen through the public `checkin` pool event instead (slower)",
+)
+RECORD_POOL = Hook(
+    _BASE,
+    "_ConnectionRecord",
+    "_ConnectionRecord__pool",
+    "fast checkins",
+    "checkins are seen through the public `checkin` pool event instead (slower)",
+    instance=True,
+)
+FAIRY_RECORD = Hook(
+    _BASE, "_ConnectionFairy", "_connection_record", _LOANS, _WITHOUT_LOANS, instance=True
+)
+FAIRY_REF = Hook(_BASE, "_ConnectionRecord", "fairy_ref", _LOANS, _WITHOUT_LOANS, instance=True)
+INVOKE_CREATOR = Hook(
+    _BASE,
+    "Pool",
+    "_invoke_creator",
+    "connection opening",
+    "create time and failed connection opens are not recorded",
+    instance=True,
+)
+#: Every private attribute of SQLAlchemy that poolwatch uses, checked when instrumenting.
+COMPATIBILITY = Table(
+    "SQLAlchemy",
+    "sqlalchemy",
+    (CHECKIN, RECORD_POOL, FAIRY_RECORD, FAIRY_REF, INVOKE_CREATOR, BEFORE_ATTACH,
+     HANDLE_DBAPI_EXCEPTION),
+)  # fmt: skip
 
 
 class _Binding:
@@ -50,6 +97,8 @@ class _Binding:
         self.engine_ref = weakref.ref(engine) if engine is not None else None
         self.recorder: PoolRecorder | None = None
         self.listeners: list[tuple[str, Callable[..., None]]] = []
+        #: Pools whose ``_invoke_creator`` poolwatch wrapped (weakly).
+        self.timed: list[weakref.ref[Pool]] = []
 
     def pool(self) -> Pool | None:
         if self.engine_ref is not None:
@@ -207,12 +256,14 @@ class SQLAlchemyAdapter:
         # SQLAlchemy's ``_has_events`` flag and make every execution dispatch those events.
         assert binding.recorder is not None
         hooks = _PoolHooks(binding.recorder)
-        for name in ("detach", "connect"):
+        names = ["detach"]
+        if not (COMPATIBILITY.has(CHECKIN) and COMPATIBILITY.has(RECORD_POOL)):
+            names.append("checkin")
+        for name in names:
             fn = getattr(hooks, name)
-            # first among the connect listeners: the engine's own runs the dialect's
-            # first-connection setup, which is not part of opening the connection
-            event.listen(pool, name, fn, insert=True)
+            event.listen(pool, name, fn)
             binding.listeners.append((name, fn))
+        _time_creator(binding, pool)
 
     def _detach(self, key: int, binding: _Binding) -> None:
         del self._bindings[key]
@@ -220,6 +271,7 @@ class SQLAlchemyAdapter:
         for name, fn in binding.listeners:
             if pool is not None and event.contains(pool, name, fn):
                 event.remove(pool, name, fn)
+        _untime_creators(binding)
         for candidate in (pool, binding.pool_ref()):
             if candidate is not None and _ATTR in vars(candidate):
                 delattr(candidate, _ATTR)
@@ -245,19 +297,23 @@ class SQLAlchemyAdapter:
             return
         setattr(new, _ATTR, recorder)
         for binding in self._bindings.values():
-            if binding.recorder is recorder and binding.engine_ref is None:
-                binding.pool_ref = weakref.ref(new)
+            if binding.recorder is recorder:
+                _time_creator(binding, new)
+                if binding.engine_ref is None:
+                    binding.pool_ref = weakref.ref(new)
 
     # --- class-level wrappers -------------------------------------------------------------------
 
     def _install(self) -> None:
         if self._installed:
             return
+        COMPATIBILITY.check()
         for cls in _pool_classes():
             self._replaced.replace(cls, "connect", _make_connect)
             if "recreate" in vars(cls):
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
-        self._replaced.replace(_ConnectionRecord, "checkin", _make_checkin)
+        if COMPATIBILITY.has(RECORD_POOL):
+            self._replaced.replace(_ConnectionRecord, CHECKIN.attribute, _make_checkin)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
         self._installed = True
@@ -287,15 +343,57 @@ class _PoolHooks:
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.detach", error)
 
-    def connect(self, _dbapi_connection: Any, record: Any) -> None:
-        """A new DBAPI connection: SQLAlchemy stamped ``record.starttime`` (``time.time()``)
-        just before calling the driver, so the time since then is what opening it took."""
+    def checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        """The public checkin event: used when ``_ConnectionRecord.checkin`` cannot be replaced."""
         try:
-            started = getattr(record, "starttime", None)
-            if isinstance(started, float) and started > 0:
-                self.recorder.connection_created(max(time.time() - started, 0.0))
+            self.recorder.checked_in(record)
         except Exception as error:  # noqa: BLE001
-            _guard.internal_error("sqlalchemy.connect", error)
+            _guard.internal_error("sqlalchemy.checkin", error)
+
+
+def _time_creator(binding: _Binding, pool: Pool) -> None:
+    """Time each connection ``pool`` opens, and count those that fail, around the pool's own
+    ``_invoke_creator`` (the driver's connect, without any ``connect`` listener)."""
+    original = vars(pool).get(INVOKE_CREATOR.attribute)
+    if original is None or is_replacement(original):
+        return
+    pool_ref = weakref.ref(pool)
+
+    def _invoke_creator(record: Any) -> Any:
+        started = _perf()
+        try:
+            connection = original(record)
+        except Exception as failure:
+            _opened(pool_ref, 0.0, failure)
+            raise
+        _opened(pool_ref, _perf() - started, None)
+        return connection
+
+    setattr(pool, INVOKE_CREATOR.attribute, mark(_invoke_creator, original))
+    binding.timed.append(pool_ref)
+
+
+def _untime_creators(binding: _Binding) -> None:
+    for ref in binding.timed:
+        pool = ref()
+        timed = vars(pool).get(INVOKE_CREATOR.attribute) if pool is not None else None
+        if timed is not None and is_replacement(timed):
+            setattr(pool, INVOKE_CREATOR.attribute, timed.__wrapped__)
+    binding.timed.clear()
+
+
+def _opened(pool_ref: weakref.ref[Pool], seconds: float, failure: Exception | None) -> None:
+    pool = pool_ref()
+    recorder = getattr(pool, _ATTR, None) if pool is not None else None
+    if not isinstance(recorder, PoolRecorder):
+        return
+    try:
+        if failure is None:
+            recorder.connection_created(seconds)
+        else:
+            recorder.connection_failed(failure)
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("sqlalchemy.connect", error)
 
 
 def still_out(record: Any, entry: Any) -> bool:
@@ -368,8 +466,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             # SQLAlchemy's own weak reference to the fairy: dead once the app dropped it
             owner = record.fairy_ref
         except Exception as error:  # noqa: BLE001
-            _guard.internal_error("sqlalchemy.checkout", error)
-            _guard.guarded("sqlalchemy.checkout", recorder.abandoned)
+            _unkeyed(recorder, error)
             return fairy
         try:
             recorder.succeeded(started, traced, record, owner, parent)
@@ -378,6 +475,13 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         return fairy
 
     return connect
+
+
+def _unkeyed(recorder: PoolRecorder, error: Exception) -> None:
+    """A checkout whose connection record could not be read: no loan, the wait is over."""
+    if not COMPATIBILITY.off(_LOANS):  # else said once, when instrumenting
+        _guard.internal_error("sqlalchemy.checkout", error)
+    _guard.guarded("sqlalchemy.checkout", recorder.abandoned)
 
 
 def _first_sight(connect: Callable[..., Any], original: Callable[..., Any], pool: Any) -> Any:
