@@ -59,19 +59,16 @@ class Table:
         self.library = library
         self.distribution = distribution
         self.hooks = tuple(hooks)
-        self._missing: dict[Hook, None] = {}
+        self._missing: frozenset[Hook] = frozenset()
 
     def check(self, module: str | None = None) -> list[Hook]:
-        """Check the hooks (of ``module`` only, if given) now; warn once about each missing."""
-        missing = [
-            hook
-            for hook in self.hooks
-            if (module is None or hook.module == module) and not hook.present()
-        ]
+        """Check the hooks (of ``module`` only, if given) now; each missing one is reported once
+        per process."""
+        checked = [hook for hook in self.hooks if module is None or hook.module == module]
+        missing = [hook for hook in checked if not hook.present()]
+        self._missing = (self._missing - set(checked)) | set(missing)
         for hook in missing:
-            if hook not in self._missing:
-                self._missing[hook] = None
-                self._report(hook)
+            self._report(hook)
         return missing
 
     def off(self, feature: str) -> bool:
@@ -90,8 +87,7 @@ class Table:
 
     def _report(self, hook: Hook) -> None:
         key = f"compat.{self.library}"
-        _guard.count(key)
-        _guard.warn_once(
+        if _guard.warn_once(
             f"{key}:{hook.module}.{hook.name}",
             "poolwatch: %s %s has no %s.%s; poolwatch's %s is off: %s",
             self.library,
@@ -100,4 +96,5 @@ class Table:
             hook.name,
             hook.feature,
             hook.without,
-        )
+        ):
+            _guard.count(key)

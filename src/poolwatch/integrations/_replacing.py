@@ -7,7 +7,9 @@ builds a bound wrapper object on each attribute access before making the call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,9 +20,15 @@ Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def mark(replacement: F, original: Callable[..., Any]) -> F:
-    """Give ``replacement`` the name, docstring and ``__wrapped__`` of ``original``, and the mark
-    :func:`is_replacement` reads."""
+    """Give ``replacement`` the name, docstring, ``__wrapped__`` and signature of ``original``, and
+    the mark :func:`is_replacement` reads.
+
+    The signature is set outright: ``inspect.getfullargspec`` (used by libraries and test
+    suites to read a method's parameters) does not follow ``__wrapped__``.
+    """
     functools.update_wrapper(replacement, original)
+    with contextlib.suppress(TypeError, ValueError):  # a callable without one: leave it
+        replacement.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
     replacement._poolwatch = True  # type: ignore[attr-defined]
     return replacement
 

@@ -121,6 +121,17 @@ def backend_pid(connection: Any) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
+def _read_backend(record: ConnectionRecord, connection: Any) -> None:
+    """The server process and ``application_name`` of an orphan, if its connection can say."""
+    if connection is None:
+        return
+    try:
+        record.backend_pid = backend_pid(connection)
+        record.application_name = server_application_name(connection)
+    except Exception:  # noqa: BLE001 - a closed or broken connection names no backend
+        pass
+
+
 def server_application_name(connection: Any) -> str | None:
     """The ``application_name`` PostgreSQL reports for a psycopg 3 connection, else None."""
     info = getattr(connection, "info", None)
@@ -162,6 +173,8 @@ class Tracker:
         self._checker: threading.Thread | None = None
         self._checker_generation = -1
         self._stop = threading.Event()
+        #: Whether queries are seen (set by the adapter): idle orphans need the last query time.
+        self.queries_seen = True
 
     # --- facts from the hooks -------------------------------------------------------------------
 
@@ -180,6 +193,12 @@ class Tracker:
         if self._checker_generation != _process.generation():
             self.ensure_checker()
         return record
+
+    def connection_failed(self, alias: str, error: Exception) -> None:
+        """Opening a connection for ``alias`` (without Django's pool) failed with ``error``."""
+        recorder = self._standard_recorder(alias, pooled=False)
+        if recorder is not None:
+            recorder.connection_failed(error)
 
     def connection_closed(self, record: ConnectionRecord, reason: str) -> None:
         """The connection of ``record`` was closed (or handed back to Django's pool)."""
@@ -271,20 +290,24 @@ class Tracker:
             self._check(_monotonic())
 
     def _check(self, now: float) -> None:
+        # one connection at a time: a broken or closed one costs only its own report
         for record, wrapper in self.live():
-            if record.orphaned is None:
-                reason = self._orphan_reason(record, wrapper, now)
-                if reason is None:
-                    continue
+            try:
+                self._check_one(record, wrapper, now)
+            except Exception as exc:  # noqa: BLE001 - the next connection is still checked
+                _guard.internal_error("django.orphans", exc)
+
+    def _check_one(self, record: ConnectionRecord, wrapper: Any, now: float) -> None:
+        if record.orphaned is None:
+            reason = self._orphan_reason(record, wrapper, now)
+            if reason is not None:
                 record.orphaned = reason
                 with self._lock:
                     self.orphans[record.alias] = self.orphans.get(record.alias, 0) + 1
-                if wrapper.connection is not None:
-                    record.backend_pid = backend_pid(wrapper.connection)
-                    record.application_name = server_application_name(wrapper.connection)
+                _read_backend(record, wrapper.connection)
                 self._report(record, reason, now)
-            if self.config.close_orphans and not record.thread.is_alive():
-                self._close_orphan(record, wrapper)
+        if self.config.close_orphans and not record.thread.is_alive():
+            self._close_orphan(record, wrapper)
 
     def _orphan_reason(self, record: ConnectionRecord, wrapper: Any, now: float) -> str | None:
         """Why the connection is an orphan now, or None: a request that ended without closing
@@ -301,6 +324,8 @@ class Tracker:
             return catalog.ORPHAN_REQUEST_ENDED
         if thread_dead:
             return catalog.ORPHAN_THREAD_DEAD
+        if not self.queries_seen:
+            return None  # idle since when? unknown: no idle orphan rather than a false one
         idle = now - record.last_query_at
         threshold = self.config.django_idle_in_transaction
         if threshold > 0 and idle >= threshold and in_transaction(wrapper):

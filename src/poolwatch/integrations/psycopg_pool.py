@@ -4,7 +4,9 @@ psycopg_pool has no hooks, so ``getconn``, ``putconn`` and ``_connect`` are repl
 by plain functions (sync and async); counts are read from the pool's ``get_stats()`` at collection
 time. A loan is keyed by a weak reference to the connection, so a connection the application
 drops without ``putconn`` is reported as never returned. Connections opened after attaching get an
-``application_name`` (the pool's name by default) unless the user set one.
+``application_name`` (the pool's name by default) unless the user set one. Every attempt to
+open a connection goes through ``_connect`` (private: see :data:`COMPATIBILITY`), timed there,
+its failures counted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
@@ -41,6 +44,28 @@ _NAME_PARAMETERS = ("user", "host", "port", "dbname")
 #: The methods replaced on each class: checkout, checkin, and the opening of a connection.
 _METHODS = ("getconn", "putconn", "_connect")
 _CLASSES: tuple[type[Any], ...] = (ConnectionPool, AsyncConnectionPool)
+_WITHOUT_CONNECT = "create time and failed connection opens are not recorded"
+#: Every private attribute of psycopg_pool that poolwatch uses, checked when instrumenting.
+COMPATIBILITY = Table(
+    "psycopg_pool",
+    "psycopg-pool",
+    (
+        Hook(
+            "psycopg_pool.pool",
+            "ConnectionPool",
+            "_connect",
+            "connection opening",
+            _WITHOUT_CONNECT,
+        ),
+        Hook(
+            "psycopg_pool.pool_async",
+            "AsyncConnectionPool",
+            "_connect",
+            "connection opening",
+            _WITHOUT_CONNECT,
+        ),
+    ),
+)
 
 
 class _Binding:
@@ -236,6 +261,7 @@ class PsycopgPoolAdapter:
     def _install(self) -> None:
         if self._installed:
             return
+        COMPATIBILITY.check()
         for cls in _CLASSES:
             asynchronous = cls is AsyncConnectionPool
             for method in _METHODS:
@@ -328,6 +354,16 @@ def _created(pool: Any, started: float) -> None:
         _guard.internal_error("psycopg_pool.connect", error)
 
 
+def _open_failed(pool: Any, failure: Exception) -> None:
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None:
+        return
+    try:
+        binding.recorder.connection_failed(failure)  # type: ignore[union-attr]
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.connect", error)
+
+
 def _sync_getconn(original: Callable[..., Any]) -> Any:
     def getconn(pool: Any, timeout: float | None = None) -> Any:
         # _begin and _succeeded inlined: two calls and a tuple are a tenth of the overhead
@@ -416,7 +452,11 @@ def _async_putconn(original: Callable[..., Any]) -> Any:
 def _sync_connect(original: Callable[..., Any]) -> Any:
     def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
         started = _perf()
-        connection = original(pool, *args, **kwargs)
+        try:
+            connection = original(pool, *args, **kwargs)
+        except Exception as failure:
+            _open_failed(pool, failure)
+            raise
         _created(pool, started)
         return connection
 
@@ -426,7 +466,11 @@ def _sync_connect(original: Callable[..., Any]) -> Any:
 def _async_connect(original: Callable[..., Any]) -> Any:
     async def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
         started = _perf()
-        connection = await original(pool, *args, **kwargs)
+        try:
+            connection = await original(pool, *args, **kwargs)
+        except Exception as failure:
+            _open_failed(pool, failure)
+            raise
         _created(pool, started)
         return connection
 

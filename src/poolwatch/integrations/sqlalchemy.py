@@ -209,8 +209,9 @@ class SQLAlchemyAdapter:
         bind = getattr(target, "bind", target)
         engine = getattr(bind, "engine", bind)
         recorder = getattr(getattr(engine, "pool", None), _ATTR, None)
-        if recorder is not None and recorder.telemetry.active:
-            return recorder.telemetry  # type: ignore[no-any-return]
+        # anything may stand in for a bind (a mock in a test): only poolwatch's own recorder counts
+        if isinstance(recorder, PoolRecorder) and recorder.telemetry.active:
+            return recorder.telemetry
         for candidate in (self._auto, self._latest):
             if candidate is not None and candidate.active:
                 return candidate

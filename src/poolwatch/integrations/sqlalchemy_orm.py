@@ -26,6 +26,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from poolwatch import _guard, _sites, catalog
 from poolwatch.integrations._compat import Hook
 from poolwatch.integrations._replacing import Replacements
+from poolwatch.recorder import PoolRecorder
 from poolwatch.telemetry import Telemetry
 
 _SITE_ATTR = "_poolwatch_site"
@@ -158,7 +159,7 @@ class SessionConflicts:
             catalog.DB_STATUS_CODE: str(code),
         }
         pool = getattr(engine.pool, "_poolwatch_recorder", None)
-        if pool is not None:
+        if isinstance(pool, PoolRecorder):
             attributes[catalog.POOL_NAME] = pool.name
         message = str(error).strip().split("\n")[0]
         telemetry.conflict(kind, attributes, f"{kind.replace('_', ' ')} ({code}): {message}")
