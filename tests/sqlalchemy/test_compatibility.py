@@ -3,7 +3,6 @@ one is warned about once, counted, and switches off only the feature that needs 
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
@@ -13,23 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
-from poolwatch import _guard, catalog
+from poolwatch import catalog
 from poolwatch import telemetry as telemetry_module
 from poolwatch.integrations._compat import Hook
 from poolwatch.integrations.sqlalchemy import CHECKIN, COMPATIBILITY
 from poolwatch.testing import Capture
-
-
-def remove(monkeypatch: pytest.MonkeyPatch, hook: Hook) -> None:
-    """Make ``hook`` missing, as a SQLAlchemy release without it would."""
-    owner = hook.owner()
-    assert owner is not None and hook.present()
-    for cls in owner.__mro__:
-        if hook.attribute in vars(cls):
-            monkeypatch.delattr(cls, hook.attribute)
-        if hook.attribute in vars(cls).get("__annotations__", {}):
-            monkeypatch.delitem(cls.__annotations__, hook.attribute)
-    assert not hook.present()
+from tests.support.compat import assert_reported_once, remove
 
 
 @pytest.mark.parametrize("hook", COMPATIBILITY.hooks, ids=lambda hook: hook.name)
@@ -47,14 +35,7 @@ def test_a_missing_hook_warns_once_counts_and_switches_off_its_feature(
             poolwatch.instrument_sqlalchemy(**telemetry.providers)
             poolwatch.uninstrument_sqlalchemy()
             poolwatch.instrument_sqlalchemy(**telemetry.providers)
-        assert COMPATIBILITY.off(hook.feature)
-        others = {other.feature for other in COMPATIBILITY.hooks} - {hook.feature}
-        assert not any(COMPATIBILITY.off(feature) for feature in others)
-    (warning,) = [record.getMessage() for record in caplog.records if record.name == "poolwatch"]
-    version = importlib.metadata.version("sqlalchemy")
-    assert warning.startswith(f"poolwatch: SQLAlchemy {version} has no {hook.module}.{hook.name}")
-    assert hook.without in warning
-    assert _guard.error_counts() == {"compat.SQLAlchemy": 1}
+        assert_reported_once(COMPATIBILITY, hook, caplog)
     assert (
         telemetry.value(
             catalog.INTERNAL_ERRORS.name, attributes={catalog.HOOK: "compat.SQLAlchemy"}
