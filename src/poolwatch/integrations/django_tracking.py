@@ -391,6 +391,8 @@ class Tracker:
         self.closed.clear()
         self.orphans.clear()
         self._checker = None
+        if self.active:
+            self._stop = threading.Event()  # its lock may have been held by the parent's checker
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_INTERVAL):
