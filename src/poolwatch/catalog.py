@@ -399,8 +399,6 @@ EVENT_ORPHANED: Final = "poolwatch.connection.orphaned"
 EVENT_CREATE_FAILED: Final = "poolwatch.connection.create_failed"
 #: The server's message when opening a connection failed (passwords removed).
 ERROR_MESSAGE: Final = "poolwatch.error.message"
-#: Failed opens seen in the burst an event reports, so far.
-CREATE_FAILURES: Final = "poolwatch.connection.create_failures"
 #: Seconds without a failed open after which the next failure starts a new burst (and event).
 CREATE_BURST_GAP: Final = 10.0
 

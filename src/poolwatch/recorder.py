@@ -145,7 +145,6 @@ class PoolRecorder:
         self.create_errors: dict[tuple[str, str | None], int] = {}
         #: When the last open failed (a burst ends after CREATE_BURST_GAP without one).
         self._failed_open_at = -catalog.CREATE_BURST_GAP
-        self._burst = 0
         #: Connections out right now, by the adapter's key for the connection.
         self.loans: dict[object, LoanEntry] = {}
         #: Keys of loans already reported as leaked.
@@ -349,7 +348,6 @@ class PoolRecorder:
             self.create_errors[key] = self.create_errors.get(key, 0) + 1
             starts = now - self._failed_open_at >= catalog.CREATE_BURST_GAP
             self._failed_open_at = now
-            self._burst = 1 if starts else self._burst + 1
         if starts:
             state = self.state_attributes(self.state_now(), self.pending)
             self.telemetry.connection_failed(self.name, state, error, key[1])
