@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import inspect
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 from unittest import mock
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.util.compat import inspect_getfullargspec
 
 import poolwatch
+from poolwatch.integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
 
 SESSION_METHODS = ("__init__", "close", "commit", "rollback", "execute", "flush", "get")
@@ -26,14 +31,21 @@ def test_an_async_pool_without_an_engine_still_works_from_sync_code(telemetry: C
     assert not pool.dispatch.connect
 
 
-def test_replaced_session_methods_keep_their_argument_specs(telemetry: Capture) -> None:
-    """``inspect.getfullargspec`` of every replaced Session method is SQLAlchemy's own."""
-    before = {name: inspect.getfullargspec(getattr(Session, name)) for name in SESSION_METHODS}
+@pytest.mark.parametrize(
+    "argspec", [inspect.getfullargspec, inspect_getfullargspec], ids=["inspect", "sqlalchemy"]
+)
+def test_replaced_methods_keep_their_argument_specs(
+    argspec: Callable[[Any], Any], telemetry: Capture
+) -> None:
+    """Every replaced Session and Connection method has SQLAlchemy's own argument spec, read by
+    ``inspect`` or from the code object as SQLAlchemy's test suite reads it."""
+    methods = [(Session, name) for name in SESSION_METHODS]
+    methods.append((sa.engine.Connection, "_handle_dbapi_exception"))
+    before = [argspec(getattr(cls, name)) for cls, name in methods]
     poolwatch.instrument_sqlalchemy(**telemetry.providers)
-    assert poolwatch.integrations.sqlalchemy.ADAPTER.installed
-    after = {name: inspect.getfullargspec(getattr(Session, name)) for name in SESSION_METHODS}
-    assert after == before
-    assert after["close"].args == ["self"]
+    assert ADAPTER.installed
+    assert [argspec(getattr(cls, name)) for cls, name in methods] == before
+    assert argspec(Session.close).args == ["self"]
 
 
 def test_a_session_on_a_mock_bind_calls_nothing_on_it(telemetry: Capture) -> None:

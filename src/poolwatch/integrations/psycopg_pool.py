@@ -365,18 +365,18 @@ def _open_failed(pool: Any, failure: Exception) -> None:
 
 
 def _sync_getconn(original: Callable[..., Any]) -> Any:
-    def getconn(pool: Any, timeout: float | None = None) -> Any:
+    def getconn(self: Any, timeout: float | None = None) -> Any:
         # _begin and _succeeded inlined: two calls and a tuple are a tenth of the overhead
-        binding: _Binding | None = pool.__dict__.get(_ATTR)
+        binding: _Binding | None = self.__dict__.get(_ATTR)
         if binding is None or binding.recorder is None:
-            return _getconn_first_sight(original, pool, timeout)
+            return _getconn_first_sight(original, self, timeout)
         recorder = binding.recorder
         try:
             parent = current_context().get(SPAN_KEY)
             started = recorder.begin()
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)
-            return original(pool, timeout)
+            return original(self, timeout)
         traced = (
             _guard.guarded("psycopg_pool.checkout", recorder.trace)
             if recorder.spans
@@ -384,7 +384,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             else None
         )
         try:
-            connection = original(pool, timeout)
+            connection = original(self, timeout)
         except BaseException as failure:
             _failed((binding, started, parent, traced), failure)
             raise
@@ -418,12 +418,12 @@ def _getconn_first_sight(original: Callable[..., Any], pool: Any, timeout: float
 
 
 def _async_getconn(original: Callable[..., Any]) -> Any:
-    async def getconn(pool: Any, timeout: float | None = None) -> Any:
-        begun = _begin(pool)
+    async def getconn(self: Any, timeout: float | None = None) -> Any:
+        begun = _begin(self)
         if begun is None:
-            return await original(pool, timeout)
+            return await original(self, timeout)
         try:
-            connection = await original(pool, timeout)
+            connection = await original(self, timeout)
         except BaseException as failure:  # cancellation included: a failed wait, not a timeout
             _failed(begun, failure)
             raise
@@ -434,17 +434,17 @@ def _async_getconn(original: Callable[..., Any]) -> Any:
 
 
 def _sync_putconn(original: Callable[..., Any]) -> Any:
-    def putconn(pool: Any, conn: Any) -> None:
-        _returned(pool, conn)
-        original(pool, conn)
+    def putconn(self: Any, conn: Any) -> None:
+        _returned(self, conn)
+        original(self, conn)
 
     return putconn
 
 
 def _async_putconn(original: Callable[..., Any]) -> Any:
-    async def putconn(pool: Any, conn: Any) -> None:
-        _returned(pool, conn)
-        await original(pool, conn)
+    async def putconn(self: Any, conn: Any) -> None:
+        _returned(self, conn)
+        await original(self, conn)
 
     return putconn
 

@@ -371,7 +371,8 @@ def _time_creator(binding: _Binding, pool: Pool) -> None:
         return connection
 
     setattr(pool, INVOKE_CREATOR.attribute, mark(_invoke_creator, original))
-    binding.timed.append(pool_ref)
+    # pools replaced by dispose() are gone: keep the list as long as the live ones
+    binding.timed = [ref for ref in binding.timed if ref() is not None] + [pool_ref]
 
 
 def _untime_creators(binding: _Binding) -> None:
@@ -437,10 +438,10 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     call costs about 0.6 us, a tenth of a bare SQLite checkout+checkin.
     """
 
-    def connect(pool: Any) -> Any:
-        recorder: PoolRecorder | None = getattr(pool, _ATTR, None)
+    def connect(self: Any) -> Any:
+        recorder: PoolRecorder | None = getattr(self, _ATTR, None)
         if recorder is None:
-            return _first_sight(connect, original, pool)
+            return _first_sight(connect, original, self)
         try:
             parent = current_context().get(SPAN_KEY)
         except Exception as error:  # noqa: BLE001 - the hook boundary
@@ -450,7 +451,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             started = recorder.begin()
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
-            return original(pool)
+            return original(self)
         traced = (
             _guard.guarded("sqlalchemy.checkout", recorder.trace)
             if recorder.spans
@@ -458,7 +459,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             else None
         )
         try:
-            fairy = original(pool)
+            fairy = original(self)
         except BaseException as failure:
             _checkout_failed(recorder, started, traced, failure)
             raise
@@ -495,14 +496,14 @@ def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
     """A replacement for ``_ConnectionRecord.checkin``: the loan ends before the pool has the
     connection back, so no other caller can have borrowed it yet."""
 
-    def checkin(record: Any, _fairy_was_created: bool = True) -> None:
+    def checkin(self: Any, _fairy_was_created: bool = True) -> None:
         try:
-            recorder: PoolRecorder | None = getattr(record._ConnectionRecord__pool, _ATTR, None)
+            recorder: PoolRecorder | None = getattr(self._ConnectionRecord__pool, _ATTR, None)
             if recorder is not None:
-                recorder.checked_in(record)
+                recorder.checked_in(self)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkin", error)
-        original(record, _fairy_was_created)
+        original(self, _fairy_was_created)
 
     return checkin
 
