@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.util.compat import inspect_getfullargspec
 
 import poolwatch
+from poolwatch import _guard, catalog
 from poolwatch.integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
+from tests.support.readings import counts
 
 SESSION_METHODS = ("__init__", "close", "commit", "rollback", "execute", "flush", "get")
 
@@ -24,11 +26,15 @@ def test_an_async_pool_without_an_engine_still_works_from_sync_code(telemetry: C
     """An AsyncAdaptedQueuePool made without an engine checks out from sync code: poolwatch adds
     no ``connect`` listener, which would switch its first-connect lock to the asyncio one."""
     poolwatch.instrument_sqlalchemy(**telemetry.providers)
-    pool = sa.pool.AsyncAdaptedQueuePool(lambda: sqlite3.connect(":memory:"))
+    pool = sa.pool.AsyncAdaptedQueuePool(lambda: sqlite3.connect(":memory:"), logging_name="bare")
     connection = pool.connect()
     assert connection.cursor().execute("SELECT 1").fetchone() == (1,)
     connection.close()
     assert not pool.dispatch.connect
+    assert _guard.error_counts() == {}
+    assert counts(telemetry, "bare") == (0, 1)
+    opened = {catalog.POOL_NAME: "bare", catalog.LE: "+Inf"}
+    assert telemetry.value(catalog.CREATE_TIME_BUCKET.name, attributes=opened) == 1
 
 
 @pytest.mark.parametrize(

@@ -66,14 +66,15 @@ def _forwarder(original: Callable[..., Any], target: Callable[..., Any]) -> Call
             if kind is kinds.POSITIONAL_ONLY and parameter is _last_positional_only(parameters):
                 declared.append("/")
     asynchronous = inspect.iscoroutinefunction(original)
+    name = original.__name__ if original.__name__.isidentifier() else "forwarder"
     source = (
-        f"{'async ' if asynchronous else ''}def {original.__name__}({', '.join(declared)}):\n"
+        f"{'async ' if asynchronous else ''}def {name}({', '.join(declared)}):\n"
         f"    return {'await ' if asynchronous else ''}_target({', '.join(passed)})\n"
     )
     namespace: dict[str, Any] = {"_target": target}
     # the source is made from the original's parameter names only
     exec(compile(source, f"<poolwatch forwarder of {original.__qualname__}>", "exec"), namespace)
-    forwarder: Callable[..., Any] = namespace[original.__name__]
+    forwarder: Callable[..., Any] = namespace[name]
     forwarder.__defaults__ = original.__defaults__
     forwarder.__kwdefaults__ = original.__kwdefaults__
     return forwarder

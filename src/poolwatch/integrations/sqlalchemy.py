@@ -37,7 +37,7 @@ from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import Replacements, is_replacement, mark
+from poolwatch.integrations._replacing import Replacements, is_replacement
 from poolwatch.integrations.sqlalchemy_orm import (
     BEFORE_ATTACH,
     HANDLE_DBAPI_EXCEPTION,
@@ -370,7 +370,11 @@ def _time_creator(binding: _Binding, pool: Pool) -> None:
         _opened(pool_ref, _perf() - started, None)
         return connection
 
-    setattr(pool, INVOKE_CREATOR.attribute, mark(_invoke_creator, original))
+    # marked by hand: an instance attribute nothing introspects, and a forwarder would cost a
+    # call per connection opened
+    _invoke_creator.__wrapped__ = original  # type: ignore[attr-defined]
+    _invoke_creator._poolwatch = True  # type: ignore[attr-defined]
+    setattr(pool, INVOKE_CREATOR.attribute, _invoke_creator)
     # pools replaced by dispose() are gone: keep the list as long as the live ones
     binding.timed = [ref for ref in binding.timed if ref() is not None] + [pool_ref]
 
