@@ -46,3 +46,14 @@ def test_a_configured_base_url_is_used_for_every_alert(tmp_path: Path) -> None:
     urls = _runbook_urls(tmp_path / generate.PROMETHEUS_RULES)
     assert "https://wiki.internal/runbooks/PoolwatchPoolSaturation.md" in urls
     assert all(url.startswith("https://wiki.internal/runbooks/Poolwatch") for url in urls)
+
+
+def test_label_placeholders_are_code_spans_not_html_tags(tmp_path: Path) -> None:
+    """A runbook's summary writes `<job>` in backticks; bare, Markdown would drop it as a tag."""
+    assert main(["generate", "--root", str(tmp_path)]) == 0
+
+    saturation = (tmp_path / generate.RUNBOOKS_DIR / "PoolwatchPoolSaturation.md").read_text()
+
+    assert "Connection pool `<db_client_connection_pool_name>` of `<job>` is nearly full." in (
+        saturation
+    )
