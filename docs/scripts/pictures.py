@@ -25,11 +25,10 @@ from poolwatch.demo.signals import Event
 from poolwatch.demo.story import Readings, Story
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
-#: Picture file -> the phase whose last frame it shows ("" for the final frame).
+#: Picture file -> the phase whose last frame it shows ("" would be the final frame).
 PICTURES = {
     "demo-timeouts.svg": "timeouts",
     "demo-conflict.svg": "conflict",
-    "demo-final.svg": "",
 }
 WIDTH = 118
 

@@ -13,6 +13,9 @@ from poolwatch.config import documented
 
 START: Final = "<!-- poolwatch:reference:start -->"
 END: Final = "<!-- poolwatch:reference:end -->"
+#: Markers of the metrics beyond the pools' (Django's, PostgreSQL's view), in the docs' reference.
+MORE_START: Final = "<!-- poolwatch:reference-more:start -->"
+MORE_END: Final = "<!-- poolwatch:reference-more:end -->"
 
 #: What each event is for, and the attributes that tell its story.
 EVENT_DOCS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -96,6 +99,21 @@ _POOL_METRICS: Final = (
     catalog.CONNECTION_NEVER_RETURNED,
 )
 _OTHER_METRICS: Final = (catalog.SESSION_CONFLICTS, catalog.INTERNAL_ERRORS)
+_DJANGO_METRICS: Final = (
+    catalog.DJANGO_CONNECTIONS,
+    catalog.DJANGO_CONNECTION_AGE,
+    catalog.DJANGO_CONNECTION_IDLE,
+    catalog.DJANGO_OPENED,
+    catalog.DJANGO_CLOSED,
+    catalog.DJANGO_ORPHANS,
+)
+_POSTGRESQL_METRICS: Final = (
+    catalog.PG_CONNECTIONS,
+    catalog.PG_OLDEST_IDLE,
+    catalog.PG_OLDEST_IDLE_IN_TRANSACTION,
+    catalog.PG_MAX_CONNECTIONS,
+    catalog.PG_RESERVED_CONNECTIONS,
+)
 
 
 def section(level: int = 2) -> str:
@@ -120,6 +138,39 @@ def section(level: int = 2) -> str:
     )
 
 
+def more(level: int = 2) -> str:
+    """Django's metrics and PostgreSQL's view (from the collector), markers included."""
+    heading = "#" * level
+    return "\n".join(
+        [
+            MORE_START,
+            f"{heading} Django metrics",
+            "",
+            f"Each carries `{catalog.DJANGO_ALIAS}`; `{catalog.DJANGO_CONNECTIONS.name}` also "
+            f"`{catalog.DJANGO_STATE}`, `{catalog.DJANGO_CLOSED.name}` `{catalog.CLOSE_REASON}`. "
+            "Each alias is also reported as pool `django:<alias>` in the pool metrics above.",
+            "",
+            *_metric_table(_DJANGO_METRICS),
+            f"{heading} PostgreSQL's view",
+            "",
+            "Read from the server by the collector's PostgreSQL monitor (`collector/postgres.yaml`), "
+            "not by the application.",
+            "",
+            *_metric_table(_POSTGRESQL_METRICS),
+            MORE_END,
+        ]
+    )
+
+
+def _metric_table(metrics: tuple[catalog.Metric, ...]) -> list[str]:
+    lines = ["| metric | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    for metric in metrics:
+        lines.append(
+            f"| `{metric.name}` | {metric.kind.value} | `{metric.unit}` | {metric.description} |"
+        )
+    return [*lines, ""]
+
+
 def _metric_lines() -> list[str]:
     lines = [
         "",
@@ -129,14 +180,8 @@ def _metric_lines() -> list[str]:
         "connection-pool conventions; the three standard histograms are exported in "
         "`standard` histogram mode, their aggregated twins in the default mode.",
         "",
-        "| metric | type | unit | meaning |",
-        "| --- | --- | --- | --- |",
     ]
-    for metric in (*_POOL_METRICS, *_OTHER_METRICS):
-        lines.append(
-            f"| `{metric.name}` | {metric.kind.value} | `{metric.unit}` | {metric.description} |"
-        )
-    return [*lines, ""]
+    return [*lines, *_metric_table((*_POOL_METRICS, *_OTHER_METRICS))]
 
 
 def _event_lines() -> list[str]:

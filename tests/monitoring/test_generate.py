@@ -132,13 +132,18 @@ def test_docs_pages_get_their_own_heading_levels_and_links(
     files = generate.render(
         default_config,
         {
-            generate.DOCS_REFERENCE: f"{reference.START}\n{reference.END}\n",
+            generate.DOCS_REFERENCE: f"{reference.START}\n{reference.END}\n"
+            f"{reference.MORE_START}\n{reference.MORE_END}\n",
             generate.DOCS_MONITORING: f"# Dashboards\n\n{readme.START}\n{readme.END}\n",
         },
     )
 
     assert files[generate.DOCS_REFERENCE].startswith(f"{reference.START}\n# Reference\n")
     assert "\n## Metrics\n" in files[generate.DOCS_REFERENCE]
+    assert (
+        "| `poolwatch.django.orphans` | counter | `{connection}` |"
+        in (files[generate.DOCS_REFERENCE])
+    )
     monitoring = files[generate.DOCS_MONITORING]
     assert "\n### Alerts\n" in monitoring
     assert "| [PoolwatchPoolSaturation](runbooks/PoolwatchPoolSaturation.md) | warning |" in (

@@ -84,7 +84,10 @@ def _sections(config: MonitoringConfig) -> dict[str, tuple[tuple[str, str, str],
             (reference.START, reference.END, reference.section()),
             (readme.START, readme.END, readme.section(config)),
         ),
-        DOCS_REFERENCE: ((reference.START, reference.END, reference.section(level=1)),),
+        DOCS_REFERENCE: (
+            (reference.START, reference.END, reference.section(level=1)),
+            (reference.MORE_START, reference.MORE_END, reference.more(level=2)),
+        ),
         DOCS_MONITORING: (
             (readme.START, readme.END, readme.section(config, level=2, runbooks="runbooks/")),
         ),
