@@ -14,7 +14,9 @@ INSTALL_HINT = "poolwatch {command} needs the monitoring extra ({missing} is mis
 def add_commands(subparsers: Any) -> None:
     """Register ``generate`` and ``deploy`` on the ``poolwatch`` argument parser."""
     generate = subparsers.add_parser(
-        "generate", help="write dashboards, alert rules, runbooks and the README section"
+        "generate",
+        help="write dashboards, alert rules and runbooks (and the sections of documents that hold "
+        "poolwatch's generated-section markers)",
     )
     _config_options(generate)
     generate.add_argument(
