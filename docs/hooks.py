@@ -1,17 +1,24 @@
-"""MkDocs hook: the alert runbooks `poolwatch generate` writes to alerts/runbooks/ become pages.
+"""MkDocs hooks: pages read from files that live elsewhere in the repository.
 
-They are generated next to the rules (each alert's default runbook_url names its file there),
-so the site reads them from that one place instead of keeping a copy under docs/.
+- The alert runbooks `poolwatch generate` writes to alerts/runbooks/ become pages. They are
+  generated next to the rules (each alert's default runbook_url names its file there), so the
+  site reads them from that one place instead of keeping a copy under docs/.
+- A line `<!-- include-section: path -->` is replaced by that file, every heading one level
+  deeper, so a file with its own title (collector/README.md) reads as a section of the page.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-RUNBOOKS = Path(__file__).resolve().parent.parent / "alerts" / "runbooks"
+ROOT = Path(__file__).resolve().parent.parent
+RUNBOOKS = ROOT / "alerts" / "runbooks"
+_INCLUDE = re.compile(r"^<!-- include-section: (\S+) -->$", re.MULTILINE)
 
 
 def _names() -> list[str]:
@@ -50,3 +57,20 @@ def on_files(files: Files, config: Any) -> Files:
     ]
     files.append(File.generated(config, "runbooks/index.md", content="\n".join(listing)))
     return files
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    """Replace each include-section line by its file, headings demoted; a missing file fails."""
+    return _INCLUDE.sub(lambda match: _section(match.group(1), page.file.src_uri), markdown)
+
+
+def _section(path: str, page: str) -> str:
+    source = ROOT / path
+    if not source.is_file():
+        raise PluginError(f"{page}: include-section names {path}, which does not exist")
+    lines, fenced = [], False
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        lines.append("#" + line if not fenced and re.match(r"#+ ", line) else line)
+    return "\n".join(lines)
