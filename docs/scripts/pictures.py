@@ -58,6 +58,18 @@ class RecordedView:
             self.frames[""] = frame
 
 
+class PictureDemo(runner.Demo):
+    """The demo, drawing into a :class:`RecordedView` instead of the terminal."""
+
+    def __init__(self, options: runner.Options, directory: Path) -> None:
+        super().__init__(options, io.StringIO(), directory)
+        self.recorded = RecordedView()
+
+    def screen(self) -> RecordedView:
+        """The recording view, whatever the options say."""
+        return self.recorded
+
+
 def _portable(svg: str, roots: list[str]) -> str:
     """No paths of the machine that drew the picture: site-packages and checkout prefixes cut."""
     for root in roots:
@@ -69,14 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=None, help="demo length in seconds")
     args = parser.parse_args(argv)
-    recorded = RecordedView()
     options = runner.Options(live=False)
     if args.duration:
         options = runner.Options(duration=args.duration, live=False)
     with tempfile.TemporaryDirectory(prefix="poolwatch-pictures-") as scratch:
-        demo = runner.Demo(options, io.StringIO(), Path(scratch))
-        demo.screen = lambda: recorded  # type: ignore[method-assign]
+        demo = PictureDemo(options, Path(scratch))
         demo.run()
+    recorded = demo.recorded
     IMAGES.mkdir(parents=True, exist_ok=True)
     roots = [str(Path(__file__).resolve().parents[2]) + "/"]
     for name, phase in PICTURES.items():
