@@ -33,6 +33,8 @@ RUNBOOKS_DIR: Final = f"{ALERTS_DIR}/runbooks"
 README: Final = "README.md"
 DOCS_REFERENCE: Final = "docs/reference.md"
 DOCS_MONITORING: Final = "docs/dashboards-and-alerts.md"
+#: Documents that may hold generated sections (poolwatch's own; see :func:`_sections`).
+DOCUMENTS: Final = (README, DOCS_REFERENCE, DOCS_MONITORING)
 
 
 def to_json(data: Any) -> str:
@@ -70,8 +72,9 @@ def render(config: MonitoringConfig, documents: Mapping[str, str] | None = None)
     files[ALERTMANAGER] = to_yaml(alertmanager.config())
     for name, page in runbooks.runbooks(config).items():
         files[f"{RUNBOOKS_DIR}/{name}"] = page
+    sections = _sections(config) if documents else {}
     for path, text in (documents or {}).items():
-        filled = _filled(text, _sections(config).get(path, ()))
+        filled = _filled(text, sections.get(path, ()))
         if filled is not None:
             files[path] = filled
     return dict(sorted(files.items()))
@@ -111,7 +114,7 @@ def render_for(root: Path, config: MonitoringConfig) -> dict[str, str]:
     """:func:`render` with the sections merged into the documents under ``root`` that have them."""
     documents = {
         path: (root / path).read_text(encoding="utf-8")
-        for path in _sections(config)
+        for path in DOCUMENTS
         if (root / path).is_file()
     }
     return render(config, documents)
