@@ -149,3 +149,10 @@ def test_docs_pages_get_their_own_heading_levels_and_links(
     assert "| [PoolwatchPoolSaturation](runbooks/PoolwatchPoolSaturation.md) | warning |" in (
         monitoring
     )
+
+
+def test_every_document_with_sections_is_read_from_disk(
+    default_config: config.MonitoringConfig,
+) -> None:
+    """DOCUMENTS, the files render_for reads, are exactly the documents that have sections."""
+    assert set(generate.DOCUMENTS) == set(generate._sections(default_config))
