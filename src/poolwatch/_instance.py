@@ -63,8 +63,15 @@ class _Claim:
     pid: int
 
 
-_lock = threading.Lock()
-_claims: weakref.WeakKeyDictionary[Any, _Claim] = weakref.WeakKeyDictionary()
+class _Books:
+    """The claims per provider, behind a lock that a forked child replaces."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.claims: weakref.WeakKeyDictionary[Any, _Claim] = weakref.WeakKeyDictionary()
+
+
+_books = _Books()
 _warned: set[str] = set()
 
 
@@ -115,22 +122,24 @@ def ensure_instance_id(provider: Any) -> str | None:
     config = _sdk_config(provider)
     if config is None:
         return None
-    with _lock:
-        current = config.resource.attributes.get(SERVICE_INSTANCE_ID)
+    pid = os.getpid()
+    with _books.lock:
+        found = config.resource.attributes.get(SERVICE_INSTANCE_ID)
+        current = str(found) if found else ""
         if not current:
             current = str(uuid.uuid4())
             _set_id(config, current)
             origin = POOLWATCH
-        elif current == _sdk_drawn_id():
-            origin = SDK
         else:
-            current = str(current)
-            origin = CONFIGURED
-        claim = _claims.get(provider)
-        if claim is None or claim.instance_id != current:
-            _claims[provider] = _Claim(current, origin, os.getpid())
+            origin = SDK if current == _sdk_drawn_id() else CONFIGURED
+        claim = _books.claims.get(provider)
+        inherited = claim is not None and claim.instance_id == current and claim.pid != pid
+        if claim is None or claim.instance_id != current or inherited:
+            _books.claims[provider] = _Claim(current, origin, pid)
     if origin == CONFIGURED and current == socket.gethostname():
         _warn_shared(current, "equals the host name")
+    if origin == CONFIGURED and inherited:
+        _warn_shared(current, "was inherited across fork()")
     return current
 
 
@@ -151,11 +160,10 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """Renew drawn ids the child inherited; warn about inherited configured ones."""
-    global _lock
-    _lock = threading.Lock()
+    """Renew the drawn ids the child inherited."""
+    _books.lock = threading.Lock()  # another thread may have held it at fork()
     pid = os.getpid()
-    for provider, claim in list(_claims.items()):
+    for provider, claim in list(_books.claims.items()):
         _guard.guarded("instance.fork", _renew, provider, claim, pid)
 
 
@@ -166,15 +174,13 @@ def _renew(provider: Any, claim: _Claim, pid: int) -> None:
     current = config.resource.attributes.get(SERVICE_INSTANCE_ID)
     if current != claim.instance_id:
         # The SDK (1.44+) drew a new one for this child already.
-        _claims[provider] = _Claim(str(current), SDK, pid)
+        _books.claims[provider] = _Claim(str(current), SDK, pid)
         return
     if claim.origin == CONFIGURED:
-        _warn_shared(claim.instance_id, "was inherited across fork()")
-        claim.pid = pid
-        return
+        return  # kept as configured; the child's next collection warns (no logging at fork)
     fresh = str(uuid.uuid4())
     _set_id(config, fresh)
-    _claims[provider] = _Claim(fresh, claim.origin, pid)
+    _books.claims[provider] = _Claim(fresh, claim.origin, pid)
 
 
 def instance_id(provider: Any) -> str | None:
