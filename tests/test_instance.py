@@ -92,10 +92,14 @@ def test_a_provider_that_is_not_the_sdks_is_left_alone() -> None:
 
 def test_the_private_sdk_attributes_are_declared_and_present(bare: MeterProvider) -> None:
     """Every private SDK attribute poolwatch touches is in PRIVATE_HOOKS and exists."""
+    from opentelemetry.sdk import resources
+
     attributes = {hook.attribute for hook in _instance.PRIVATE_HOOKS}
-    assert attributes == {"_sdk_config", "resource"}
+    assert attributes == {"_sdk_config", "resource", "_service_instance_id"}
     assert hasattr(bare, "_sdk_config")
     assert hasattr(bare._sdk_config, "resource")
+    drawn = hasattr(resources, "_service_instance_id")
+    assert drawn == (_instance._sdk_version() >= _instance.SDK_DRAWS_FROM)
 
 
 def test_a_missing_private_attribute_is_loud(
@@ -170,3 +174,16 @@ def test_a_configured_id_inherited_across_fork_is_warned_about(
         return
     assert len(child["warnings"]) == 1
     assert "service.instance.id='web-1' was inherited across fork()" in child["warnings"][0]
+
+
+def test_a_provider_reconfigured_after_instrumenting_gets_an_id_at_collection(
+    bare: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """The id is checked at every collection too, so a resource replaced later still gets one."""
+    Telemetry(Config(), meter_provider=bare)
+    bare._sdk_config.resource = Resource(SERVICE)
+
+    exported = exported_id(bare, reader)
+
+    assert exported is not None
+    assert exported == _instance.instance_id(bare)

@@ -48,7 +48,15 @@ PRIVATE_HOOKS = (
         "resource",
         "as above",
     ),
+    PrivateHook(
+        "opentelemetry.sdk.resources",
+        "_service_instance_id",
+        "SDK 1.43 and later: the id the SDK drew cannot be told from a configured one, so a "
+        "forked child on 1.43 keeps its parent's (warned about, not renewed)",
+    ),
 )
+#: The SDK release that draws service.instance.id itself (``_service_instance_id``).
+SDK_DRAWS_FROM = (1, 43)
 
 #: Where an instance id came from: drawn by poolwatch, by the SDK, or configured by the user.
 POOLWATCH, SDK, CONFIGURED = "poolwatch", "sdk", "configured"
@@ -97,13 +105,27 @@ def _sdk_config(provider: Any) -> Any | None:
     return config
 
 
+def _sdk_version() -> tuple[int, ...]:
+    from opentelemetry.sdk.version import __version__
+
+    return tuple(int(part) for part in __version__.split(".")[:2] if part.isdigit())
+
+
 def _sdk_drawn_id() -> str | None:
-    """The id SDK 1.43+ drew for this process (a public-free module global), if any."""
-    try:
-        from opentelemetry.sdk import resources
-    except ImportError:
+    """The id SDK 1.43+ drew for this process (a private module global), if any."""
+    from opentelemetry.sdk import resources
+
+    if not hasattr(resources, "_service_instance_id"):
+        if _sdk_version() >= SDK_DRAWS_FROM:
+            _warn_once(
+                "hooks.drawn",
+                "poolwatch: opentelemetry.sdk.resources._service_instance_id is gone; a "
+                "service.instance.id the SDK drew is treated as configured, so forked "
+                "workers may share it (warned about when they do)",
+            )
+            _guard.internal_error("instance.hooks", LookupError("resources._service_instance_id"))
         return None
-    drawn = getattr(resources, "_service_instance_id", None)
+    drawn = resources._service_instance_id
     return drawn if isinstance(drawn, str) else None
 
 
