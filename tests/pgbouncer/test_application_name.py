@@ -38,13 +38,11 @@ def _pool(bouncer: PgBouncer, name: str, telemetry: Capture) -> ConnectionPool:
     return pool
 
 
-def _server_names(postgres: PostgresCluster) -> list[str]:
-    """application_name of every client backend of the test database, as PostgreSQL sees it."""
-    return sorted(
-        row.application_name
-        for row in postgres.server_connections()
-        if row.datname == postgres.database
-    )
+def _server_names(postgres: PostgresCluster, bouncer: PgBouncer) -> list[str]:
+    """application_name of PgBouncer's server connections (SHOW SERVERS remote_pid), as
+    PostgreSQL's pg_stat_activity shows them (other tests' connections left out)."""
+    pids = {row["remote_pid"] for row in bouncer.show("SERVERS")}
+    return sorted(row.application_name for row in postgres.server_connections() if row.pid in pids)
 
 
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
@@ -60,7 +58,7 @@ def test_the_pools_name_reaches_pg_stat_activity_through_pgbouncer(
     try:
         with orders.connection() as conn:
             conn.execute("SELECT 1")
-            assert _server_names(postgres) == ["orders"]
+            assert _server_names(postgres, bouncer) == ["orders"]
     finally:
         orders.close()
 
@@ -78,7 +76,7 @@ def test_transaction_pooling_renames_a_shared_server_connection(
         for pool in (orders, billing, orders):
             with pool.connection() as conn:
                 backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-                seen.append((backend, _server_names(postgres)))
+                seen.append((backend, _server_names(postgres, bouncer)))
     finally:
         orders.close()
         billing.close()
