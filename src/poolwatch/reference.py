@@ -13,7 +13,8 @@ from poolwatch.config import documented
 
 START: Final = "<!-- poolwatch:reference:start -->"
 END: Final = "<!-- poolwatch:reference:end -->"
-#: Markers of the metrics beyond the pools' (Django's, PostgreSQL's view), in the docs' reference.
+#: Markers of the metrics beyond the pools' (Django's; PostgreSQL's and PgBouncer's views), in the
+#: docs' reference.
 MORE_START: Final = "<!-- poolwatch:reference-more:start -->"
 MORE_END: Final = "<!-- poolwatch:reference-more:end -->"
 
@@ -114,6 +115,12 @@ _POSTGRESQL_METRICS: Final = (
     catalog.PG_MAX_CONNECTIONS,
     catalog.PG_RESERVED_CONNECTIONS,
 )
+_PGBOUNCER_METRICS: Final = (
+    catalog.PGB_CLIENTS,
+    catalog.PGB_SERVERS,
+    catalog.PGB_MAX_WAIT,
+    catalog.PGB_LIST_ITEMS,
+)
 
 
 def section(level: int = 2) -> str:
@@ -139,7 +146,7 @@ def section(level: int = 2) -> str:
 
 
 def more(level: int = 2) -> str:
-    """Django's metrics and PostgreSQL's view (from the collector), markers included."""
+    """Django's metrics, PostgreSQL's and PgBouncer's views (from the collector), markers included."""
     heading = "#" * level
     return "\n".join(
         [
@@ -157,6 +164,12 @@ def more(level: int = 2) -> str:
             "not by the application.",
             "",
             *_metric_table(_POSTGRESQL_METRICS),
+            f"{heading} PgBouncer's view",
+            "",
+            "Read from PgBouncer's admin console by the collector's PgBouncer monitor "
+            f"(`collector/pgbouncer.yaml`), by `{catalog.PGB_DATABASE}` and `{catalog.PGB_USER}`.",
+            "",
+            *_metric_table(_PGBOUNCER_METRICS),
             MORE_END,
         ]
     )
