@@ -97,12 +97,11 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         forms = {form for s in extra for form in _variants(s)}
         ordered = sorted(forms, key=len, reverse=True)
         text = re.sub("|".join(map(re.escape, ordered)), MASK, text, flags=re.IGNORECASE)
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
     text = _URL_USERINFO.sub(rf"\g<head>:{MASK}@", text)
     text = _JSON_VALUE.sub(_masked_json, text)
     text = _KEY_VALUE.sub(_masked_value, text)
-    return _HEADER.sub(rf"\g<head>{MASK}", text)
+    text = _HEADER.sub(rf"\g<head>{MASK}", text)
+    return text if pattern is None else pattern.sub(MASK, text)
 
 
 def _masked_value(match: re.Match[str]) -> str:

@@ -22,7 +22,7 @@ from poolwatch.doctor.findings import (
 )
 from poolwatch.doctor.observed import Prometheus, PrometheusError, observe
 from poolwatch.doctor.report import Report
-from poolwatch.doctor.server import libpq_url, read
+from poolwatch.doctor.server import Server, libpq_url, read
 
 __all__ = [
     "EXIT_OK",
@@ -62,7 +62,7 @@ def _url_problem(url: str) -> Finding | None:
     if sep and scheme.split("+", 1)[0].lower() not in POSTGRESQL_SCHEMES:
         return _unchecked("database.not_postgresql",
                           f"{scheme}:// is not PostgreSQL: the doctor reads PostgreSQL's limits "
-                          "(give a postgresql:// URL or a libpq key=value string)")  # fmt: skip
+                          "(give a postgresql:// URL or a libpq connection string)")  # fmt: skip
     try:
         from psycopg import conninfo
     except ImportError as missing:
@@ -77,20 +77,9 @@ def _url_problem(url: str) -> Finding | None:
 
 
 def diagnose(request: Request) -> Report:
-    """Read every source and apply every rule."""
+    """Read every source and apply every rule (those a source could not feed are skipped)."""
     report = Report(redact(request.database_url))
-    problem = _url_problem(request.database_url)
-    if problem is not None:
-        report.findings.append(problem)
-        return report
-    try:
-        server = read(request.database_url, request.timeout)
-    except Exception as exc:  # noqa: BLE001 - psycopg's errors, DNS, bad URLs: all "cannot read"
-        report.findings.append(
-            _unchecked("database.unreachable", f"cannot read PostgreSQL: {str(exc).strip()}")
-        )
-        return report
-    report.server = server
+    server = _server(request, report)
     if request.prometheus_url:
         prometheus = Prometheus(request.prometheus_url, request.at, request.timeout)
         report.window = request.window
@@ -100,10 +89,27 @@ def diagnose(request: Request) -> Report:
             report.findings.append(
                 _unchecked("prometheus.unreachable", f"cannot query Prometheus: {exc}")
             )
-    report.capacity = checks.capacity(request.settings, server, report.pools)
-    report.findings += checks.capacity_findings(report.capacity)
+    if server is not None:
+        report.server = server
+        report.capacity = checks.capacity(request.settings, server, report.pools)
+        report.findings += checks.capacity_findings(report.capacity)
+        report.findings += checks.settings_findings(request.settings, server)
     for pool in report.pools:
         report.findings += checks.pool_findings(pool)
-    report.findings += checks.settings_findings(request.settings, server)
     report.findings.sort(key=lambda finding: -finding.level.value)
     return report
+
+
+def _server(request: Request, report: Report) -> Server | None:
+    """What PostgreSQL says, or None with the finding that says why it could not be read."""
+    problem = _url_problem(request.database_url)
+    if problem is not None:
+        report.findings.append(problem)
+        return None
+    try:
+        return read(request.database_url, request.timeout)
+    except Exception as exc:  # noqa: BLE001 - psycopg's errors, DNS: all "cannot read"
+        report.findings.append(
+            _unchecked("database.unreachable", f"cannot read PostgreSQL: {str(exc).strip()}")
+        )
+        return None

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
+from poolwatch._exit import EXIT_FAILED, EXIT_USAGE
 from poolwatch.monitoring import alerts, config
 from poolwatch.monitoring.generate import to_yaml
 from poolwatch.monitoring.transport import DeployError, Http, Transaction, plan_line
@@ -44,9 +45,12 @@ def run_prometheus(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _to_directory(args, files, out, err)
         else:
             _to_ruler(args, files, out, err)
-    except (config.ConfigError, DeployError) as exc:
+    except config.ConfigError as exc:
         print(f"poolwatch deploy prometheus: {exc}", file=err)
-        return 1
+        return EXIT_USAGE
+    except DeployError as exc:
+        print(f"poolwatch deploy prometheus: {exc}", file=err)
+        return EXIT_FAILED
     return 0
 
 
@@ -56,8 +60,10 @@ def check_rules(files: dict[str, str], promtool: str | None) -> None:
         data = yaml.safe_load(text)
         if not isinstance(data, dict) or not data.get("groups"):
             raise DeployError(f"{name}: no rule groups")
-    tool = promtool or shutil.which("promtool")
+    tool = shutil.which(promtool or "promtool")
     if tool is None:
+        if promtool:
+            raise DeployError(f"--promtool {promtool}: no such executable")
         return
     with tempfile.TemporaryDirectory(prefix="poolwatch-rules-") as tmp:
         paths = []
@@ -65,9 +71,12 @@ def check_rules(files: dict[str, str], promtool: str | None) -> None:
             path = Path(tmp, name)
             path.write_text(text, encoding="utf-8")
             paths.append(str(path))
-        result = subprocess.run(
-            [tool, "check", "rules", *paths], capture_output=True, text=True, check=False
-        )
+        try:
+            result = subprocess.run(
+                [tool, "check", "rules", *paths], capture_output=True, text=True, check=False
+            )
+        except OSError as exc:
+            raise DeployError(f"cannot run {tool}: {exc.strerror}") from None
     if result.returncode != 0:
         raise DeployError(f"promtool rejected the rules: {(result.stdout + result.stderr).strip()}")
 
@@ -115,8 +124,13 @@ def replace_files(files: dict[Path, str]) -> dict[Path, str | None]:
     except OSError as exc:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
-        restore_files(previous)
-        raise DeployError(f"writing rule files failed, previous files restored: {exc}") from None
+        failed = f"writing rule files failed ({exc.strerror}: {exc.filename})"
+        try:
+            restore_files(previous)
+        except OSError as again:
+            raise DeployError(f"{failed}; restoring the previous files failed too "
+                              f"({again.strerror}: {again.filename})") from None  # fmt: skip
+        raise DeployError(f"{failed}; the previous files are in place") from None
     return previous
 
 
