@@ -42,9 +42,29 @@ _HEADER = re.compile(
 #: Shorter registered secrets would mask ordinary words; they are still masked by the patterns.
 MIN_SECRET_LENGTH = 4
 
-_lock = threading.Lock()
-_known: set[str] = set()
-_known_pattern: re.Pattern[str] | None = None
+
+class _Known:
+    """Secrets remembered so far, as one pattern of all their spellings (longest first)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.forms: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+
+    def add(self, secrets: set[str]) -> None:
+        with self.lock:
+            for secret in secrets:
+                self.forms.update(_variants(secret))
+            ordered = sorted(self.forms, key=len, reverse=True)  # longest first: no partial masks
+            self.pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.forms.clear()
+            self.pattern = None
+
+
+_known = _Known()
 
 
 def _variants(secret: str) -> set[str]:
@@ -58,15 +78,9 @@ def _variants(secret: str) -> set[str]:
 
 def remember(*secrets: str | None) -> None:
     """Mask these values wherever they appear from now on (tokens, passwords, ``user:pass``)."""
-    global _known_pattern
     fresh = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}
-    if not fresh:
-        return
-    with _lock:
-        for secret in fresh:
-            _known.update(_variants(secret))
-        ordered = sorted(_known, key=len, reverse=True)  # longest first: no partial masks
-        _known_pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+    if fresh:
+        _known.add(fresh)
 
 
 def remember_url(url: str | None) -> None:
@@ -83,15 +97,12 @@ def remember_url(url: str | None) -> None:
 
 def forget_all() -> None:
     """Drop every remembered secret (for tests)."""
-    global _known_pattern
-    with _lock:
-        _known.clear()
-        _known_pattern = None
+    _known.clear()
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every secret poolwatch knows of, or can recognise, replaced by ``***``."""
-    pattern = _known_pattern
+    pattern = _known.pattern
     extra = [s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH]
     if extra:
         forms = {form for s in extra for form in _variants(s)}

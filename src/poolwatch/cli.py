@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
@@ -122,7 +123,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds, not {text!r}")
     return value
 
@@ -294,8 +295,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     streams = sys.stdout, sys.stderr
-    sys.stdout = _RedactingStream(streams[0])  # type: ignore[assignment]
-    sys.stderr = _RedactingStream(streams[1])  # type: ignore[assignment]
+    sys.stdout = _RedactingStream(streams[0])
+    sys.stderr = _RedactingStream(streams[1])
     root = logging.getLogger()
     handler, level = None, root.level
     try:

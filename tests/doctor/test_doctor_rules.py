@@ -120,7 +120,10 @@ def test_sqlalchemy_urls_are_accepted_and_passwords_never_shown() -> None:
 
 def test_a_password_in_the_query_string_is_never_shown() -> None:
     """libpq takes ``?password=`` and ``password=`` in key=value strings too: both are masked."""
-    assert redact("postgresql://app@db/shop?password=s3cret") == "postgresql://app@db/shop?password=***"
+    assert (
+        redact("postgresql://app@db/shop?password=s3cret")
+        == "postgresql://app@db/shop?password=***"
+    )
     assert (
         redact("postgresql:///shop?host=/tmp&password=s3cret&sslmode=require")
         == "postgresql:///shop?host=/tmp&password=***&sslmode=require"
