@@ -22,7 +22,13 @@ import yaml
 from poolwatch._exit import EXIT_FAILED, EXIT_USAGE
 from poolwatch.monitoring import alerts, config
 from poolwatch.monitoring.generate import to_yaml
-from poolwatch.monitoring.transport import DeployError, Http, Transaction, plan_line
+from poolwatch.monitoring.transport import (
+    DeployError,
+    Http,
+    Transaction,
+    plan_line,
+    report_rollback,
+)
 
 MIMIR_TOKEN_ENV = "MIMIR_TOKEN"
 MIMIR_TENANT_ENV = "MIMIR_TENANT"
@@ -93,15 +99,16 @@ def _to_directory(
     changed = {
         directory / name: text for name, text in files.items() if _read(directory / name) != text
     }
+    lines = []
     for name in files:
         action = "unchanged" if directory / name not in changed else (
             "update" if (directory / name).exists() else "create")  # fmt: skip
-        print(plan_line(action, str(directory / name), args.dry_run), file=out)
-    if args.dry_run or not changed:
-        return
-    previous = replace_files(changed)
-    if args.reload_url:
-        _reload(args, previous, err)
+        lines.append(plan_line(action, str(directory / name), args.dry_run))
+    if not args.dry_run and changed:
+        previous = replace_files(changed)
+        if args.reload_url:
+            _reload(args, previous, err)
+    print("\n".join(lines), file=out)  # after the writes: only what actually happened
 
 
 def _read(path: Path) -> str | None:
@@ -180,10 +187,10 @@ def _to_ruler(args: argparse.Namespace, files: dict[str, str], out: TextIO, err:
     namespace = quote(args.namespace, safe="")
     try:
         plan = [_ruler_step(http, namespace, text) for text in files.values()]
+        if not args.dry_run:
+            _apply_ruler(http, namespace, plan, out, err)
         for name, action, _group, _previous in plan:
             print(plan_line(action, f"rule group {args.namespace}/{name}", args.dry_run), file=out)
-        if not args.dry_run:
-            _apply_ruler(http, namespace, plan, Transaction(), err)
     finally:
         http.close()
 
@@ -198,8 +205,9 @@ def _ruler_step(http: Http, namespace: str, text: str) -> tuple[str, str, dict[s
 
 def _apply_ruler(
     http: Http, namespace: str, plan: list[tuple[str, str, dict[str, Any], Any]],
-    done: Transaction, err: TextIO,
+    out: TextIO, err: TextIO,
 ) -> None:  # fmt: skip
+    done = Transaction()
     def post(group: dict[str, Any]) -> object:
         body = yaml.safe_dump(group, sort_keys=False)
         headers = {"Content-Type": "application/yaml"}
@@ -214,7 +222,7 @@ def _apply_ruler(
         try:
             post(group)
         except DeployError:
-            done.rollback(err)
+            report_rollback(done.rollback(err), out)
             raise
         undo = (lambda n=name: delete(n)) if previous is None else (lambda p=previous: post(p))
-        done.record(f"rule group {name}", undo)
+        done.record(plan_line(action, f"rule group {name}", False), undo)
