@@ -92,7 +92,11 @@ def remember_url(url: str | None) -> None:
         user = unquote(match["head"].rsplit("//", 1)[1])
         remember(password, match["secret"], f"{user}:{password}")
     for match in _KEY_VALUE.finditer(url):
-        remember(unquote(match["secret"].strip("'\"")))
+        value = match["secret"]
+        if value[:1] in ("'", '"'):  # libpq's quoting: backslash escapes inside quotes
+            remember(re.sub(r"\\(.)", r"\1", value[1:-1] if value[-1:] == value[0] else value[1:]))
+        else:
+            remember(value, unquote(value))
 
 
 def forget_all() -> None:

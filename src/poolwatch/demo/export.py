@@ -240,10 +240,13 @@ class OtlpHttp:
 def probe(endpoint: str, timeout: float) -> None:
     """POST an empty metrics request: a collector answers 2xx; anything else fails the demo early."""
     url = f"{endpoint}/v1/metrics"
-    request = urllib.request.Request(
-        url, data=b"", method="POST", headers={"Content-Type": "application/x-protobuf"}
-    )
+    if not endpoint.startswith(("http://", "https://")):
+        raise CommandError(f"--otlp-endpoint {endpoint}: expected an http:// or https:// URL",
+                           EXIT_USAGE)  # fmt: skip
     try:
+        request = urllib.request.Request(
+            url, data=b"", method="POST", headers={"Content-Type": "application/x-protobuf"}
+        )
         with urllib.request.urlopen(request, timeout=timeout):
             return
     except ValueError as exc:

@@ -208,6 +208,7 @@ def _apply_ruler(
     out: TextIO, err: TextIO,
 ) -> None:  # fmt: skip
     done = Transaction()
+
     def post(group: dict[str, Any]) -> object:
         body = yaml.safe_dump(group, sort_keys=False)
         headers = {"Content-Type": "application/yaml"}
