@@ -35,8 +35,11 @@ _JSON_VALUE = re.compile(
     r"(?P<secret>\\?\"(?:[^\"\\]|\\[^\"]|\\\\)*?\\?\"|'(?:[^'\\]|\\.)*')",
     re.IGNORECASE,
 )
+#: ``Bearer <anything>``; ``Basic <base64>`` only when it looks encoded (not "basic support").
 _HEADER = re.compile(
-    r"(?P<head>\b(?:bearer|basic)\s+)(?P<secret>(?=[\w.~+/=-]*[\d+/=._~-])[\w.~+/=-]{8,})", re.I
+    r"(?P<head>\bbearer\s+)(?P<secret>[^\s\"',;|]+)"
+    r"|(?P<basic>\bbasic\s+)(?=[\w+/=-]*[\d+/=])[\w+/=-]{8,}",
+    re.IGNORECASE,
 )
 
 #: Shorter registered secrets would mask ordinary words; they are still masked by the patterns.
@@ -68,11 +71,17 @@ _known = _Known()
 
 
 def _variants(secret: str) -> set[str]:
-    """The spellings ``secret`` may take in a message, a URL, a JSON body or an auth header."""
-    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
-    forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
-    forms.add(base64.b64encode(secret.encode()).decode().rstrip("="))
+    """The spellings ``secret`` may take in a message, a URL, a JSON body or an auth header.
+
+    Other cases are listed too: a pattern's IGNORECASE folds one character at a time, which
+    misses mappings that change length (``"ß".upper() == "SS"``, ``"İ".lower() == "i̇"``).
+    """
+    forms = {base64.b64encode(secret.encode()).decode().rstrip("=")}
     forms.add(base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="))
+    for cased in {secret, secret.lower(), secret.upper(), secret.casefold()}:
+        forms.update((cased, quote(cased, safe=""), quote_plus(cased)))
+        forms.add(json.dumps(cased)[1:-1])
+        forms.add(json.dumps(cased, ensure_ascii=False)[1:-1])
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
@@ -115,7 +124,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _URL_USERINFO.sub(rf"\g<head>:{MASK}@", text)
     text = _JSON_VALUE.sub(_masked_json, text)
     text = _KEY_VALUE.sub(_masked_value, text)
-    text = _HEADER.sub(rf"\g<head>{MASK}", text)
+    text = _HEADER.sub(_masked_header, text)
     return text if pattern is None else pattern.sub(MASK, text)
 
 
@@ -125,6 +134,10 @@ def _masked_value(match: re.Match[str]) -> str:
         return match[0]
     quote_mark = secret[0] if secret[0] in "'\"" else ""
     return f"{match['head']}{quote_mark}{MASK}{quote_mark}"
+
+
+def _masked_header(match: re.Match[str]) -> str:
+    return f"{match['head'] or match['basic']}{MASK}"
 
 
 def _masked_json(match: re.Match[str]) -> str:

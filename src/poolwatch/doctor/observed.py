@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from poolwatch import catalog
+from poolwatch._redact import redact
 from poolwatch.monitoring import promql
 from poolwatch.monitoring.config import MonitoringConfig
 from poolwatch.monitoring.names import SERVICE_LABEL, prometheus_name
@@ -104,7 +105,7 @@ class Prometheus:
             raise PrometheusError(f"{self.url}: {exc}") from exc
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error") if isinstance(body, dict) else None
-            raise PrometheusError(f"{self.url}: {error or response.text[:200]}")
+            raise PrometheusError(f"{self.url}: {error or redact(response.text)[:200]}")
         try:
             return _vector(body["data"]["result"])
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -54,7 +54,7 @@ class Http:
         if not response.is_success:
             raise DeployError(
                 f"{method} {self._where}{path} returned HTTP {response.status_code}: "
-                f"{self._redact(_short(response.text))}"
+                f"{_short(self._redact(response.text))}"
             )
         return response
 
