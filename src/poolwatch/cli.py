@@ -157,6 +157,7 @@ def _doctor(args: argparse.Namespace) -> int:
         selector=args.selector,
         at=args.at,
         timeout=args.timeout,
+        pgbouncer_url=args.pgbouncer_url,
     )
     report = doctor.diagnose(request)
     print(report.as_json() if args.json else report.as_text())
@@ -178,6 +179,9 @@ def _add_doctor(commands: Any) -> None:
     doctor.add_argument("--database-url", required=True,
                         help="PostgreSQL URL (postgresql://...) or libpq key=value string")  # fmt: skip
     doctor.add_argument("--prometheus-url", help="Prometheus holding poolwatch's metrics")
+    doctor.add_argument(
+        "--pgbouncer-url", help="PgBouncer in front of PostgreSQL (its admin console is read)"
+    )
     doctor.add_argument("--window", default="1h", help="PromQL range to look back over (1h)")
     doctor.add_argument("--selector", default="", help='extra label matchers, e.g. job="shop"')
     doctor.add_argument("--at", type=_seconds, help="evaluate at this Unix time (default: now)")
@@ -241,7 +245,9 @@ class _RedactingStream:
 
 def _remember_secrets(args: argparse.Namespace) -> None:
     """Every credential the command may meet, so no output path can print it."""
-    for name in ("database_url", "prometheus_url", "ruler_url", "reload_url", "otlp_endpoint"):
+    urls = ("database_url", "prometheus_url", "pgbouncer_url", "ruler_url", "reload_url",
+            "otlp_endpoint")  # fmt: skip
+    for name in urls:
         _redact.remember_url(getattr(args, name, None))
     for variable in ("GRAFANA_TOKEN", "MIMIR_TOKEN", "GRAFANA_URL"):
         value = os.environ.get(variable)

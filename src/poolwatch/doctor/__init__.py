@@ -7,10 +7,10 @@ the pools, and what the user says about the deployment; reports in plain words o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from poolwatch._redact import redact
-from poolwatch.doctor import checks
+from poolwatch.doctor import checks, pgbouncer
 from poolwatch.doctor.checks import Settings
 from poolwatch.doctor.findings import (
     EXIT_OK,
@@ -46,6 +46,8 @@ class Request:
     selector: str = ""
     at: float | None = None
     timeout: float = 10.0
+    #: PgBouncer between the app and PostgreSQL: its admin console (any database name).
+    pgbouncer_url: str | None = None
 
 
 #: URL schemes libpq reads (a SQLAlchemy driver suffix such as ``+psycopg`` is dropped).
@@ -92,10 +94,17 @@ def diagnose(request: Request) -> Report:
     if server is not None:
         report.server = server
         report.capacity = checks.capacity(request.settings, server, report.pools)
-        report.findings += checks.capacity_findings(report.capacity)
+        if request.pgbouncer_url:
+            # The apps connect to PgBouncer; PgBouncer's pools are what PostgreSQL must fit.
+            report.findings += pgbouncer.check(request.pgbouncer_url, request.timeout, server,
+                                               request.settings, report.capacity)  # fmt: skip
+        else:
+            report.findings += checks.capacity_findings(report.capacity)
         report.findings += checks.settings_findings(request.settings, server)
     for pool in report.pools:
         report.findings += checks.pool_findings(pool)
+    # Every source's messages can quote a connection string: one redaction pass over them all.
+    report.findings = [replace(f, message=redact(f.message)) for f in report.findings]
     report.findings.sort(key=lambda finding: -finding.level.value)
     return report
 
