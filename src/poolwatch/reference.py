@@ -216,8 +216,9 @@ def _setting_lines() -> list[str]:
     lines = [
         "",
         "Keyword arguments of `instrument_*()` win over environment variables, which win over "
-        "defaults. A value that cannot be parsed logs one warning naming the variable and the "
-        "default used.",
+        "defaults. Keyword arguments are checked as strictly as variables (strings such as "
+        '`spans="false"` are read as a variable would be): a value that cannot be used logs one '
+        "warning naming the setting and the value used instead, never an exception.",
         "",
         "| environment variable | default | meaning |",
         "| --- | --- | --- |",
