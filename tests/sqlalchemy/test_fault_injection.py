@@ -131,3 +131,16 @@ def test_a_missed_checkin_is_no_leak(
     assert telemetry.value(catalog.CONNECTION_LEAKS.name, attributes=pool) == 0
     assert telemetry.value(catalog.CONNECTION_LEAKED.name, attributes=pool) == 0
     assert _guard.error_counts() == {"sqlalchemy.checkin": 1, "recorder.missed_checkin": 1}
+
+
+def test_a_failure_wrapping_the_creator_costs_only_create_time(
+    make_engine: Callable[..., sa.Engine], telemetry: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If poolwatch cannot time the pool's creator, the pool is still attached and recorded."""
+    monkeypatch.setattr(adapter, "_time_creator", _broken)
+    engine = make_engine(pool_size=2, max_overflow=0)
+    poolwatch.instrument_sqlalchemy(engine, pool_name=POOL, **telemetry.providers)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+        assert counts(telemetry, POOL) == (1, 0)
+    assert _guard.error_counts() == {"sqlalchemy.attach": 1}

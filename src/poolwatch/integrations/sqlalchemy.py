@@ -264,7 +264,8 @@ class SQLAlchemyAdapter:
             fn = getattr(hooks, name)
             event.listen(pool, name, fn)
             binding.listeners.append((name, fn))
-        _time_creator(binding, pool)
+        # a failure here costs create time and failed opens only, not the pool's other metrics
+        _guard.guarded("sqlalchemy.attach", _time_creator, binding, pool)
 
     def _detach(self, key: int, binding: _Binding) -> None:
         del self._bindings[key]
@@ -299,7 +300,7 @@ class SQLAlchemyAdapter:
         setattr(new, _ATTR, recorder)
         for binding in self._bindings.values():
             if binding.recorder is recorder:
-                _time_creator(binding, new)
+                _guard.guarded("sqlalchemy.recreate", _time_creator, binding, new)
                 if binding.engine_ref is None:
                     binding.pool_ref = weakref.ref(new)
 
