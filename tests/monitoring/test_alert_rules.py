@@ -123,14 +123,15 @@ CASES = [
     ),
     Case(
         "PoolwatchPoolExhaustionForecast",
+        # +0.5% a minute; forecast only once 45 of the hour's 60 evaluations are there (44m)
         {
-            f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "50+1x40",
-            f"db_client_connection_max{{{POOL}}}": "100x40",
+            f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "100+1x80",
+            f"db_client_connection_max{{{POOL}}}": "200x80",
         },
-        1,
+        44,
         PROCESS_LABELS,
         "Connection pool main of shop will be full within 1h in process web-1.",
-        "At the trend of the last 1h, pool main in process web-1 of shop reaches 126% "
+        "At the trend of the last 1h, pool main in process web-1 of shop reaches 109.5% "
         "saturation 1h from now (threshold {threshold}).",
         {"warning": "100%"},
     ),

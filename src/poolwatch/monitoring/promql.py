@@ -71,6 +71,8 @@ class Scope:
     missing_window: str
     freshness: str
     processes_lookback: str
+    #: Recorded samples a process needs in the forecast window before it is forecast.
+    forecast_samples: int
     #: Read recording rules' series (True) or inline their expressions (False).
     use_recorded: bool = True
 
@@ -147,8 +149,15 @@ def _scope(
         missing_window=config.missing_window,
         freshness=config.freshness,
         processes_lookback=config.processes_lookback,
+        forecast_samples=_forecast_samples(config),
         use_recorded=use_recorded and config.recording_rules,
     )
+
+
+def _forecast_samples(config: MonitoringConfig) -> int:
+    """Three quarters of the evaluations in the forecast window: a trend fitted to a few minutes
+    of a new process's noisy saturation would extrapolate wildly."""
+    return max(2, 3 * seconds(config.forecast_window) // (4 * seconds(config.rule_interval)))
 
 
 # --- histograms: the standard OpenTelemetry histograms, classic or native ------------------------
@@ -221,10 +230,15 @@ def use(scope: Scope, rule: Recorded) -> str:
     return f"({rule.expression(scope)})"
 
 
-def over_time(scope: Scope, function: str, rule: Recorded, window: str, *args: str) -> str:
-    """``function(args, rule[window])``: a recording's range (a subquery when recordings are off)."""
+def over_time(
+    scope: Scope, function: str, rule: Recorded, window: str, *args: str, after: str = ""
+) -> str:
+    """``function(args, rule[window], after)``: a recording's range (a subquery when recordings
+    are off)."""
     colon = "" if scope.use_recorded else ":"
-    return f"{function}({''.join(a + ', ' for a in args)}{use(scope, rule)}[{window}{colon}])"
+    before = "".join(arg + ", " for arg in args)
+    tail = f", {after}" if after else ""
+    return f"{function}({before}{use(scope, rule)}[{window}{colon}]{tail})"
 
 
 def _fresh(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:
@@ -453,10 +467,14 @@ def process_wait_p99(scope: Scope) -> str:
 
 
 def exhaustion_forecast(scope: Scope) -> str:
-    """Each live process's saturation extrapolated ``forecast_horizon`` ahead from its trend."""
-    now = use(scope, PROCESS_SATURATION)
-    inner = f"{now}[{scope.forecast_window}{'' if scope.use_recorded else ':'}]"
-    return f"predict_linear({inner}, {seconds(scope.forecast_horizon)}) and {now}"
+    """Each live process's saturation extrapolated ``forecast_horizon`` ahead from its trend,
+    once it has most of ``forecast_window`` of history."""
+    ahead = over_time(
+        scope, "predict_linear", PROCESS_SATURATION, scope.forecast_window,
+        after=str(seconds(scope.forecast_horizon)),
+    )  # fmt: skip
+    history = over_time(scope, "count_over_time", PROCESS_SATURATION, scope.forecast_window)
+    return f"{ahead} and {history} >= {scope.forecast_samples}"
 
 
 def process_leaked(scope: Scope) -> str:
