@@ -86,26 +86,3 @@ def test_a_job_that_stops_is_noticed(promtool: str, tmp_path: Path) -> None:
     missing = {pool_alert("PoolwatchTelemetryMissing", "warning", "shop")}
     checks = {**fleet.quiet(range(52)), 52: missing, 70: missing}
     _run(promtool, tmp_path, Scenario("stops", processes, MINUTES, checks))
-
-
-@pytest.mark.slow
-def test_a_healthy_thousand_process_fleet_fires_nothing(promtool: str, tmp_path: Path) -> None:
-    """1,000 processes at 50% load for 40 minutes: no alert fires at any minute."""
-    processes = fleet.fleet("shop", 1000, fleet.healthy(0.5))
-    _run(promtool, tmp_path, Scenario("healthy-1000", processes, 41, fleet.quiet(range(41))))
-
-
-@pytest.mark.slow
-def test_one_bad_process_among_a_thousand_is_caught_and_named(
-    promtool: str, tmp_path: Path
-) -> None:
-    """One process goes bad at minute 20 among 1,000: its critical wait alert (for: 5m) fires by
-    minute 27 (for: plus two evaluation intervals), naming it, and nothing else fires."""
-    bad = "shop-613"
-    processes = fleet.fleet(
-        "shop", 1000, fleet.healthy(0.5), **{bad: fleet.saturated_from(20, 0.5)}
-    )
-    named = next(p for p in processes if p.instance == bad)
-    expected = {process_alert("PoolwatchCheckoutWaitHigh", "critical", named)}
-    checks = {**fleet.quiet(range(20)), 27: expected}
-    _run(promtool, tmp_path, Scenario("bad-1000", processes, 28, checks))

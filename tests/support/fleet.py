@@ -10,6 +10,7 @@ fire at given minutes.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -17,17 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from poolwatch import catalog
 from poolwatch.monitoring import alerts, config, names, promql
 
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "poolwatch-rules.yaml"
 POOL_LABEL = promql.POOL
 STATE = promql.STATE
-#: Bucket bounds the simulated wait histograms carry (a subset of catalog.WAIT_BUCKETS is
-#: enough for histogram_quantile; fewer series keep 1,000-process runs small).
-BOUNDS = ("0.001", "0.01", "0.1", "0.25", "1", "2.5", "+Inf")
+#: Bucket bounds the simulated wait histograms carry. A subset of catalog.WAIT_BUCKETS is enough
+#: for histogram_quantile, and promtool's unit tests refuse a query that loads more than 50,000
+#: samples: 1,000 processes x 4 buckets x 6 samples of a 5m window stays below.
+BOUNDS = ("0.01", "1", "2.5", "+Inf")
 CHECKOUTS_PER_MINUTE = 600
 MAX_CONNECTIONS = 10
 #: Series per simulated process: used, max, pending, leaked, timeouts, wait count, buckets.
@@ -126,8 +126,9 @@ class _Counters:
         fast = total - timed_out - slow - modest
         self.checkouts += total
         self.timeouts += timed_out
-        # cumulative per bound: <=1ms fast, <=10ms +modest, ... <=2.5s +slow, +Inf +timeouts
-        steps = (fast, modest, 0, 0, 0, slow, timed_out)
+        # cumulative per bound: <=10ms fast and modest, <=1s nothing more, <=2.5s the slow
+        # ones, +Inf the timeouts
+        steps = (fast + modest, 0, slow, timed_out)
         running = 0
         for index, step in enumerate(steps):
             running += step
@@ -272,7 +273,8 @@ def _order(firing: Firing) -> tuple[str, str, tuple[tuple[str, str], ...]]:
 
 def run_promtool(promtool: str, document: Mapping[str, Any], path: Path) -> str:
     """Write the test file and run ``promtool test rules``; returns its output, raising on failure."""
-    path.write_text(yaml.safe_dump(dict(document), sort_keys=False, width=1 << 20))
+    # JSON is YAML, and writes a 1,000-process file in a fraction of PyYAML's time
+    path.write_text(json.dumps(document))
     result = subprocess.run(
         [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
     )
