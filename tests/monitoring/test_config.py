@@ -77,5 +77,5 @@ def test_seconds_reads_prometheus_durations() -> None:
 def test_a_config_built_in_code_is_checked_too() -> None:
     """MonitoringConfig itself refuses a warning above its critical, naming the field."""
     bad = {"pool_saturation": config.Threshold(0.99, 0.95)}
-    with pytest.raises(config.ConfigError, match="thresholds.pool_saturation.warning"):
+    with pytest.raises(config.ConfigError, match=r"thresholds\.pool_saturation\.warning"):
         config.MonitoringConfig(thresholds=bad)

@@ -113,6 +113,7 @@ def _prometheus(processes: pipeline.Processes, data: Path, directory: Path) -> I
 @contextmanager
 def serve(
     series: Mapping[str, list[str]],
+    *,
     minutes: int,
     directory: Path,
     processes: pipeline.Processes,
@@ -156,7 +157,9 @@ def _recordings(server: Server, rules: Path) -> str:
         for result in server.range_query(rule["expr"])["result"]:
             labels = {k: v for k, v in result["metric"].items() if k != "__name__"}
             inside = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-            out += [f"{rule['record']}{{{inside}}} {v} {int(float(t))}" for t, v in result["values"]]
+            out += [
+                f"{rule['record']}{{{inside}}} {v} {int(float(t))}" for t, v in result["values"]
+            ]
     out.append("# EOF")
     return "\n".join(out) + "\n"
 
