@@ -30,7 +30,12 @@ def _timeline(processes: list[Process], minutes: int, directory: Path) -> dict[i
     with (
         pipeline.running_processes(directory) as running,
         backfill.serve(
-            series, minutes, directory, running, fleet.RULES, int(time.time())
+            series,
+            minutes=minutes,
+            directory=directory,
+            processes=running,
+            rules=fleet.RULES,
+            now=int(time.time()),
         ) as server,
     ):
         return backfill.firing(server, fleet.RULES)

@@ -28,6 +28,8 @@ STATE = promql.STATE
 #: for histogram_quantile, and promtool's unit tests refuse a query that loads more than 50,000
 #: samples: 1,000 processes x 4 buckets x 6 samples of a 5m window stays below.
 BOUNDS = ("0.01", "1", "2.5", "+Inf")
+#: Every bucket bound of the wait histogram, as the collector writes ``le``.
+ALL_BOUNDS = (*(f"{bound:g}" for bound in catalog.WAIT_BUCKETS), "+Inf")
 CHECKOUTS_PER_MINUTE = 600
 MAX_CONNECTIONS = 10
 #: Series per simulated process: used, max, pending, leaked, timeouts, wait count, buckets.
@@ -114,25 +116,29 @@ def fleet(job: str, size: int, behaviour: Behaviour, **overrides: Behaviour) -> 
 
 @dataclass
 class _Counters:
+    bounds: tuple[str, ...]
     checkouts: int = 0
     timeouts: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(BOUNDS))
+    buckets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.buckets = [0] * len(self.bounds)
+        finite = [float(b) for b in self.bounds[:-1]]
+        # where each kind of wait lands: at most 10 ms, between 1 s and 2.5 s, above every bound
+        self._fast = next(i for i, b in enumerate(finite) if b >= 0.01)
+        self._slow = next(i for i, b in enumerate(finite) if b >= 2.5)
 
     def add(self, state: Minute) -> None:
         total = CHECKOUTS_PER_MINUTE
         timed_out = round(total * state.timeouts)
         slow = round(total * state.slow)
-        modest = round(total * 0.004 * state.used / MAX_CONNECTIONS)
-        fast = total - timed_out - slow - modest
         self.checkouts += total
         self.timeouts += timed_out
-        # cumulative per bound: <=10ms fast and modest, <=1s nothing more, <=2.5s the slow
-        # ones, +Inf the timeouts
-        steps = (fast + modest, 0, slow, timed_out)
-        running = 0
-        for index, step in enumerate(steps):
-            running += step
-            self.buckets[index] += running
+        for index in range(len(self.bounds)):
+            below = total - timed_out - slow if index >= self._fast else 0
+            below += slow if index >= self._slow else 0
+            below += timed_out if index == len(self.bounds) - 1 else 0
+            self.buckets[index] += below
 
 
 def _labels(process: Process, **extra: str) -> str:
@@ -140,13 +146,18 @@ def _labels(process: Process, **extra: str) -> str:
     return ", ".join(f'{key}="{value}"' for key, value in pairs.items())
 
 
-def series(processes: Iterable[Process], minutes: int, seed: int = 1) -> dict[str, list[str]]:
+def series(
+    processes: Iterable[Process],
+    minutes: int,
+    seed: int = 1,
+    bounds: tuple[str, ...] = BOUNDS,
+) -> dict[str, list[str]]:
     """Series selector -> one value per minute (``_`` where the process is not alive)."""
     out: dict[str, list[str]] = {}
     rng = random.Random(seed)
     for process in processes:
         rows: dict[str, list[str]] = {}
-        counters = _Counters()
+        counters = _Counters(bounds)
         for m in range(minutes):
             if not process.alive(m):
                 for row in rows.values():
@@ -179,7 +190,7 @@ def _values(process: Process, state: Minute, counters: _Counters) -> dict[str, s
         ),
         f"{_COUNT}{{{_labels(process)}}}": str(counters.checkouts),
     }
-    for bound, count in zip(BOUNDS, counters.buckets, strict=True):
+    for bound, count in zip(counters.bounds, counters.buckets, strict=True):
         values[f"{_BUCKET}{{{_labels(process, le=bound)}}}"] = str(count)
     return values
 
