@@ -35,8 +35,8 @@ STEP = 60
 HOURS_BACK = 6
 
 
-def openmetrics(series: Mapping[str, list[str]], base: int) -> str:
-    """OpenMetrics text: one family per series name, one sample per minute (``_`` skipped)."""
+def openmetrics(series: Mapping[str, list[str]], base: int, step: int = STEP) -> str:
+    """OpenMetrics text: one family per series name, one sample per ``step`` (``_`` skipped)."""
     families: dict[str, list[str]] = {}
     for selector, values in series.items():
         name = selector.split("{", 1)[0]
@@ -45,7 +45,7 @@ def openmetrics(series: Mapping[str, list[str]], base: int) -> str:
         lines = families.setdefault(name, [])
         for minute, value in enumerate(values):
             if value != "_":
-                lines.append(f"{compact} {value} {base + minute * STEP}")
+                lines.append(f"{compact} {value} {base + minute * step}")
     out = []
     for name, lines in families.items():
         out.append(f"# TYPE {name} unknown")
@@ -119,29 +119,43 @@ def serve(
     processes: pipeline.Processes,
     rules: Path,
     now: int,
+    step: int = STEP,
 ) -> Iterator[Server]:
-    """Backfill ``series`` and the recording rules of ``rules``; yield the Prometheus serving them."""
+    """Backfill ``series`` (``minutes`` samples ``step`` seconds apart) and the recording rules of
+    ``rules`` (every minute); yield the Prometheus serving them."""
     promtool = pipeline.find_tool("promtool")
     base = (now // 7200) * 7200 - HOURS_BACK * 3600
-    end = base + (minutes - 1) * STEP
+    end = base + (minutes - 1) * step
     text = directory / "series.om"
-    text.write_text(openmetrics(series, base))
+    text.write_text(openmetrics(series, base, step))
     data = directory / "data"
     _run(promtool, "tsdb", "create-blocks-from", "openmetrics", str(text), str(data))
     text.unlink()
-    with _prometheus(processes, data, directory) as url:
-        recorded = _recordings(Server(url, base, end), rules)
-    text.write_text(recorded)
-    more = directory / "recorded"
-    _run(promtool, "tsdb", "create-blocks-from", "openmetrics", str(text), str(more))
-    text.unlink()
-    for block in more.iterdir():
-        shutil.move(str(block), data / block.name)
+    for level in _levels(rules):
+        with _prometheus(processes, data, directory) as url:
+            text.write_text(_recordings(Server(url, base, end), level))
+        more = directory / "recorded"
+        _run(promtool, "tsdb", "create-blocks-from", "openmetrics", str(text), str(more))
+        text.unlink()
+        for block in more.iterdir():
+            shutil.move(str(block), data / block.name)
     with _prometheus(processes, data, directory) as url:
         yield Server(url, base, end)
 
 
-def _recordings(server: Server, rules: Path) -> str:
+def _levels(rules: Path) -> list[list[dict[str, Any]]]:
+    """The recording rules in passes: those reading only raw series, then those reading them."""
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    group = next(g for g in groups if g["name"] == alerts.RECORDING_GROUP)
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    for rule in group["rules"]:
+        reads_recorded = any(earlier["record"] in rule["expr"] for earlier in first)
+        (second if reads_recorded else first).append(rule)
+    return [first, second] if second else [first]
+
+
+def _recordings(server: Server, rules: list[dict[str, Any]]) -> str:
     """Each recording rule evaluated at every minute, as OpenMetrics stamped at that minute.
 
     ``promtool tsdb create-blocks-from rules`` (2.42) stamps each value one evaluation interval
@@ -149,17 +163,14 @@ def _recordings(server: Server, rules: Path) -> str:
     with exact stamps. Unlike the rule manager, nothing here writes staleness markers for a
     recorded series that disappears, so instant lookups of it see its last value for 5m.
     """
-    groups = yaml.safe_load(rules.read_text())["groups"]
-    group = next(g for g in groups if g["name"] == alerts.RECORDING_GROUP)
     out = []
-    for rule in group["rules"]:
+    for rule in rules:
         out.append(f"# TYPE {rule['record']} unknown")
-        for result in server.range_query(rule["expr"])["result"]:
+        for result in server.range_query(rule["expr"], step=STEP)["result"]:
             labels = {k: v for k, v in result["metric"].items() if k != "__name__"}
             inside = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-            out += [
-                f"{rule['record']}{{{inside}}} {v} {int(float(t))}" for t, v in result["values"]
-            ]
+            stamped = [(int(float(t)), v) for t, v in result["values"]]
+            out += [f"{rule['record']}{{{inside}}} {v} {t}" for t, v in stamped]
     out.append("# EOF")
     return "\n".join(out) + "\n"
 

@@ -94,8 +94,8 @@ def saturation_now(scope: Scope, config: MonitoringConfig) -> stat.Panel:
     """Mean saturation of each pool's live processes, now."""
     return _share_now(
         "Saturation now (fleet mean)",
-        "Used / max connections averaged over the rate window, then over the pool's processes.",
-        _query(promql.fleet_saturation(scope), POOL_LEGEND).instant(),
+        "Used / max connections, averaged over the pool's live processes.",
+        _query(promql.saturation_mean(scope), POOL_LEGEND).instant(),
         config.threshold("fleet_saturation"),
     )
 
@@ -103,18 +103,15 @@ def saturation_now(scope: Scope, config: MonitoringConfig) -> stat.Panel:
 def saturation_over_time(scope: Scope, config: MonitoringConfig) -> ts.Panel:
     """Fleet mean and fullest process of each pool over time, with the alert thresholds."""
     bounds = config.threshold("pool_saturation")
-    per_process = promql.process_saturation(scope)
     return (
         _timeseries(
             "Saturation (used / max)",
-            "Mean over the selected processes and the fullest one; at 100% a process's callers "
-            "queue and then time out.",
+            "Mean over the pool's live processes and the fullest one; at 100% a process's "
+            "callers queue and then time out.",
             "percentunit",
         )
-        .with_target(_query(f"avg by ({promql.BY_POOL}) ({per_process})", "mean " + POOL_LEGEND))
-        .with_target(
-            _query(f"max by ({promql.BY_POOL}) ({per_process})", "fullest " + POOL_LEGEND, "B")
-        )
+        .with_target(_query(promql.saturation_mean(scope), "mean " + POOL_LEGEND))
+        .with_target(_query(promql.saturation_max(scope), "fullest " + POOL_LEGEND, "B"))
         .max(1)
         .thresholds(_thresholds(bounds.warning, bounds.critical))
         .thresholds_style(_threshold_lines())
@@ -200,7 +197,7 @@ def process_detail(scope: Scope) -> ts.Panel:
             "Pick processes in the instance variable (a process is one service.instance.id).",
             "percentunit",
         )
-        .with_target(_query(promql.process_saturation(scope), "saturation " + PROCESS_LEGEND))
+        .with_target(_query(promql.process_saturation_now(scope), "saturation " + PROCESS_LEGEND))
         .with_target(_query(promql.process_wait_p99(scope), "wait p99 " + PROCESS_LEGEND, "B"))
         .span(24)
     )
@@ -260,10 +257,11 @@ def exhaustion_forecast(scope: Scope, config: MonitoringConfig) -> ts.Panel:
     return (
         _timeseries(
             f"Saturation forecast ({config.forecast_horizon} ahead)",
-            f"Linear trend of the last {config.forecast_window}; above 100% the pool runs dry.",
+            f"The process whose linear trend of the last {config.forecast_window} climbs "
+            "highest; above 100% its pool runs dry.",
             "percentunit",
         )
-        .with_target(_query(promql.exhaustion_forecast(scope), POOL_LEGEND))
+        .with_target(_query(promql.forecast_max(scope), POOL_LEGEND))
         .thresholds(_thresholds(None, 1.0))
         .thresholds_style(_threshold_lines())
         .span(8)

@@ -369,9 +369,39 @@ USE_COUNT = Recorded(
     "checkins per second (the use histogram's count), summed over the pool's processes",
 )
 
+
+def _forecast(scope: Scope) -> str:
+    ahead = over_time(
+        scope, "predict_linear", PROCESS_SATURATION, scope.forecast_window,
+        after=str(seconds(scope.forecast_horizon)),
+    )  # fmt: skip
+    history = over_time(scope, "count_over_time", PROCESS_SATURATION, scope.forecast_window)
+    return f"{ahead} and {history} >= {scope.forecast_samples}"
+
+
+# These read PROCESS_SATURATION: they come after it in the group, whose rules run in order.
+PROCESS_FORECAST = Recorded(
+    "job_instance_pool:poolwatch_saturation:forecast", _forecast,
+    "one process's saturation extrapolated forecast_horizon ahead (once it has most of "
+    "forecast_window of history)",
+    per_process=True,
+)  # fmt: skip
+POOL_SATURATION_MEAN = Recorded(
+    "job_pool:poolwatch_saturation:avg",
+    lambda s: f"avg by ({BY_POOL}) ({use(s, PROCESS_SATURATION)})",
+    "mean saturation of the pool's live processes, now",
+)
+POOL_SATURATION_MAX = Recorded(
+    "job_pool:poolwatch_saturation:max",
+    lambda s: f"max by ({BY_POOL}) ({use(s, PROCESS_SATURATION)})",
+    "saturation of the pool's fullest live process, now",
+)
+
 #: Per-process recordings (alerts, drill-down) and per-pool ones (dashboards, long-term storage).
 PROCESS_RULES = (PROCESS_SATURATION, PROCESS_PENDING, PROCESS_LEAKED, PROCESS_WAIT_P99,
                  PROCESS_CHECKOUTS, PROCESS_TIMEOUTS)  # fmt: skip
+#: Recordings of recordings, evaluated last.
+DERIVED_RULES = (PROCESS_FORECAST, POOL_SATURATION_MEAN, POOL_SATURATION_MAX)
 POOL_RULES = (POOL_PROCESSES, POOL_USED, POOL_IDLE, POOL_MAX, POOL_PENDING, POOL_LEAKED,
               POOL_CHECKOUTS, POOL_TIMEOUTS, *POOL_BUCKETS.values(), *POOL_SUMS.values(),
               USE_COUNT)  # fmt: skip
@@ -379,7 +409,8 @@ POOL_RULES = (POOL_PROCESSES, POOL_USED, POOL_IDLE, POOL_MAX, POOL_PENDING, POOL
 
 def recording_rules(scope: Scope) -> list[tuple[str, str, str]]:
     """``(record, expr, description)`` of every recording rule, per-process ones first."""
-    return [(r.name, r.expression(scope), r.description) for r in (*PROCESS_RULES, *POOL_RULES)]
+    every = (*PROCESS_RULES, *POOL_RULES, *DERIVED_RULES)
+    return [(r.name, r.expression(scope), r.description) for r in every]
 
 
 # --- latency ------------------------------------------------------------------------------------
@@ -467,14 +498,28 @@ def process_wait_p99(scope: Scope) -> str:
 
 
 def exhaustion_forecast(scope: Scope) -> str:
-    """Each live process's saturation extrapolated ``forecast_horizon`` ahead from its trend,
-    once it has most of ``forecast_window`` of history."""
-    ahead = over_time(
-        scope, "predict_linear", PROCESS_SATURATION, scope.forecast_window,
-        after=str(seconds(scope.forecast_horizon)),
-    )  # fmt: skip
-    history = over_time(scope, "count_over_time", PROCESS_SATURATION, scope.forecast_window)
-    return f"{ahead} and {history} >= {scope.forecast_samples}"
+    """Each live process's saturation extrapolated ``forecast_horizon`` ahead from its trend."""
+    return use(scope, PROCESS_FORECAST)
+
+
+def forecast_max(scope: Scope) -> str:
+    """The highest forecast among each pool's live processes."""
+    return f"max by ({BY_POOL}) ({exhaustion_forecast(scope)})"
+
+
+def saturation_mean(scope: Scope) -> str:
+    """Mean saturation of each pool's live processes, now."""
+    return use(scope, POOL_SATURATION_MEAN)
+
+
+def saturation_max(scope: Scope) -> str:
+    """Saturation of each pool's fullest live process, now."""
+    return use(scope, POOL_SATURATION_MAX)
+
+
+def process_saturation_now(scope: Scope) -> str:
+    """Saturation of each live process, now."""
+    return use(scope, PROCESS_SATURATION)
 
 
 def process_leaked(scope: Scope) -> str:
