@@ -86,3 +86,47 @@ def test_a_job_that_stops_is_noticed(promtool: str, tmp_path: Path) -> None:
     missing = {pool_alert("PoolwatchTelemetryMissing", "warning", "shop")}
     checks = {**fleet.quiet(range(52)), 52: missing, 70: missing}
     _run(promtool, tmp_path, Scenario("stops", processes, MINUTES, checks))
+
+
+def test_per_pool_recordings_survive_restarts_and_counter_resets(
+    promtool: str, tmp_path: Path
+) -> None:
+    """The job_pool:* recordings kept for long-term storage take each process's rate before
+    summing: a process replaced by a new instance and one whose counters reset in place both
+    keep counting 10 checkouts/s (also across the reset), so the pool's recorded rate is 20/s."""
+    replaced = [
+        Process("shop", "shop-a", fleet.healthy(0.5), end=30),
+        Process("shop", "shop-a2", fleet.healthy(0.5), start=30),
+    ]
+    data = fleet.series([*replaced, Process("shop", "shop-b", fleet.healthy(0.5))], 41)
+    for selector, values in data.items():
+        counter = "_total{" in selector or "_count{" in selector or "_bucket{" in selector
+        if counter and 'instance="shop-b"' in selector:
+            # shop-b restarts in place between minutes 29 and 30: its counters start again
+            at_restart = int(values[29])
+            values[30:] = [str(int(v) - at_restart) for v in values[30:]]
+    pool = 'job="shop", db_client_connection_pool_name="main"'
+    b = 'job="shop", instance="shop-b", db_client_connection_pool_name="main"'
+    checks = [
+        {"expr": f"job_instance_pool:poolwatch_checkouts:rate{{{b}}}", "eval_time": "32m",
+         "exp_samples": [{"labels": f"job_instance_pool:poolwatch_checkouts:rate{{{b}}}",
+                          "value": 10}]},
+        {"expr": f"job_pool:poolwatch_checkouts:rate{{{pool}}}", "eval_time": "40m",
+         "exp_samples": [{"labels": f"job_pool:poolwatch_checkouts:rate{{{pool}}}", "value": 20}]},
+        {"expr": f'job_pool_le:poolwatch_wait_seconds_bucket:rate{{{pool}, le="+Inf"}}',
+         "eval_time": "40m",
+         "exp_samples": [{"labels": "job_pool_le:poolwatch_wait_seconds_bucket:rate"
+                          f'{{{pool}, le="+Inf"}}', "value": 20}]},
+    ]  # fmt: skip
+    document = {
+        "rule_files": [str(fleet.RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": " ".join(v)} for k, v in data.items()],
+                "promql_expr_test": checks,
+            }
+        ],
+    }
+    fleet.run_promtool(promtool, document, tmp_path / "long-term.test.yaml")
