@@ -368,6 +368,11 @@ USE_COUNT = Recorded(
     lambda s: _count_rate(s, USE, BY_POOL),
     "checkins per second (the use histogram's count), summed over the pool's processes",
 )
+CREATE_COUNT = Recorded(
+    "job_pool:poolwatch_create_seconds_count:rate",
+    lambda s: _count_rate(s, CREATE, BY_POOL),
+    "connections opened per second (the create histogram's count), summed over the processes",
+)
 
 
 def _forecast(scope: Scope) -> str:
@@ -404,7 +409,9 @@ PROCESS_RULES = (PROCESS_SATURATION, PROCESS_PENDING, PROCESS_LEAKED, PROCESS_WA
 DERIVED_RULES = (PROCESS_FORECAST, POOL_SATURATION_MEAN, POOL_SATURATION_MAX)
 POOL_RULES = (POOL_PROCESSES, POOL_USED, POOL_IDLE, POOL_MAX, POOL_PENDING, POOL_LEAKED,
               POOL_CHECKOUTS, POOL_TIMEOUTS, *POOL_BUCKETS.values(), *POOL_SUMS.values(),
-              USE_COUNT)  # fmt: skip
+              USE_COUNT, CREATE_COUNT)  # fmt: skip
+#: Each histogram's count rate per pool (the wait histogram's is the checkout rate).
+POOL_COUNTS = {WAIT.short: POOL_CHECKOUTS, USE.short: USE_COUNT, CREATE.short: CREATE_COUNT}
 
 
 def recording_rules(scope: Scope) -> list[tuple[str, str, str]]:
@@ -425,8 +432,8 @@ def quantile(scope: Scope, histogram: Histogram, q: float) -> str:
 
 
 def mean(scope: Scope, histogram: Histogram) -> str:
-    """Average latency over the rate window (use time: seconds held per checkin)."""
-    return f"{use(scope, POOL_SUMS[histogram.short])} / {use(scope, USE_COUNT)}"
+    """Average latency over the rate window (seconds per observation of the histogram)."""
+    return f"{use(scope, POOL_SUMS[histogram.short])} / {use(scope, POOL_COUNTS[histogram.short])}"
 
 
 def heatmap(scope: Scope, histogram: Histogram) -> str:
