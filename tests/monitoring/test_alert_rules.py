@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from poolwatch.monitoring import alerts, config
+from poolwatch.monitoring import alerts, config, promql, runbooks
 from poolwatch.monitoring.generate import PROMETHEUS_RULES
 from tests.monitoring.conftest import REPO
 
@@ -376,3 +376,21 @@ def test_telemetry_missing_names_the_pool_that_lost_a_process(
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True,
                             text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_runbook_says_whether_it_names_a_process_or_judges_the_fleet() -> None:
+    """Per-process alerts keep the instance label and say how to find the process; fleet
+    alerts are ratios over the pool and say what that means."""
+    settings = config.MonitoringConfig()
+    pages = runbooks.runbooks(settings)
+    for definition in alerts.definitions(settings):
+        scope = runbooks.SCOPE.get(definition.key)
+        page = pages[f"{definition.name}.md"]
+        query = definition.query(promql.alert_scope(settings))
+        by_process = "job_instance_pool:" in query or "by (job, instance" in query
+        if scope is runbooks.PROCESS:
+            assert "**This alert names one process.**" in page
+            assert by_process and not query.startswith("avg by"), definition.key
+        elif scope is runbooks.FLEET:
+            assert "**This is a fleet condition.**" in page
+            assert query.startswith(("avg by (job, db_", "job_pool:")), definition.key

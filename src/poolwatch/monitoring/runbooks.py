@@ -50,8 +50,8 @@ collector configs keep it as `instance`). On the *Connection pools* dashboard pi
 pool and that instance: *Selected processes* shows its saturation and wait, and the *Top
 processes* tables rank it against the rest of the fleet. Logs and traces carry the same
 `service.instance.id` resource attribute. Many processes of one pool firing at once is a fleet
-condition: see *Fleet saturation*. An exited process stops counting within the freshness window
-(2m by default), so its alert resolves on its own."""
+condition: see *Fleet saturation*. An exited process stops counting once it has sent nothing for
+the config's `freshness` window, so its alert resolves on its own."""
 
 FLEET: Final = """\
 **This is a fleet condition.** The value is a ratio over all live processes of the pool, so it
