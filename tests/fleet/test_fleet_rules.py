@@ -80,6 +80,26 @@ def test_a_process_that_dies_is_noticed(promtool: str, tmp_path: Path) -> None:
     _run(promtool, tmp_path, Scenario("dies", processes, MINUTES, checks))
 
 
+def test_an_exited_process_stops_alerting_once_its_values_are_stale(
+    promtool: str, tmp_path: Path
+) -> None:
+    """A saturated process exits at minute 50 (last sample 49, as remote write leaves it: no
+    staleness marker): its alerts end at 52, when its values leave the 2m freshness window,
+    and its pool is reported one process short from 62."""
+    processes = fleet.fleet("shop", SIZE, fleet.healthy(0.4))
+    bad = Process("shop", "shop-bad", fleet.saturated_from(20, 0.4), end=50)
+    expected = {
+        process_alert("PoolwatchPoolSaturation", "warning", bad),
+        process_alert("PoolwatchPoolSaturation", "critical", bad),
+        process_alert("PoolwatchCheckoutWaitHigh", "warning", bad),
+        process_alert("PoolwatchCheckoutWaitHigh", "critical", bad),
+        process_alert("PoolwatchPendingRequests", "warning", bad),
+    }
+    missing = {pool_alert("PoolwatchTelemetryMissing", "warning", "shop")}
+    checks = {45: expected, 51: expected, **fleet.quiet(range(52, 62)), 62: missing}
+    _run(promtool, tmp_path, Scenario("exits", [*processes, bad], MINUTES, checks))
+
+
 def test_a_job_that_stops_is_noticed(promtool: str, tmp_path: Path) -> None:
     """Every process of the service stops at minute 40: its pool is reported missing at 52."""
     processes = [Process("shop", f"shop-{n}", fleet.healthy(0.5), end=40) for n in range(SIZE)]

@@ -381,7 +381,9 @@ def _forecast(scope: Scope) -> str:
         after=str(seconds(scope.forecast_horizon)),
     )  # fmt: skip
     history = over_time(scope, "count_over_time", PROCESS_SATURATION, scope.forecast_window)
-    return f"{ahead} and {history} >= {scope.forecast_samples}"
+    # the range outlives the process: only live processes (a saturation now) are forecast
+    live = use(scope, PROCESS_SATURATION)
+    return f"{ahead} and {history} >= {scope.forecast_samples} and {live}"
 
 
 # These read PROCESS_SATURATION: they come after it in the group, whose rules run in order.
