@@ -20,7 +20,7 @@ from poolwatch.monitoring.generate import PROMETHEUS_RULES
 from tests.monitoring.conftest import REPO
 
 RULES = REPO / PROMETHEUS_RULES
-RUNBOOKS = "https://example.com/poolwatch/alerts/runbooks/"
+RUNBOOKS = "alerts/runbooks/"
 MISSING = (
     "Processes{where} stopped reporting: {value} fewer than usual (the median live count over "
     "1h; a process is live while it sent pool metrics within 2m), or no pool metrics arrived at "
