@@ -6,13 +6,19 @@ import logging
 
 import pytest
 
+from poolwatch import catalog
 from poolwatch import config as config_module
 from poolwatch.config import Config
 
 
 def test_defaults() -> None:
-    """With nothing set: spans inside traces only, aggregated histograms."""
-    assert Config.load(environ={}) == Config(spans=True, root_spans=False, histograms="aggregated")
+    """With nothing set: spans inside traces only, OTLP histograms with the catalog's bounds."""
+    config = Config.load(environ={})
+    assert config == Config(spans=True, root_spans=False, histograms="otlp")
+    assert (config.histogram_aggregation, config.wait_time_buckets) == (
+        "explicit",
+        catalog.WAIT_BUCKETS,
+    )
 
 
 def test_environment_overrides_defaults() -> None:
@@ -38,7 +44,11 @@ def test_keyword_arguments_override_the_environment() -> None:
     ("variable", "value", "default"),
     [
         ("OTEL_PYTHON_POOLWATCH_SPANS", "maybe", "True"),
-        ("OTEL_PYTHON_POOLWATCH_HISTOGRAMS", "exponential", "'aggregated'"),
+        ("OTEL_PYTHON_POOLWATCH_HISTOGRAMS", "exponential", "'otlp'"),
+        ("OTEL_PYTHON_POOLWATCH_HISTOGRAM_AGGREGATION", "native", "'explicit'"),
+        ("OTEL_PYTHON_POOLWATCH_WAIT_TIME_BUCKETS", "1,0.5", repr(catalog.WAIT_BUCKETS)),
+        ("OTEL_PYTHON_POOLWATCH_USE_TIME_BUCKETS", "0.1,inf", repr(catalog.USE_BUCKETS)),
+        ("OTEL_PYTHON_POOLWATCH_CREATE_TIME_BUCKETS", "fast", repr(catalog.CREATE_BUCKETS)),
     ],
 )
 def test_a_bad_value_warns_once_naming_the_variable_and_the_default(
@@ -61,3 +71,24 @@ def test_an_unknown_keyword_is_a_type_error() -> None:
     """A misspelt setting in code fails loudly at instrument time."""
     with pytest.raises(TypeError, match="root_span"):
         Config.load(environ={}, root_span=True)
+
+
+def test_bucket_bounds_come_from_the_environment_and_off_keeps_only_count_and_sum() -> None:
+    """Comma-separated seconds per histogram; ``off`` is no bounds at all."""
+    environ = {
+        "OTEL_PYTHON_POOLWATCH_WAIT_TIME_BUCKETS": "0.01, 0.1,1",
+        "OTEL_PYTHON_POOLWATCH_USE_TIME_BUCKETS": "off",
+        "OTEL_PYTHON_POOLWATCH_HISTOGRAM_AGGREGATION": "Exponential",
+    }
+    config = Config.load(environ=environ)
+    assert config.wait_time_buckets == (0.01, 0.1, 1.0)
+    assert config.use_time_buckets == ()
+    assert config.create_time_buckets == catalog.CREATE_BUCKETS
+    assert config.histogram_aggregation == "exponential"
+
+
+def test_bad_bounds_given_as_an_argument_raise_naming_the_setting() -> None:
+    """A keyword argument is code, not an environment: it fails loudly."""
+    with pytest.raises(ValueError, match="wait_time_buckets: bounds must be finite"):
+        Config.load(environ={}, wait_time_buckets=[1.0, 1.0])
+    assert Config.load(environ={}, use_time_buckets=[2, 5]).use_time_buckets == (2.0, 5.0)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from poolwatch import _guard
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
 
 
@@ -87,7 +88,7 @@ SDK_LAYOUT: tuple[Hook, ...] = (
 class Snapshot(NamedTuple):
     """One pool histogram read at collection time (counts copied under the recorder's lock)."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, which nothing here calls
     total: float
     low: float
     high: float
@@ -134,7 +135,17 @@ class _Points:
         """Nothing records into poolwatch's histograms through the SDK; ignore anything that does."""
 
     def collect(self, temporality: Any, collection_start_nanos: int) -> Any:
-        """The point for this collection: cumulative since the pool began, or the delta since the last."""
+        """The point for this collection: cumulative since the pool began, or the delta since the last.
+
+        The SDK calls this while it collects: an error is counted and the point left out.
+        """
+        try:
+            return self._collect(temporality, collection_start_nanos)
+        except Exception as exc:  # noqa: BLE001 - the boundary: never raise into collection
+            _guard.internal_error("otlp-histograms", exc)
+            return None
+
+    def _collect(self, temporality: Any, collection_start_nanos: int) -> Any:
         from opentelemetry.sdk.metrics.export import AggregationTemporality
 
         delta = temporality is AggregationTemporality.DELTA

@@ -7,6 +7,7 @@ produces one warning naming the variable and the default used, and never an exce
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -152,7 +153,7 @@ def bounds(value: Any, name: str = "buckets") -> Bounds:
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected bounds in seconds or 'off', got {value!r}") from None
     if any(not 0 < bound < float("inf") for bound in result) or any(
-        low >= high for low, high in zip(result, result[1:], strict=False)
+        low >= high for low, high in itertools.pairwise(result)
     ):
         raise ValueError(f"{name}: bounds must be finite, above zero and increasing: {result}")
     return result

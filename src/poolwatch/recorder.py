@@ -337,10 +337,14 @@ class PoolRecorder:
 
     def fold(self) -> None:
         """Move buffered waits and hold times into their buckets (collection calls this)."""
+        self.drain()
+        self._busy_at = self._busy_threshold()
+
+    def drain(self) -> None:
+        """Move buffered waits and hold times into their buckets, reading nothing of the pool."""
         with self._lock:
             _drain(self._waits, self.wait)
             _drain(self._uses, self.use)
-        self._busy_at = self._busy_threshold()
 
     def _busy_threshold(self) -> int:
         state = self.read_state()

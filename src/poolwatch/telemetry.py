@@ -128,7 +128,7 @@ def _source(recorder: PoolRecorder, field: str) -> _otlp_histograms.Source:
     histogram = getattr(recorder, field)
 
     def read(window: list[float], reset: bool, after_ns: int) -> _otlp_histograms.Snapshot:
-        recorder.fold()
+        recorder.drain()
         with recorder._lock:
             exemplars = (
                 [
@@ -482,6 +482,20 @@ def _register_observables(meter: Any, telemetry: Telemetry) -> None:
 
         return callback
 
+    for metric, read in _OBSERVED:
+        if metric in _AGGREGATED and telemetry.histogram_mode != "aggregated":
+            continue
+        callbacks = [observe(read)]
+        if metric is catalog.INTERNAL_ERRORS:
+            # the histograms ride on this instrument's collection: its callbacks run before the
+            # reader's storage is read, every time
+            callbacks.insert(0, _bridge(telemetry))
+        observable(meter, metric, *callbacks)
+
+
+def _bridge(telemetry: Telemetry) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    """The callback that hands the pools' histograms to the SDK; it observes nothing itself."""
+
     def bridge(_options: CallbackOptions) -> Iterator[Observation]:
         try:
             if telemetry.bridged is not None and telemetry.active:
@@ -490,15 +504,7 @@ def _register_observables(meter: Any, telemetry: Telemetry) -> None:
             _guard.internal_error("otlp-histograms", exc)
         return iter(())
 
-    for metric, read in _OBSERVED:
-        if metric in _AGGREGATED and telemetry.histogram_mode != "aggregated":
-            continue
-        callbacks = [observe(read)]
-        if metric is catalog.INTERNAL_ERRORS:
-            # the histograms ride on this instrument's collection: its callbacks run before the
-            # reader's storage is read, every time
-            callbacks.insert(0, bridge)
-        observable(meter, metric, *callbacks)
+    return bridge
 
 
 def observable(meter: Any, metric: catalog.Metric, *callbacks: Callable[..., Any]) -> None:
