@@ -268,3 +268,22 @@ def test_counts_equal_checkouts_and_sums_equal_the_waits(
     assert count == len(seen)
     assert total == pytest.approx(math.fsum(seen), rel=1e-12, abs=1e-12)
     made.provider.shutdown()
+
+
+def test_a_delta_reader_s_first_point_covers_values_folded_before_it_existed() -> None:
+    """A connection opened before the first collection sets that point's min and max."""
+    made = Pools(InMemoryMetricReader(preferred_temporality=DELTA))
+    made.pool().connection_created(0.3)
+    (point,) = made.points(catalog.CONNECTION_CREATE_TIME.name)
+    assert (point.count, point.min, point.max) == (1, 0.3, 0.3)
+
+
+def test_a_meter_of_another_api_implementation_gets_record_calls() -> None:
+    """Only the SDK's storage can take poolwatch's points; any other meter gets ``standard``."""
+    from opentelemetry.metrics import NoOpMeter
+
+    assert _otlp_histograms.meter_kind(NoOpMeter("x")) == "api"
+    assert _otlp_histograms.meter_kind(MeterProvider().get_meter("x")) == "sdk"
+    assert telemetry.histogram_mode(Config(), object()) == "standard"
+    assert telemetry.histogram_mode(Config(), NoOpMeter("x")) == "otlp"
+    assert telemetry.histogram_mode(Config(histograms="aggregated"), object()) == "aggregated"

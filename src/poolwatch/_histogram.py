@@ -25,8 +25,11 @@ class _Extremes:
         self.windows: list[list[float]] = []
 
     def window(self) -> list[float]:
-        """A new ``[low, high]`` window, widened by every later value until its reader resets it."""
-        window = [inf, -inf]
+        """A new ``[low, high]`` window, widened by every later value until its reader resets it.
+
+        It starts from everything seen so far: a reader's first interval covers all of it.
+        """
+        window = [self.low, self.high]
         self.windows.append(window)
         return window
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from opentelemetry.metrics import NoOpHistogram
+
 from poolwatch import _guard
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
 
@@ -82,7 +84,28 @@ SDK_LAYOUT: tuple[Hook, ...] = (
         "_ProxyHistogram._real_instrument",
         "the SDK histogram behind the API's proxy (instrumented before the provider was set)",
     ),
+    Hook(
+        "opentelemetry.metrics._internal",
+        "_ProxyMeter",
+        "tells the API's proxy meter (an SDK may come later) from another implementation",
+    ),
 )
+
+
+def meter_kind(meter: Any) -> str:
+    """``api`` (the API's no-op or proxy meter), ``sdk`` (the OpenTelemetry SDK's) or ``other``."""
+    import opentelemetry.metrics._internal as api_internal
+    from opentelemetry.metrics import NoOpMeter
+
+    # check_layout() reports a missing _ProxyMeter
+    proxy: type = getattr(api_internal, "_ProxyMeter", NoOpMeter)
+    if isinstance(meter, (NoOpMeter, proxy)):
+        return "api"
+    try:
+        from opentelemetry.sdk.metrics import Meter as SdkMeter
+    except ImportError:
+        return "other"
+    return "sdk" if isinstance(meter, SdkMeter) else "other"
 
 
 class Snapshot(NamedTuple):
@@ -123,8 +146,10 @@ class Source:
 class _Points:
     """The SDK-facing aggregation of one pool for one reader stream: a point at each collection."""
 
-    def __init__(self, source: Source, exponential: bool) -> None:
+    def __init__(self, source: Source, exponential: bool, owner: object) -> None:
         self.source = source
+        #: The bridge that placed it (several may share an instrument).
+        self.owner = owner
         self._exponential = exponential
         self._window = source.histogram.window()
         self._previous: Snapshot | None = None
@@ -260,8 +285,12 @@ class Bridge:
         """Make every stream of the instrument hold exactly the points of ``sources``."""
         real = getattr(self._instrument, "_real_instrument", None) or self._instrument
         consumer = getattr(real, "_measurement_consumer", None)
-        if consumer is None:  # the API's no-op histogram: there is no reader to export to
-            return
+        if consumer is None:
+            if isinstance(real, NoOpHistogram):  # no SDK: there is no reader to export to
+                return
+            raise RuntimeError(
+                f"cannot hand histograms to {type(real).__qualname__}, not the OpenTelemetry SDK's"
+            )
         current = {source.key: source for source in sources}
         for storage in list(consumer._reader_storages.values()):
             for stream in storage._get_or_init_view_instrument_match(real):
@@ -296,12 +325,12 @@ class Bridge:
             del points[key]
         for key, source in current.items():
             if key not in points:
-                points[key] = _Points(source, self._exponential)
+                points[key] = _Points(source, self._exponential, self)
         live = {id(point) for point in points.values()}
         with stream._lock:
             held = stream._attributes_aggregation
             for key, value in list(held.items()):
-                if isinstance(value, _Points) and id(value) not in live:
+                if isinstance(value, _Points) and value.owner is self and id(value) not in live:
                     del held[key]
             for point in points.values():
                 # a key of poolwatch's own: nothing records into this instrument through the SDK

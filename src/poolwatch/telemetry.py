@@ -79,13 +79,19 @@ def _histogram(meter: Any, metric: catalog.Metric, bounds: tuple[float, ...]) ->
     )
 
 
-def histogram_mode(config: Config) -> str:
-    """The mode that runs: ``otlp`` falls back to ``standard`` when the SDK layout is not the known one.
+def histogram_mode(config: Config, meter: Any) -> str:
+    """The mode that runs: ``otlp`` falls back to ``standard`` for a meter that is not the SDK's
+    (nor the API's no-op or proxy meter), or when the SDK's layout is not the known one.
 
-    The first fallback in a process warns once and counts an internal error.
+    A layout mismatch warns once per process and counts an internal error.
     """
     if config.histograms != "otlp":
         return config.histograms
+    kind = _otlp_histograms.meter_kind(meter)
+    if kind == "api":
+        return "otlp"
+    if kind == "other":  # another implementation of the API: its histograms take record()
+        return "standard"
     problems = _otlp_histograms.check_layout()
     if not problems:
         return "otlp"
@@ -192,7 +198,7 @@ class Telemetry:
             catalog.INSTRUMENTATION_SCOPE, __version__
         )
         #: ``otlp``, ``standard`` or ``aggregated``: what runs (see :func:`histogram_mode`).
-        self.histogram_mode = histogram_mode(config)
+        self.histogram_mode = histogram_mode(config, meter)
         self.standard_histograms = (
             _StandardHistograms(meter, config) if self.histogram_mode == "standard" else None
         )
