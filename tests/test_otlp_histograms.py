@@ -287,3 +287,25 @@ def test_a_meter_of_another_api_implementation_gets_record_calls() -> None:
     assert telemetry.histogram_mode(Config(), object()) == "standard"
     assert telemetry.histogram_mode(Config(), NoOpMeter("x")) == "otlp"
     assert telemetry.histogram_mode(Config(histograms="aggregated"), object()) == "aggregated"
+
+
+def test_one_pool_costs_the_documented_series_budget() -> None:
+    """Counted as Prometheus stores them: a series per point, a histogram's buckets plus +Inf,
+    sum and count; 40 per pool per process with the defaults."""
+    reader = InMemoryMetricReader()
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool)
+    poolwatch.instrument_sqlalchemy(
+        engine, pool_name="budget", meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    with engine.connect():
+        pass
+    data = reader.get_metrics_data()
+    assert data is not None
+    series = 0
+    for metric in [m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics]:
+        for point in metric.data.data_points:
+            if point.attributes.get(catalog.POOL_NAME) != "budget":
+                continue
+            bounds = getattr(point, "explicit_bounds", None)
+            series += 1 if bounds is None else len(bounds) + 3
+    assert series == catalog.SERIES_PER_POOL == 40
