@@ -140,19 +140,32 @@ class ExponentialBuckets(_Extremes):
         self._widen(value, value)
 
     def observe_many(self, values: list[float]) -> None:
-        """Add every value of ``values``."""
+        """Add every value of ``values`` (sorting the list): what :meth:`observe` does to each.
+
+        Sorted, the values of one bucket form a run: its end is found by bisecting at the
+        bucket's upper bound and confirmed with :meth:`index`, so ``index`` runs about three
+        times per bucket that holds values rather than once per value.
+        """
         if not values:
             return
-        by_index = self.by_index
-        index = self.index
-        for value in values:
-            if value <= 0:
-                self.zero += 1
-            else:
-                at = index(value)
-                by_index[at] = by_index.get(at, 0) + 1
+        values.sort()
+        by_index, index = self.by_index, self.index
+        size = len(values)
+        start = bisect_right(values, 0.0)
+        self.zero += start
+        step = 1 << self.scale
+        while start < size:
+            at = index(values[start])
+            end = bisect_right(values, 2.0 ** ((at + 1) / step), start + 1)
+            # the computed bound may sit an ulp off index()'s: index() has the last word
+            while end > start + 1 and index(values[end - 1]) != at:
+                end -= 1
+            while end < size and index(values[end]) == at:
+                end += 1
+            by_index[at] = by_index.get(at, 0) + end - start
+            start = end
         self.total += fsum(values)
-        self._widen(min(values), max(values))
+        self._widen(values[0], values[-1])
 
     @property
     def count(self) -> int:
