@@ -309,3 +309,21 @@ def test_one_pool_costs_the_documented_series_budget() -> None:
             bounds = getattr(point, "explicit_bounds", None)
             series += 1 if bounds is None else len(bounds) + 3
     assert series == catalog.SERIES_PER_POOL == 40
+
+
+def test_every_private_name_the_bridge_uses_is_declared_and_found() -> None:
+    """SDK_LAYOUT names each SDK internal in the bridge, and each is present in this SDK."""
+    import inspect
+
+    source = inspect.getsource(_otlp_histograms.Bridge)
+    used = {name for name in ("_measurement_consumer", "_reader_storages",
+            "_get_or_init_view_instrument_match", "_attributes_aggregation", "_aggregation",
+            "_lock", "_view", "_instrument", "_create_aggregation", "_exemplar_reservoir_factory",
+            "_real_instrument", "_DropAggregation") if name in source}  # fmt: skip
+    declared = {hook.attribute for hook in _otlp_histograms.PRIVATE_HOOKS}
+    assert used <= declared
+    assert [
+        hook for hook in _otlp_histograms.SDK_LAYOUT if not _otlp_histograms._present(hook)
+    ] == []
+    missing = _otlp_histograms.PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_gone", "x")
+    assert not _otlp_histograms._present(missing)

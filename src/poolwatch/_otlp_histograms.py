@@ -16,80 +16,55 @@ import functools
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from opentelemetry.metrics import NoOpHistogram
 
 from poolwatch import _guard
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
-
-
-@dataclass(frozen=True)
-class Hook:
-    """One private attribute of the OpenTelemetry SDK or API, and what needs it."""
-
-    module: str
-    attribute: str
-    needed_for: str
-
+from poolwatch._instance import PrivateHook
 
 _SDK = "opentelemetry.sdk.metrics._internal"
+_VIEW_MATCH = f"{_SDK}._view_instrument_match._ViewInstrumentMatch"
+_AGGREGATION = f"{_SDK}.aggregation"
+_OFF = "histograms=otlp falls back to record() per checkout (histograms=standard)"
 
 #: Every private name of the SDK (and API) the bridge uses; :func:`check_layout` exercises them.
-SDK_LAYOUT: tuple[Hook, ...] = (
-    Hook(
-        f"{_SDK}.instrument", "_Histogram._measurement_consumer", "the histogram's reader storages"
+#: The project's PRIVATE_HOOKS convention (see :mod:`poolwatch._instance`), under the name the
+#: bridge's documentation uses.
+SDK_LAYOUT: tuple[PrivateHook, ...] = (
+    PrivateHook(f"{_SDK}.instrument._Histogram", "_measurement_consumer", _OFF),
+    PrivateHook(
+        f"{_SDK}.measurement_consumer.SynchronousMeasurementConsumer", "_reader_storages", _OFF
     ),
-    Hook(
-        f"{_SDK}.measurement_consumer",
-        "SynchronousMeasurementConsumer._reader_storages",
-        "one storage per metric reader",
+    PrivateHook(
+        f"{_SDK}.metric_reader_storage.MetricReaderStorage",
+        "_get_or_init_view_instrument_match",
+        _OFF,
     ),
-    Hook(
-        f"{_SDK}.metric_reader_storage",
-        "MetricReaderStorage._get_or_init_view_instrument_match",
-        "the view matches (streams) of the histogram in one storage, views applied",
+    PrivateHook(_VIEW_MATCH, "_attributes_aggregation", _OFF),
+    PrivateHook(_VIEW_MATCH, "_aggregation", _OFF),
+    PrivateHook(_VIEW_MATCH, "_lock", _OFF),
+    PrivateHook(_VIEW_MATCH, "_view", _OFF),
+    PrivateHook(_VIEW_MATCH, "_instrument", _OFF),
+    PrivateHook(_AGGREGATION, "_ExplicitBucketHistogramAggregation", _OFF),
+    PrivateHook(_AGGREGATION, "_ExponentialBucketHistogramAggregation", _OFF),
+    PrivateHook(_AGGREGATION, "_DropAggregation", _OFF),
+    PrivateHook(f"{_AGGREGATION}.Aggregation", "_create_aggregation", _OFF),
+    PrivateHook(f"{_SDK}.view.View", "_exemplar_reservoir_factory", _OFF),
+    PrivateHook(
+        "opentelemetry.metrics._internal.instrument._ProxyHistogram",
+        "_real_instrument",
+        "histograms of a meter instrumented before the SDK provider was set are not exported "
+        "(counted as internal errors)",
     ),
-    Hook(
-        f"{_SDK}._view_instrument_match",
-        "_ViewInstrumentMatch._attributes_aggregation",
-        "the aggregations a stream collects: one per pool is placed here",
-    ),
-    Hook(
-        f"{_SDK}._view_instrument_match",
-        "_ViewInstrumentMatch._aggregation",
-        "the stream's aggregation type, which decides Histogram or ExponentialHistogram",
-    ),
-    Hook(f"{_SDK}._view_instrument_match", "_ViewInstrumentMatch._lock", "guards the aggregations"),
-    Hook(f"{_SDK}._view_instrument_match", "_ViewInstrumentMatch._view", "its exemplar reservoir"),
-    Hook(
-        f"{_SDK}.aggregation",
-        "_ExplicitBucketHistogramAggregation",
-        "the type of an explicit-bucket stream",
-    ),
-    Hook(
-        f"{_SDK}.aggregation",
-        "_ExponentialBucketHistogramAggregation",
-        "the type of an exponential stream",
-    ),
-    Hook(f"{_SDK}.aggregation", "_DropAggregation", "a stream a view dropped"),
-    Hook(
-        f"{_SDK}.aggregation",
-        "Aggregation._create_aggregation",
-        "gives a stream the aggregation type poolwatch exports",
-    ),
-    Hook(
-        "opentelemetry.metrics._internal.instrument",
-        "_ProxyHistogram._real_instrument",
-        "the SDK histogram behind the API's proxy (instrumented before the provider was set)",
-    ),
-    Hook(
+    PrivateHook(
         "opentelemetry.metrics._internal",
         "_ProxyMeter",
-        "tells the API's proxy meter (an SDK may come later) from another implementation",
+        "a meter of the API's proxy provider is taken for another implementation: record()",
     ),
 )
+PRIVATE_HOOKS = SDK_LAYOUT
 
 
 def meter_kind(meter: Any) -> str:
@@ -345,7 +320,7 @@ def check_layout() -> tuple[str, ...]:
     provider gets a bridged pool with one value, and its collection must export that value, for
     explicit and exponential buckets alike.
     """
-    missing = [f"{hook.module}.{hook.attribute}" for hook in SDK_LAYOUT if not _present(hook)]
+    missing = [f"{hook.owner}.{hook.attribute}" for hook in SDK_LAYOUT if not _present(hook)]
     if missing:
         return tuple(missing)
     try:
@@ -355,23 +330,29 @@ def check_layout() -> tuple[str, ...]:
     return ()
 
 
-def _present(hook: Hook) -> bool:
+def _present(hook: PrivateHook) -> bool:
+    """Whether ``hook.owner`` (a module, or a class in one) has ``hook.attribute``.
+
+    An instance attribute counts when an ``__init__`` of the class or a base assigns it.
+    """
     import importlib
 
-    try:
-        target: Any = importlib.import_module(hook.module)
-    except ImportError:
+    parts = hook.owner.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name, None)
+        break
+    else:
         return False
-    owner, _, attribute = hook.attribute.rpartition(".")
-    if owner:
-        target = getattr(target, owner, None)
-        if target is None:
-            return False
-        # an instance attribute is set by an __init__ of the class or a base: look in their code
-        inits = [vars(cls).get("__init__") for cls in getattr(target, "__mro__", ())]
-        names = {name for init in inits for name in getattr(init, "__code__", _NO_CODE).co_names}
-        return hasattr(target, attribute) or attribute in names
-    return hasattr(target, attribute)
+    if target is None:
+        return False
+    inits = [vars(cls).get("__init__") for cls in getattr(target, "__mro__", ())]
+    names = {name for init in inits for name in getattr(init, "__code__", _NO_CODE).co_names}
+    return hasattr(target, hook.attribute) or hook.attribute in names
 
 
 _NO_CODE = compile("", "<none>", "exec")
