@@ -327,3 +327,35 @@ def test_every_private_name_the_bridge_uses_is_declared_and_found() -> None:
     ] == []
     missing = _otlp_histograms.PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_gone", "x")
     assert not _otlp_histograms._present(missing)
+
+
+def test_a_pool_instrumented_before_the_global_provider_is_set_is_exported() -> None:
+    """The API's proxy histogram is followed to the SDK's once a provider is set (own process:
+    the global provider can be set once)."""
+    import subprocess
+    import sys
+
+    script = """
+import sqlalchemy as sa, poolwatch
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from poolwatch import _guard, telemetry
+engine = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool)
+poolwatch.instrument_sqlalchemy(engine, pool_name="early")
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+with engine.connect():
+    pass
+data = reader.get_metrics_data()
+found = sorted((m.name, [p.count for p in m.data.data_points]) for r in data.resource_metrics
+               for s in r.scope_metrics for m in s.metrics if m.name.endswith("_time"))
+print([t.histogram_mode for t in telemetry.active()], found, _guard.error_counts())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == (
+        "['otlp'] [('db.client.connection.create_time', [1]), "
+        "('db.client.connection.use_time', [1]), ('db.client.connection.wait_time', [1])] {}"
+    )

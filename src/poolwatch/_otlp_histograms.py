@@ -248,8 +248,12 @@ class Bridge:
     every collection, and the next :meth:`sync` puts the same objects back, history intact.
     """
 
-    def __init__(self, instrument: Any, exponential: bool, bounds: tuple[float, ...]) -> None:
+    def __init__(
+        self, instrument: Any, exponential: bool, bounds: tuple[float, ...], check: bool = True
+    ) -> None:
         self._instrument = instrument
+        #: Whether :meth:`sync` first asks :func:`check_layout` (not while it runs the probe).
+        self._check = check
         self._exponential = exponential
         self._bounds = bounds
         self._points: weakref.WeakKeyDictionary[Any, dict[object, _Points]] = (
@@ -266,6 +270,10 @@ class Bridge:
             raise RuntimeError(
                 f"cannot hand histograms to {type(real).__qualname__}, not the OpenTelemetry SDK's"
             )
+        # checked when instrumenting, unless the meter was then the API's proxy
+        problems = check_layout() if self._check else ()
+        if problems:
+            raise RuntimeError("the SDK's layout is not the known one: " + "; ".join(problems))
         current = {source.key: source for source in sources}
         for storage in list(consumer._reader_storages.values()):
             for stream in storage._get_or_init_view_instrument_match(real):
@@ -378,7 +386,7 @@ def _probe() -> None:
                 histogram = provider.get_meter("poolwatch.probe").create_histogram("probe")
                 buckets: Histogram = ExponentialBuckets(3) if exponential else Buckets((1.0,))
                 buckets.observe(0.5)
-                bridge = Bridge(histogram, exponential, (1.0,))
+                bridge = Bridge(histogram, exponential, (1.0,), check=False)
                 bridge.sync([_probe_source(buckets)])
                 points = [
                     point
