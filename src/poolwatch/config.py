@@ -58,9 +58,9 @@ class Config:
     )
     histogram_aggregation: HistogramAggregation = _setting(
         "explicit",
-        "`explicit`: the bucket bounds below. `exponential`: base-2 exponential buckets "
-        f"(scale {catalog.EXPONENTIAL_SCALE}), one series per histogram as a Prometheus native "
-        "histogram.",
+        "`explicit`: the bucket bounds below. `exponential` (with `histograms=otlp`): base-2 "
+        f"exponential buckets (scale {catalog.EXPONENTIAL_SCALE}), one series per histogram as a "
+        "Prometheus native histogram.",
     )
     wait_time_buckets: Bounds = _setting(
         catalog.WAIT_BUCKETS,
