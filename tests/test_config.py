@@ -87,8 +87,71 @@ def test_bucket_bounds_come_from_the_environment_and_off_keeps_only_count_and_su
     assert config.histogram_aggregation == "exponential"
 
 
-def test_bad_bounds_given_as_an_argument_raise_naming_the_setting() -> None:
-    """A keyword argument is code, not an environment: it fails loudly."""
-    with pytest.raises(ValueError, match="wait_time_buckets: bounds must be finite"):
-        Config.load(environ={}, wait_time_buckets=[1.0, 1.0])
+def test_bounds_given_as_an_argument_are_checked_like_the_environment_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sequence or a string is read; bounds that do not increase warn and keep the default."""
+    config_module._warned.clear()
     assert Config.load(environ={}, use_time_buckets=[2, 5]).use_time_buckets == (2.0, 5.0)
+    assert Config.load(environ={}, use_time_buckets="off").use_time_buckets == ()
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        config = Config.load(environ={}, wait_time_buckets=[1.0, 1.0])
+    assert config.wait_time_buckets == catalog.WAIT_BUCKETS
+    (record,) = caplog.records
+    assert "wait_time_buckets: bounds must be finite, above zero and increasing" in (
+        record.getMessage()
+    )
+    with pytest.raises(ValueError, match="create_time_buckets"):
+        Config(create_time_buckets=(0.5, 0.1))
+
+
+@pytest.mark.parametrize(
+    ("keywords", "expected"),
+    [
+        ({"leak_threshold": "5"}, Config(leak_threshold=5.0)),
+        ({"spans": "false"}, Config(spans=False)),
+        ({"histograms": " Standard "}, Config(histograms="standard")),
+        ({"leak_threshold": 5}, Config(leak_threshold=5.0)),
+    ],
+)
+def test_keyword_strings_are_read_as_the_environment_reads_them(
+    keywords: dict[str, object], expected: Config
+) -> None:
+    """``spans="false"`` turns spans off and ``leak_threshold="5"`` is five seconds, no error."""
+    assert Config.load(environ={}, **keywords) == expected
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "default"),
+    [
+        ("leak_threshold", "soon", "30.0"),
+        ("leak_threshold", -1, "30.0"),
+        ("leak_threshold", float("nan"), "30.0"),
+        ("spans", "maybe", "True"),
+        ("spans", 1, "True"),
+        ("histograms", "exponential", "'otlp'"),
+        ("conflict_window", [60], "60.0"),
+    ],
+)
+def test_a_bad_keyword_warns_naming_the_setting_and_the_default(
+    caplog: pytest.LogCaptureFixture, keyword: str, value: object, default: str
+) -> None:
+    """A wrong type or value in code is a warning and the default, never an exception."""
+    config_module._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        config = Config.load(environ={}, **{keyword: value})
+    assert config == Config()
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert f"keyword argument {keyword}={value!r}" in message
+    assert f"using the default {default}" in message
+
+
+def test_a_bad_keyword_falls_back_to_the_environment(caplog: pytest.LogCaptureFixture) -> None:
+    """When the keyword is unusable the variable still applies, and the warning says so."""
+    config_module._warned.clear()
+    environ = {"OTEL_PYTHON_POOLWATCH_LEAK_THRESHOLD": "7"}
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        config = Config.load(environ=environ, leak_threshold="later")
+    assert config.leak_threshold == 7.0
+    assert "using the environment's 7.0" in caplog.records[0].getMessage()
