@@ -612,9 +612,6 @@ def start_app(
         "OTEL_LOGS_EXPORTER": "none",
         "OTEL_METRIC_EXPORT_INTERVAL": str(export_interval_ms),
         "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "false",
-        # The alert rules and dashboards read the standard histograms
-        # (db_client_connection_*_time_seconds_bucket/_sum/_count).
-        "OTEL_PYTHON_POOLWATCH_HISTOGRAMS": "standard",
         **env,
     }
     return processes.start("app", [launcher, sys.executable, str(app)], env=settings, may_exit=True)
