@@ -159,7 +159,7 @@ def _fleet_lines(config: MonitoringConfig) -> list[str]:
         f"it where Grafana's datasource can see it). A process counts while it sent a sample "
         f"within `freshness` ({config.freshness}): remote write sends no staleness markers. "
         "With `collector/gateway-scrape.yaml` the gateway serves a stopped process's last "
-        "values until `POOLWATCH_METRIC_EXPIRATION` (5m): set it to the freshness window. "
+        "values until `POOLWATCH_METRIC_EXPIRATION` (2m, the freshness window). "
         "Queries read the standard `db_client_connection_*_time_seconds_bucket/_sum/_count` "
         "series (`histograms: native` reads native histograms instead); "
         "`recording_rules: false` inlines every recording into the panels and alerts.",
