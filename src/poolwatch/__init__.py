@@ -19,11 +19,13 @@ from poolwatch.instrumentors import (
 from poolwatch.naming import APPLICATION_NAME
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-    from poolwatch.config import HistogramMode
+    from poolwatch.config import HistogramAggregation, HistogramMode
 
 __all__ = [
     "Config",
@@ -50,6 +52,10 @@ def instrument_sqlalchemy(
     spans: bool | None = None,
     root_spans: bool | None = None,
     histograms: HistogramMode | None = None,
+    histogram_aggregation: HistogramAggregation | None = None,
+    wait_time_buckets: Sequence[float] | str | None = None,
+    use_time_buckets: Sequence[float] | str | None = None,
+    create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     conflict_window: float | None = None,
@@ -69,6 +75,10 @@ def instrument_sqlalchemy(
             "spans": spans,
             "root_spans": root_spans,
             "histograms": histograms,
+            "histogram_aggregation": histogram_aggregation,
+            "wait_time_buckets": wait_time_buckets,
+            "use_time_buckets": use_time_buckets,
+            "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "conflict_window": conflict_window,
@@ -100,6 +110,10 @@ def instrument_psycopg_pool(
     spans: bool | None = None,
     root_spans: bool | None = None,
     histograms: HistogramMode | None = None,
+    histogram_aggregation: HistogramAggregation | None = None,
+    wait_time_buckets: Sequence[float] | str | None = None,
+    use_time_buckets: Sequence[float] | str | None = None,
+    create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     application_name: str | None = APPLICATION_NAME,
@@ -124,6 +138,10 @@ def instrument_psycopg_pool(
             "spans": spans,
             "root_spans": root_spans,
             "histograms": histograms,
+            "histogram_aggregation": histogram_aggregation,
+            "wait_time_buckets": wait_time_buckets,
+            "use_time_buckets": use_time_buckets,
+            "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
         }
@@ -150,6 +168,10 @@ def instrument_django(
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
     histograms: HistogramMode | None = None,
+    histogram_aggregation: HistogramAggregation | None = None,
+    wait_time_buckets: Sequence[float] | str | None = None,
+    use_time_buckets: Sequence[float] | str | None = None,
+    create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     django_idle_in_transaction: float | None = None,
@@ -173,6 +195,10 @@ def instrument_django(
             "tracer_provider": tracer_provider,
             "logger_provider": logger_provider,
             "histograms": histograms,
+            "histogram_aggregation": histogram_aggregation,
+            "wait_time_buckets": wait_time_buckets,
+            "use_time_buckets": use_time_buckets,
+            "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "django_idle_in_transaction": django_idle_in_transaction,
