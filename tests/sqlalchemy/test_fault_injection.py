@@ -33,7 +33,7 @@ STEPS: list[tuple[Any, str]] = [
     (PoolRecorder, "state_attributes"),
     (PoolRecorder, "holders"),
     (PoolRecorder, "sample_sites"),
-    (PoolRecorder, "fold"),
+    (PoolRecorder, "drain"),
     (PoolRecorder, "_busy_threshold"),
     (PoolRecorder, "_came_back"),
     (PoolRecorder, "loan"),
