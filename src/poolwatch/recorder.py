@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Span, SpanContext
@@ -133,11 +133,20 @@ class PoolRecorder:
     watchdog), or when a timeout lists the holders.
     """
 
-    def __init__(self, telemetry: Telemetry, name: str, read_state: StateReader) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        name: str,
+        read_state: StateReader,
+        identity: Mapping[str, str | int] | None = None,
+    ) -> None:
         self.telemetry = telemetry
-        self.name = name
         self.read_state = read_state
-        self.attributes: dict[str, str] = {catalog.POOL_NAME: name}
+        #: ``db.system.name``, ``db.namespace``, ``server.*``: constant for the pool's life.
+        self.identity: dict[str, str | int] = dict(identity or {})
+        self.name = name
+        #: The attributes of every metric point of this pool: its name and identity.
+        self.attributes: dict[str, str | int] = {catalog.POOL_NAME: name, **self.identity}
         self.timeouts = 0
         self.leaks = 0
         self.never_returned = 0
@@ -165,6 +174,18 @@ class PoolRecorder:
         self._standard = telemetry.standard_histograms
         self._sites = telemetry.sites
         self._capture_all = config.capture_stacks
+
+    def rename(self, name: str) -> None:
+        """Report under ``name`` from now on (the registry gave this pool's name to another)."""
+        self.name = name
+        self.attributes = {catalog.POOL_NAME: name, **self.identity}
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name can move)."""
+        if not self.create.count:
+            return False
+        state = self.read_state()
+        return state is None or state.used + state.idle == 0
 
     @property
     def pending(self) -> int:
@@ -387,7 +408,7 @@ class PoolRecorder:
     def state_attributes(self, state: PoolState, pending: int) -> dict[str, Any]:
         """Span/event attributes describing ``state`` (and ``pending`` callers) for this pool."""
         attributes: dict[str, Any] = {
-            catalog.POOL_NAME: self.name,
+            **self.attributes,
             catalog.POOL_USED: state.used,
             catalog.POOL_IDLE: state.idle,
             catalog.POOL_PENDING: pending,

@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -122,9 +122,15 @@ class Telemetry:
 
     # --- pools ----------------------------------------------------------------------------
 
-    def pool(self, name: str, read_state: StateReader) -> PoolRecorder:
-        """A recorder for a newly seen pool (starts the leak watchdog with the first one)."""
-        recorder = PoolRecorder(self, name, read_state)
+    def pool(
+        self,
+        name: str,
+        read_state: StateReader,
+        identity: Mapping[str, str | int] | None = None,
+    ) -> PoolRecorder:
+        """A recorder for a newly seen pool (starts the leak watchdog with the first one);
+        ``identity`` (:meth:`poolwatch.naming.Target.attributes`) goes on all its points."""
+        recorder = PoolRecorder(self, name, read_state, identity)
         with self._lock:
             self._pools.append(recorder)
         if self.config.leak_threshold > 0:
@@ -307,7 +313,7 @@ class Telemetry:
 
 def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        catalog.POOL_NAME: recorder.name,
+        **recorder.attributes,
         catalog.THREAD_NAME: loan.thread_name,
     }
     if loan.thread_id is not None:
@@ -428,9 +434,9 @@ def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:
 
 def _read_count(telemetry: Telemetry) -> Iterator[Observation]:
     for recorder, state in _states(telemetry):
-        name = recorder.name
-        yield Observation(state.used, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_USED})
-        yield Observation(state.idle, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_IDLE})
+        pool = recorder.attributes
+        yield Observation(state.used, {**pool, catalog.STATE: catalog.STATE_USED})
+        yield Observation(state.idle, {**pool, catalog.STATE: catalog.STATE_IDLE})
 
 
 def _state_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
@@ -464,7 +470,7 @@ def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
             with recorder._lock:
                 pairs = list(buckets.cumulative())
             for le, count in pairs:
-                yield Observation(count, {catalog.POOL_NAME: recorder.name, catalog.LE: le})
+                yield Observation(count, {**recorder.attributes, catalog.LE: le})
 
     return read
 

@@ -26,11 +26,18 @@ from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
-from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
+from poolwatch.naming import (
+    APPLICATION_NAME,
+    REGISTRY,
+    Target,
+    application_name,
+    dsn_target,
+)
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_binding"
+_LIBRARY = "psycopg_pool"
 _perf = time.perf_counter
 _weakref = weakref.ref
 
@@ -54,6 +61,24 @@ class _Binding:
         self.collected: deque[weakref.ref[Any]] = deque()
         #: The pool's ``kwargs`` before and after poolwatch added ``application_name``.
         self.kwargs_swap: tuple[Any, dict[str, Any]] | None = None
+        #: The ``application_name`` template, while poolwatch names the pool's connections.
+        self.template: str | None = None
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name may move)."""
+        return self.recorder is not None and self.recorder.drained()
+
+    def rename(self, name: str) -> None:
+        """Report, and name new connections, under ``name`` from now on."""
+        if self.recorder is not None:
+            self.recorder.rename(name)
+        pool = self.pool_ref()
+        if pool is not None and self.kwargs_swap is not None and self.template is not None:
+            before, after = self.kwargs_swap
+            if pool.kwargs is after:
+                renamed = {**after, "application_name": application_name(self.template, name)}
+                pool.kwargs = renamed
+                self.kwargs_swap = (before, renamed)
 
     def read_state(self) -> PoolState | None:
         self.reap()
@@ -110,19 +135,24 @@ def name_connections(binding: _Binding, pool: Any, template: str | None, name: s
     after = {**(before or {}), "application_name": application_name(template, name)}
     pool.kwargs = after
     binding.kwargs_swap = (before, after)
+    binding.template = template
 
 
-def default_name(pool: Any) -> str:
-    """The pool's own ``name`` if the user chose one, else its target without the password."""
+def chosen_name(pool: Any) -> str | None:
+    """The pool's own ``name`` if the user chose one (not one psycopg_pool made up)."""
     chosen = getattr(pool, "name", None)
-    if chosen and not _AUTO_NAME.match(str(chosen)):
-        return str(chosen)
+    return str(chosen) if chosen and not _AUTO_NAME.match(str(chosen)) else None
+
+
+def pool_target(pool: Any) -> Target:
+    """What the pool connects to, from its conninfo and connection ``kwargs``."""
     conninfo = getattr(pool, "conninfo", "")
     if not isinstance(conninfo, str):
-        return type(pool).__name__  # a callable resolved per connection: no stable target
+        # a callable resolved per connection: no stable server, but still PostgreSQL
+        return Target("postgresql")
     kwargs = pool.kwargs if isinstance(getattr(pool, "kwargs", None), dict) else {}
     extra = {key: kwargs[key] for key in _NAME_PARAMETERS if kwargs.get(key)}
-    return dsn_pool_name(make_conninfo(conninfo, **extra) if extra else conninfo)
+    return dsn_target(make_conninfo(conninfo, **extra) if extra else conninfo)
 
 
 class PsycopgPoolAdapter:
@@ -136,7 +166,6 @@ class PsycopgPoolAdapter:
         self._bindings: dict[int, _Binding] = {}
         self._replaced = Replacements()
         self._graveyard = Graveyard()
-        self.names = NameRegistry()
 
     @property
     def installed(self) -> bool:
@@ -202,8 +231,15 @@ class PsycopgPoolAdapter:
     ) -> PoolRecorder:
         self._reap()
         binding = _Binding(pool)
-        name = self.names.claim(pool_name or default_name(pool), owner=binding)
-        binding.recorder = recorder = telemetry.pool(name, binding.read_state)
+        chosen = pool_name or chosen_name(pool)
+        target = pool_target(pool)
+        name = REGISTRY.claim(
+            chosen or target.derived_name(_LIBRARY),
+            owner=binding,
+            library=_LIBRARY,
+            explicit=bool(chosen),
+        )
+        binding.recorder = recorder = telemetry.pool(name, binding.read_state, target.attributes())
         name_connections(binding, pool, app_name, name)
         setattr(pool, _ATTR, binding)
         self._bindings[id(binding)] = binding
@@ -224,7 +260,7 @@ class PsycopgPoolAdapter:
                 pool.kwargs = before
         if binding.recorder is not None:
             binding.recorder.telemetry.drop(binding.recorder)
-        self.names.release(binding)
+        REGISTRY.release(binding)
 
     def _install(self) -> None:
         if self._installed:

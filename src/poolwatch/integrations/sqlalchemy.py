@@ -10,6 +10,8 @@ collection time, so they cannot drift.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 import weakref
@@ -35,11 +37,20 @@ from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
-from poolwatch.naming import NameRegistry, url_pool_name
+from poolwatch.naming import (
+    APPLICATION_NAME,
+    REGISTRY,
+    Target,
+    application_name,
+    url_target,
+)
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
+_LIBRARY = "sqlalchemy"
+#: PostgreSQL drivers that take ``application_name`` as a keyword argument of ``connect``.
+_APPNAME_KEYWORD = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "pg8000"})
 
 
 class _Binding:
@@ -50,6 +61,16 @@ class _Binding:
         self.engine_ref = weakref.ref(engine) if engine is not None else None
         self.recorder: PoolRecorder | None = None
         self.listeners: list[tuple[str, Callable[..., None]]] = []
+        #: The dialect whose ``connect`` poolwatch shadows to set ``application_name``.
+        self.named_dialect: Any = None
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name may move)."""
+        return self.recorder is not None and self.recorder.drained()
+
+    def rename(self, name: str) -> None:
+        if self.recorder is not None:
+            self.recorder.rename(name)
 
     def pool(self) -> Pool | None:
         if self.engine_ref is not None:
@@ -104,21 +125,28 @@ class SQLAlchemyAdapter:
         self._auto: Telemetry | None = None
         self._latest: Telemetry | None = None
         self._bindings: dict[int, _Binding] = {}
-        self.names = NameRegistry()
+        self._application_name: str | None = APPLICATION_NAME
         self.conflicts = SessionConflicts(self.telemetry_of)
         self._graveyard = Graveyard()
         self._replaced = Replacements()
 
     # --- public ------------------------------------------------------------------------------
 
-    def instrument_all(self, telemetry: Telemetry) -> None:
+    def instrument_all(
+        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+    ) -> None:
         """Record every pool from now on (and every engine already attached stays attached)."""
         with self._lock:
             self._install()
             self._auto = self._latest = telemetry
+            self._application_name = application_name
 
     def instrument_engine(
-        self, engine: Any, telemetry: Telemetry, pool_name: str | None = None
+        self,
+        engine: Any,
+        telemetry: Telemetry,
+        pool_name: str | None = None,
+        application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
         """Record one engine's pool (an ``AsyncEngine`` is unwrapped to its sync engine)."""
         sync_engine: Engine = getattr(engine, "sync_engine", engine)
@@ -127,7 +155,9 @@ class SQLAlchemyAdapter:
             existing = getattr(sync_engine.pool, _ATTR, None)
             if existing is not None:
                 return existing  # type: ignore[no-any-return]
-            return self._attach(sync_engine.pool, sync_engine, telemetry, pool_name)
+            return self._attach(
+                sync_engine.pool, sync_engine, telemetry, pool_name, application_name
+            )
 
     def instrument_pool(
         self, pool: Pool, telemetry: Telemetry, pool_name: str | None = None
@@ -138,7 +168,7 @@ class SQLAlchemyAdapter:
             existing = getattr(pool, _ATTR, None)
             if existing is not None:
                 return existing  # type: ignore[no-any-return]
-            return self._attach(pool, None, telemetry, pool_name)
+            return self._attach(pool, None, telemetry, pool_name, None)
 
     def uninstrument_engine(self, engine: Any) -> None:
         """Stop recording one engine's pool."""
@@ -179,14 +209,28 @@ class SQLAlchemyAdapter:
     # --- attaching ----------------------------------------------------------------------------
 
     def _attach(
-        self, pool: Pool, engine: Engine | None, telemetry: Telemetry, pool_name: str | None
+        self,
+        pool: Pool,
+        engine: Engine | None,
+        telemetry: Telemetry,
+        pool_name: str | None,
+        app_name: str | None,
     ) -> PoolRecorder:
         self._reap()
         self._latest = telemetry
         binding = _Binding(pool, engine)
-        name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
-        recorder = telemetry.pool(name, binding.read_state)
+        chosen = pool_name or getattr(pool, "logging_name", None)
+        target = url_target(engine.url) if engine is not None else Target.unknown()
+        name = REGISTRY.claim(
+            str(chosen) if chosen else target.derived_name(_LIBRARY),
+            owner=binding,
+            library=_LIBRARY,
+            explicit=bool(chosen),
+        )
+        recorder = telemetry.pool(name, binding.read_state, target.attributes())
         binding.recorder = recorder
+        if engine is not None and app_name is not None:
+            _name_connections(binding, engine, app_name)
         self._listen(binding, pool)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
@@ -219,7 +263,10 @@ class SQLAlchemyAdapter:
                 delattr(candidate, _ATTR)
         if binding.recorder is not None:
             binding.recorder.telemetry.drop(binding.recorder)
-        self.names.release(binding)
+        dialect = binding.named_dialect
+        if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
+            del dialect.connect
+        REGISTRY.release(binding)
 
     def auto_attach(self, pool: Pool, engine: Engine | None = None) -> PoolRecorder | None:
         """Attach a pool first seen after :meth:`instrument_all` (zero-code mode), else None."""
@@ -230,7 +277,7 @@ class SQLAlchemyAdapter:
             existing = getattr(pool, _ATTR, None)
             if existing is not None or self._auto is None:
                 return existing
-            return self._attach(pool, engine, telemetry, None)
+            return self._attach(pool, engine, telemetry, None, self._application_name)
 
     def rebind(self, old: Pool, new: Pool) -> None:
         """``Pool.recreate()`` made ``new`` to replace ``old``: keep recording under the same name."""
@@ -304,13 +351,59 @@ def _pool_classes() -> list[type[Pool]]:
     return found
 
 
-def _default_name(pool: Pool, engine: Engine | None) -> str:
-    chosen = getattr(pool, "logging_name", None)
-    if chosen:
-        return str(chosen)
-    if engine is not None:
-        return url_pool_name(engine.url)
-    return type(pool).__name__
+def _name_connections(binding: _Binding, engine: Engine, template: str) -> None:
+    """Give the PostgreSQL connections ``engine`` opens from now on an ``application_name``
+    (``template`` with the pool's current name), unless the URL, ``connect_args`` or
+    ``PGAPPNAME`` set one. ``Dialect.connect`` is shadowed on this engine's dialect alone."""
+    dialect = engine.dialect
+    driver = getattr(dialect, "driver", "")
+    if dialect.name != "postgresql" or (driver not in _APPNAME_KEYWORD and driver != "asyncpg"):
+        return
+    if "connect" in vars(dialect):
+        return  # shadowed already (another engine on this dialect, or the user)
+    dialect.connect = functools.partial(  # type: ignore[method-assign]
+        _named_connect, type(dialect).connect, dialect, weakref.ref(binding), template
+    )
+    binding.named_dialect = dialect
+
+
+def _named_connect(
+    original: Callable[..., Any],
+    dialect: Any,
+    binding_ref: weakref.ref[_Binding],
+    template: str,
+    *cargs: Any,
+    **cparams: Any,
+) -> Any:
+    binding = binding_ref()
+    recorder = binding.recorder if binding is not None else None
+    if recorder is not None:
+        try:
+            _add_application_name(
+                dialect.driver, cparams, application_name(template, recorder.name)
+            )
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.application_name", error)
+    return original(dialect, *cargs, **cparams)
+
+
+def _add_application_name(driver: str, cparams: dict[str, Any], name: str) -> None:
+    if driver == "asyncpg":
+        settings = dict(cparams.get("server_settings") or {})
+        if "application_name" not in settings:
+            settings["application_name"] = name
+            cparams["server_settings"] = settings
+        return
+    if "application_name" in cparams or "PGAPPNAME" in os.environ:
+        return
+    dsn = cparams.get("dsn") or cparams.get("conninfo")
+    if isinstance(dsn, str) and "application_name" in dsn:
+        return
+    cparams["application_name"] = name
+
+
+def _is_named_connect(candidate: Any) -> bool:
+    return isinstance(candidate, functools.partial) and candidate.func is _named_connect
 
 
 ADAPTER = SQLAlchemyAdapter()
