@@ -165,8 +165,9 @@ def instrument_django(
     """Track every Django database connection (all aliases) and report orphans.
 
     Reads no Django setting, so it may run before ``django.setup()``. PostgreSQL connections get
-    ``application_name`` ``django:<alias>``, the pool name of their metrics, unless they set
-    one; Django's own pool (5.1+) is recorded as the psycopg pool ``django:<alias>``
+    ``application_name`` ``<service>:<alias>`` (``django:<alias>`` without a service name), the
+    pool name of their metrics, unless they set one; Django's own pool (5.1+) is recorded as
+    the psycopg pool of that name
     (``leak_threshold`` applies to that pool, ``histograms`` to it and to each alias's
     connection create times). Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*``
     variables, then defaults. Calling it again does nothing.

@@ -85,7 +85,7 @@ class Config:
     )
     django_application_name: bool = _setting(
         True,
-        "Set PostgreSQL's `application_name` to the pool name `django:<alias>` on Django "
+        "Set PostgreSQL's `application_name` to the pool name `<service>:<alias>` on Django "
         "connections that do not set one, so `pg_stat_activity` rows match the metrics.",
     )
 

@@ -120,7 +120,10 @@ def _metric_lines() -> list[str]:
     lines = [
         "### Metrics",
         "",
-        f"Every pool metric carries `{catalog.POOL_NAME}`; `{catalog.CONNECTION_COUNT.name}` "
+        f"Every pool metric carries `{catalog.POOL_NAME}` and the pool's identity, "
+        f"`{catalog.DB_SYSTEM}`, `{catalog.DB_NAMESPACE}`, `{catalog.SERVER_ADDRESS}` and "
+        f"`{catalog.SERVER_PORT}` (when known; constant per pool, so no extra series); "
+        f"`{catalog.CONNECTION_COUNT.name}` "
         f"also `{catalog.STATE}` (`{catalog.STATE_USED}`/`{catalog.STATE_IDLE}`), the "
         f"`.bucket` series `{catalog.LE}`. Standard names are OpenTelemetry's database "
         "connection-pool conventions; the three standard histograms are exported in "

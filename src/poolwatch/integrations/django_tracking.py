@@ -391,13 +391,27 @@ class Tracker:
 
 
 def pool_name(alias: str) -> str:
-    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool)."""
-    return f"django:{alias}"
+    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool):
+    ``<service>:<alias>``, or ``django:<alias>`` with no service name. Also the connections'
+    ``application_name``, so the service is seen in ``pg_stat_activity`` too."""
+    return f"{service_name() or 'django'}:{alias}"
+
+
+def service_name() -> str | None:
+    """The service name the OpenTelemetry SDK will use, from its environment variables."""
+    name = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+    if name:
+        return name
+    for pair in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = pair.partition("=")
+        if key.strip() == "service.name" and value.strip():
+            return value.strip()
+    return None
 
 
 def application_name(alias: str) -> str:
-    """The alias's pool name, ``django:<alias>``, within PostgreSQL's 63 bytes: the join key
-    between ``pg_stat_activity`` and the metrics."""
+    """The alias's pool name, within PostgreSQL's 63 bytes: the join key between
+    ``pg_stat_activity`` and the metrics."""
     return naming.application_name(naming.APPLICATION_NAME, pool_name(alias))
 
 

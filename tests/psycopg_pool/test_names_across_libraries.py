@@ -1,0 +1,123 @@
+"""One naming authority on real PostgreSQL: an SQLAlchemy engine and a psycopg pool on one
+database keep separate series, every pool point carries the pool's identity, and
+``application_name`` in ``pg_stat_activity`` is the pool name of the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+import poolwatch
+from poolwatch import catalog
+from poolwatch.testing import Capture
+from tests.psycopg_pool.conftest import PoolFactory
+from tests.support.postgres import PostgresCluster
+
+
+@pytest.fixture
+def engine(postgres_url: str) -> Iterator[sa.Engine]:
+    """A QueuePool engine on the test database, disposed afterwards."""
+    made = sa.create_engine(postgres_url, pool_size=3, max_overflow=0)
+    yield made
+    made.dispose()
+
+
+def identity(postgres: PostgresCluster) -> dict[str, object]:
+    return {
+        catalog.DB_SYSTEM: "postgresql",
+        catalog.DB_NAMESPACE: postgres.database,
+        catalog.SERVER_ADDRESS: "127.0.0.1",
+        catalog.SERVER_PORT: postgres.port,
+    }
+
+
+def used(telemetry: Capture, pool: str) -> int:
+    value: int = telemetry.value(
+        catalog.CONNECTION_COUNT.name,
+        attributes={catalog.POOL_NAME: pool, catalog.STATE: catalog.STATE_USED},
+    )
+    return value
+
+
+def test_an_engine_and_a_psycopg_pool_on_one_database_never_merge(
+    engine: sa.Engine, make_pool: PoolFactory, telemetry: Capture, postgres: PostgresCluster
+) -> None:
+    """Same database, two libraries: two names, two series, each with its own count."""
+    poolwatch.instrument_sqlalchemy(engine, **telemetry.providers)
+    pool = make_pool(min_size=2, max_size=2)
+    poolwatch.instrument_psycopg_pool(pool, **telemetry.providers)
+    pool.open(wait=True)
+    with engine.connect(), pool.connection(), pool.connection():
+        assert used(telemetry, "poolwatch") == 1
+        assert used(telemetry, "poolwatch#psycopg_pool") == 2
+
+
+def test_every_pool_point_and_checkout_span_carries_the_pool_identity(
+    engine: sa.Engine, make_pool: PoolFactory, telemetry: Capture, postgres: PostgresCluster
+) -> None:
+    """``db.system.name``, ``db.namespace``, ``server.address`` and ``server.port`` on 100% of
+    the points that carry a pool name, and on the checkout span."""
+    poolwatch.instrument_sqlalchemy(engine, root_spans=True, **telemetry.providers)
+    pool = make_pool(min_size=1, max_size=1)
+    poolwatch.instrument_psycopg_pool(pool, root_spans=True, **telemetry.providers)
+    pool.open(wait=True)
+    with engine.connect(), pool.connection():
+        pass
+    points = [
+        point
+        for name, found in telemetry.metrics().items()
+        if name.startswith(("db.client.connection.", "poolwatch.connection."))
+        for point in found
+        if catalog.POOL_NAME in point.attributes
+    ]
+    assert len(points) > 20
+    wanted = identity(postgres)
+    assert [p.attributes for p in points if not wanted.items() <= p.attributes.items()] == []
+    spans = telemetry.spans(catalog.SPAN_CHECKOUT)
+    assert len(spans) == 2
+    assert all(wanted.items() <= dict(span.attributes or {}).items() for span in spans)
+
+
+def test_application_name_is_the_pool_name_for_both_libraries(
+    engine: sa.Engine, make_pool: PoolFactory, telemetry: Capture, postgres: PostgresCluster
+) -> None:
+    """``pg_stat_activity.application_name`` joins to ``db.client.connection.pool.name``."""
+    poolwatch.instrument_sqlalchemy(engine, **telemetry.providers)
+    pool = make_pool(min_size=1, max_size=1)
+    poolwatch.instrument_psycopg_pool(pool, **telemetry.providers)
+    pool.open(wait=True)
+    with engine.connect(), pool.connection():
+        names = sorted(row.application_name for row in postgres.server_connections())
+    assert names == ["poolwatch", "poolwatch#psycopg_pool"]
+
+
+def test_a_user_set_application_name_is_left_alone(
+    postgres: PostgresCluster, telemetry: Capture
+) -> None:
+    """``application_name`` in the URL wins; ``application_name=None`` leaves it unset."""
+    chosen = sa.create_engine(postgres.sqlalchemy_url() + "?application_name=mine")
+    unset = sa.create_engine(postgres.sqlalchemy_url(), pool_logging_name="unset")
+    try:
+        poolwatch.instrument_sqlalchemy(chosen, **telemetry.providers)
+        poolwatch.instrument_sqlalchemy(unset, application_name=None, **telemetry.providers)
+        with chosen.connect(), unset.connect():
+            names = sorted(row.application_name for row in postgres.server_connections())
+        assert names == ["", "mine"]
+    finally:
+        chosen.dispose()
+        unset.dispose()
+
+
+def test_uninstrumenting_stops_naming_new_connections(
+    engine: sa.Engine, telemetry: Capture, postgres: PostgresCluster
+) -> None:
+    """The shadowed ``Dialect.connect`` is removed again; SQLAlchemy is as it was."""
+    poolwatch.instrument_sqlalchemy(engine, **telemetry.providers)
+    assert "connect" in vars(engine.dialect)
+    poolwatch.uninstrument_sqlalchemy(engine)
+    assert "connect" not in vars(engine.dialect)
+    with engine.connect():
+        (row,) = postgres.server_connections()
+    assert row.application_name == ""
