@@ -6,6 +6,7 @@ the ``opentelemetry-instrument`` launcher loads, and the configuration object.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from poolwatch._version import __version__
@@ -52,6 +53,7 @@ def instrument_sqlalchemy(
     histograms: HistogramMode | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    library_packages: Sequence[str] | None = None,
     conflict_window: float | None = None,
     application_name: str | None = APPLICATION_NAME,
 ) -> None:
@@ -76,6 +78,7 @@ def instrument_sqlalchemy(
             "histograms": histograms,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
+            "library_packages": library_packages,
             "conflict_window": conflict_window,
         }
     )
@@ -107,6 +110,7 @@ def instrument_psycopg_pool(
     histograms: HistogramMode | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    library_packages: Sequence[str] | None = None,
     application_name: str | None = APPLICATION_NAME,
 ) -> None:
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
@@ -131,6 +135,7 @@ def instrument_psycopg_pool(
             "histograms": histograms,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
+            "library_packages": library_packages,
         }
     )
     if pool is None:
@@ -157,6 +162,7 @@ def instrument_django(
     histograms: HistogramMode | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    library_packages: Sequence[str] | None = None,
     django_idle_in_transaction: float | None = None,
     django_idle_outside_request: float | None = None,
     close_orphans: bool | None = None,
@@ -182,6 +188,7 @@ def instrument_django(
             "histograms": histograms,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
+            "library_packages": library_packages,
             "django_idle_in_transaction": django_idle_in_transaction,
             "django_idle_outside_request": django_idle_outside_request,
             "close_orphans": close_orphans,

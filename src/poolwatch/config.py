@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -61,6 +62,13 @@ class Config:
         "in 64 and for every checkout while half the pool is out; other connections held "
         "longer than a second get their holder's stack sampled instead.",
     )
+    library_packages: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated top-level packages whose frames are never the application's (wrappers "
+        "of your own, or ones poolwatch does not know), so borrow sites and holders name the "
+        "code that calls them; added to poolwatch's list (SQLAlchemy, Django, psycopg, SQLModel, "
+        "Flask-SQLAlchemy, FastAPI, Starlette, AnyIO, asgiref, ...).",
+    )
     conflict_window: float = _setting(
         60.0,
         "Seconds after a pool timeout during which a session conflict in the same thread or "
@@ -99,12 +107,21 @@ class Config:
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             if field.name in overrides and overrides[field.name] is not None:
-                values[field.name] = overrides[field.name]
+                values[field.name] = _coerce(field, overrides[field.name])
                 continue
             raw = env.get(ENV_PREFIX + field.name.upper())
             if raw is not None and raw.strip() != "":
                 values[field.name] = _parse(field, raw)
         return cls(**values)
+
+
+def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
+    """A keyword argument as the field keeps it: package lists become tuples (hashable)."""
+    if _type_key(field) != "tuple[str, ...]":
+        return value
+    if isinstance(value, str):
+        return _parse_packages(field, value)
+    return tuple(str(name) for name in value)
 
 
 def _parse(field: dataclasses.Field[Any], raw: str) -> Any:
@@ -158,10 +175,22 @@ def _parse_choice(field: dataclasses.Field[Any], raw: str) -> str:
     return lowered
 
 
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _parse_packages(_field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    bad = [name for name in names if not _PACKAGE.match(name)]
+    if bad:
+        raise ValueError(f"not a top-level package name: {', '.join(bad)}")
+    return names
+
+
 _CHOICES: dict[str, tuple[str, ...]] = {"histograms": get_args(HistogramMode)}
 
 _PARSERS: dict[str, Callable[[dataclasses.Field[Any], str], Any]] = {
     "bool": _parse_bool,
     "float": _parse_float,
     "choice": _parse_choice,
+    "tuple[str, ...]": _parse_packages,
 }

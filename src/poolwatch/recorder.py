@@ -88,7 +88,11 @@ class Loan:
     """A readable view of one checked-out connection, built only when it is reported."""
 
     def __init__(
-        self, entry: LoanEntry, leaked: bool = False, sampled: _Sample | None = None
+        self,
+        entry: LoanEntry,
+        leaked: bool = False,
+        sampled: _Sample | None = None,
+        sites: _sites.SiteCapture | None = None,
     ) -> None:
         self.started, self.owner, self.site, thread, task, span = entry
         #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
@@ -100,7 +104,11 @@ class Loan:
         self.thread_id = thread.ident
         # the name outlives the thread: a thread that died holding a connection is still named
         self.thread_name = thread.name
-        self.task: str | None = task.get_name() if task is not None else None
+        self.task: str | None = (
+            _sites.task_label(sites, task)
+            if sites is not None
+            else (task.get_name() if task is not None else None)
+        )
         context = span.get_span_context() if isinstance(span, Span) else None
         #: The borrower's span context, when the checkout was made inside a span.
         self.context: SpanContext | None = context if context and context.is_valid else None
@@ -294,14 +302,14 @@ class PoolRecorder:
             sampled = self._sampled.pop(key, None)
             leaked = key in self._leaked
             if leaked or (owner is not None and owner() is None):
-                self._came_back(key, Loan(entry, leaked, sampled), held)
+                self._came_back(key, Loan(entry, leaked, sampled, self._sites), held)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
         entry = self.loans.pop(key, None)
         sampled = self._sampled.pop(key, None)
         if entry is not None:
-            loan = Loan(entry, key in self._leaked, sampled)
+            loan = Loan(entry, key in self._leaked, sampled, self._sites)
             if loan.collected():
                 self._came_back(key, loan, _perf() - loan.started)
             self._leaked.discard(key)
@@ -359,7 +367,7 @@ class PoolRecorder:
 
     def loan(self, key: object, entry: LoanEntry, leaked: bool = False) -> Loan:
         """The readable view of one loan, with its sampled site if it has one."""
-        return Loan(entry, leaked, self._sampled.get(key))
+        return Loan(entry, leaked, self._sampled.get(key), self._sites)
 
     # --- leaks ---------------------------------------------------------------------------------
 

@@ -101,7 +101,9 @@ class Telemetry:
         self.active = True
         self._pools: list[PoolRecorder] = []
         self._lock = threading.Lock()
-        self.sites = _sites.SiteCapture(limit=64 if config.capture_stacks else 3)
+        self.sites = _sites.SiteCapture(
+            limit=64 if config.capture_stacks else 3, library_packages=config.library_packages
+        )
         self.conflicts: Counter[str] = Counter()
         self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
         meter = (meter_provider or get_meter_provider()).get_meter(

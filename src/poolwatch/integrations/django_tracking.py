@@ -170,8 +170,13 @@ class Tracker:
         self._aliases: dict[str, PoolRecorder | None] = {}
         #: Opening and last-query sites: the innermost application frame is what is reported
         #: (the whole stack with ``capture_stacks``), and walking less of the stack is cheaper.
-        self.sites = telemetry.sites if self.config.capture_stacks else _sites.SiteCapture(1)
-        self.query_sites = _sites.SiteCapture(limit=1)
+        packages = self.config.library_packages
+        self.sites = (
+            telemetry.sites
+            if self.config.capture_stacks
+            else _sites.SiteCapture(1, library_packages=packages)
+        )
+        self.query_sites = _sites.SiteCapture(limit=1, library_packages=packages)
         self._checker: threading.Thread | None = None
         self._checker_generation = -1
         self._stop = threading.Event()
