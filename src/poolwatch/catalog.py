@@ -65,6 +65,14 @@ POOL_USED: Final = "poolwatch.pool.used"
 POOL_IDLE: Final = "poolwatch.pool.idle"
 POOL_MAX: Final = "poolwatch.pool.max"
 POOL_PENDING: Final = "poolwatch.pool.pending_requests"
+#: Of the used connections, those being opened or pinged for a caller that has not got them yet.
+POOL_OPENING: Final = "poolwatch.pool.opening"
+POOL_PINGING: Final = "poolwatch.pool.pinging"
+#: The pool's configured checkout timeout (seconds), on timeout events.
+POOL_TIMEOUT: Final = "poolwatch.pool.timeout"
+#: Seconds of a timed-out checkout the caller spent opening or pinging connections itself.
+CHECKOUT_OPENING_TIME: Final = "poolwatch.checkout.opening_time"
+CHECKOUT_PINGING_TIME: Final = "poolwatch.checkout.pinging_time"
 WAIT_DURATION: Final = "poolwatch.checkout.wait_time"
 ERROR_TYPE: Final = _error.ERROR_TYPE
 DB_STATUS_CODE: Final = _db_attrs.DB_RESPONSE_STATUS_CODE

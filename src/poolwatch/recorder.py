@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Span, SpanContext
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _filling, _guard, _sites, catalog
 from poolwatch._histogram import Buckets
 
 if TYPE_CHECKING:
@@ -182,6 +182,8 @@ class PoolRecorder:
         self._standard = telemetry.standard_histograms
         self._sites = telemetry.sites
         self._capture_all = config.capture_stacks
+        #: Connections being opened or pinged for callers that have no loan yet.
+        self.filling = _filling.Filling()
 
     def rename(self, name: str) -> None:
         """Report under ``name`` from now on (the registry gave this pool's name to another)."""
@@ -261,9 +263,15 @@ class PoolRecorder:
             self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
 
     def failed(
-        self, started: float, traced: Traced | None, exc: BaseException, timed_out: bool
+        self,
+        started: float,
+        traced: Traced | None,
+        exc: BaseException,
+        timed_out: bool,
+        timeout: float | None = None,
     ) -> None:
-        """The caller got an exception instead of a connection (a pool timeout, or any other)."""
+        """The caller got an exception instead of a connection (a pool timeout, or any other);
+        ``timeout`` is the pool's configured checkout timeout, when the adapter knows it."""
         waited = _perf() - started
         with self._lock:
             self.wait.observe(waited)
@@ -282,7 +290,8 @@ class PoolRecorder:
         if traced is not None:
             self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
         if state is not None:
-            state[catalog.POOL_HOLDERS] = self.holders()
+            state[catalog.POOL_HOLDERS] = self.holders() + self.filling.listing(self._task_label)
+            state.update(self.filling.explain(started, timeout))
             self.telemetry.timed_out(self.name, state, waited, exc)
 
     # --- connections coming back, being made ------------------------------------------------
@@ -405,6 +414,9 @@ class PoolRecorder:
             group.add(line, now - loan.started, loan.holder())
         ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
         return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
+
+    def _task_label(self, task: Any) -> str | None:
+        return _sites.task_label(self._sites, task)
 
     # --- reading -----------------------------------------------------------------------------
 

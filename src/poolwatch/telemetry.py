@@ -35,7 +35,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _filling, _guard, _sites, catalog
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -210,10 +210,12 @@ class Telemetry:
         holders = attributes.get(catalog.POOL_HOLDERS) or []
         body = (
             f"pool {pool} timed out after {waited:.3f}s: "
-            f"{state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"{state[catalog.POOL_USED]} used{_filling.describe_used(state)}, "
+            f"{state[catalog.POOL_IDLE]} idle, "
             f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
             f"{state[catalog.POOL_PENDING]} waiting"
-            + (f"; held by {holders[0]}" if holders else "")
+            + _filling.describe(state, waited)
+            + (f"; held by {'; '.join(holders)}" if holders else "")
         )
         self.emit_event(catalog.EVENT_POOL_TIMEOUT, body, attributes)
 

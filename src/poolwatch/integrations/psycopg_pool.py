@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch._filling import OPENING, Filling, Work
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.naming import (
@@ -321,11 +322,16 @@ def _succeeded(begun: _Begun, connection: Any) -> None:
         _guard.internal_error("psycopg_pool.checkout", error)
 
 
-def _failed(begun: _Begun, failure: BaseException) -> None:
+def _failed(begun: _Begun, failure: BaseException, timeout: float | None = None) -> None:
     binding, started, _parent, traced = begun
     try:
         timed_out = isinstance(failure, PoolTimeout)
-        binding.recorder.failed(started, traced, failure, timed_out)  # type: ignore[union-attr]
+        if timeout is None:
+            pool = binding.pool_ref()
+            timeout = getattr(pool, "timeout", None) if pool is not None else None
+        binding.recorder.failed(  # type: ignore[union-attr]
+            started, traced, failure, timed_out, timeout
+        )
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
 
@@ -374,7 +380,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
         try:
             connection = original(pool, timeout)
         except BaseException as failure:
-            _failed((binding, started, parent, traced), failure)
+            _failed((binding, started, parent, traced), failure, timeout)
             raise
         try:
             key = _weakref(connection, binding.collected.append)
@@ -394,7 +400,7 @@ def _getconn_first_sight(original: Callable[..., Any], pool: Any, timeout: float
     try:
         connection = original(pool, timeout)
     except BaseException as failure:
-        _failed(begun, failure)
+        _failed(begun, failure, timeout)
         raise
     _succeeded(begun, connection)
     return connection
@@ -408,7 +414,7 @@ def _async_getconn(original: Callable[..., Any]) -> Any:
         try:
             connection = await original(pool, timeout)
         except BaseException as failure:  # cancellation included: a failed wait, not a timeout
-            _failed(begun, failure)
+            _failed(begun, failure, timeout)
             raise
         _succeeded(begun, connection)
         return connection
@@ -432,10 +438,32 @@ def _async_putconn(original: Callable[..., Any]) -> Any:
     return putconn
 
 
+def _opening(pool: Any) -> tuple[Filling, Work] | None:
+    """List a connection being opened by the pool (a worker, or the caller) as opening."""
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None or binding.recorder is None:
+        return None
+    try:
+        filling = binding.recorder.filling
+        return filling, filling.begin(OPENING)
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.connect", error)
+        return None
+
+
+def _opened(work: tuple[Filling, Work] | None) -> None:
+    if work is not None:
+        work[0].end(work[1])
+
+
 def _sync_connect(original: Callable[..., Any]) -> Any:
     def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
         started = _perf()
-        connection = original(pool, *args, **kwargs)
+        work = _opening(pool)
+        try:
+            connection = original(pool, *args, **kwargs)
+        finally:
+            _opened(work)
         _created(pool, started)
         return connection
 
@@ -445,7 +473,11 @@ def _sync_connect(original: Callable[..., Any]) -> Any:
 def _async_connect(original: Callable[..., Any]) -> Any:
     async def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
         started = _perf()
-        connection = await original(pool, *args, **kwargs)
+        work = _opening(pool)
+        try:
+            connection = await original(pool, *args, **kwargs)
+        finally:
+            _opened(work)
         _created(pool, started)
         return connection
 

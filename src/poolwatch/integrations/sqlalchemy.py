@@ -34,6 +34,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch._filling import OPENING, PINGING
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
@@ -49,6 +50,10 @@ from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
 _LIBRARY = "sqlalchemy"
+#: Private names (SQLAlchemy 2.0 and 2.1): the record's connect and its pool, and the pre-ping.
+_RECORD_CONNECT = "_ConnectionRecord__connect"
+_RECORD_POOL = "_ConnectionRecord__pool"
+_PING = "_do_ping_w_event"
 #: PostgreSQL drivers that take ``application_name`` as a keyword argument of ``connect``.
 _APPNAME_KEYWORD = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "pg8000"})
 
@@ -63,6 +68,8 @@ class _Binding:
         self.listeners: list[tuple[str, Callable[..., None]]] = []
         #: The dialect whose ``connect`` poolwatch shadows to set ``application_name``.
         self.named_dialect: Any = None
+        #: The dialect whose pre-ping poolwatch shadows to list pings in timeouts.
+        self.pinged_dialect: Any = None
 
     def drained(self) -> bool:
         """Whether the pool opened connections and has none open now (its name may move)."""
@@ -231,6 +238,8 @@ class SQLAlchemyAdapter:
         binding.recorder = recorder
         if engine is not None and app_name is not None:
             _name_connections(binding, engine, app_name)
+        if engine is not None and getattr(pool, "_pre_ping", False):
+            _watch_pings(binding, engine)
         self._listen(binding, pool)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
@@ -266,6 +275,10 @@ class SQLAlchemyAdapter:
         dialect = binding.named_dialect
         if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
             del dialect.connect
+        dialect = binding.pinged_dialect
+        shadow = vars(dialect).get(_PING) if dialect is not None else None
+        if isinstance(shadow, functools.partial) and shadow.func is _pinging:
+            delattr(dialect, _PING)
         REGISTRY.release(binding)
 
     def auto_attach(self, pool: Pool, engine: Engine | None = None) -> PoolRecorder | None:
@@ -299,6 +312,8 @@ class SQLAlchemyAdapter:
             if "recreate" in vars(cls):
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
         self._replaced.replace(_ConnectionRecord, "checkin", _make_checkin)
+        # private (name-mangled): without it, connections being opened go unlisted in timeouts
+        self._replaced.replace(_ConnectionRecord, _RECORD_CONNECT, _make_record_connect)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
         self._installed = True
@@ -440,7 +455,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             fairy = original(pool)
         except BaseException as failure:
-            _checkout_failed(recorder, started, traced, failure)
+            _checkout_failed(recorder, started, traced, failure, pool)
             raise
         try:
             record = fairy._connection_record
@@ -470,12 +485,71 @@ def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _checkout_failed(
-    recorder: PoolRecorder, started: float, traced: Traced | None, failure: BaseException
+    recorder: PoolRecorder,
+    started: float,
+    traced: Traced | None,
+    failure: BaseException,
+    pool: Any = None,
 ) -> None:
     try:
-        recorder.failed(started, traced, failure, isinstance(failure, exc.TimeoutError))
+        timeout = getattr(pool, "_timeout", None)
+        recorder.failed(
+            started,
+            traced,
+            failure,
+            isinstance(failure, exc.TimeoutError),
+            float(timeout) if isinstance(timeout, (int, float)) else None,
+        )
     except Exception as error:  # noqa: BLE001
         _guard.internal_error("sqlalchemy.checkout", error)
+
+
+def _make_record_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A replacement for ``_ConnectionRecord.__connect``: the connection being opened is listed
+    (as opening, for whoever waits) until it is open or has failed."""
+
+    def connect(record: Any) -> None:
+        work = None
+        try:
+            recorder = getattr(getattr(record, _RECORD_POOL, None), _ATTR, None)
+            if recorder is not None:
+                work = recorder.filling, recorder.filling.begin(OPENING)
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.connect", error)
+        try:
+            original(record)
+        finally:
+            if work is not None:
+                work[0].end(work[1])
+
+    return connect
+
+
+def _watch_pings(binding: _Binding, engine: Engine) -> None:
+    """List pre-pings in timeouts: ``_do_ping_w_event`` shadowed on this engine's dialect."""
+    dialect = engine.dialect
+    original = getattr(type(dialect), _PING, None)
+    if original is None or _PING in vars(dialect):
+        return  # an SQLAlchemy without it, or shadowed already: pings go unlisted
+    setattr(dialect, _PING, functools.partial(_pinging, original, dialect, weakref.ref(binding)))
+    binding.pinged_dialect = dialect
+
+
+def _pinging(
+    original: Callable[..., Any],
+    dialect: Any,
+    binding_ref: weakref.ref[_Binding],
+    dbapi_connection: Any,
+) -> Any:
+    binding = binding_ref()
+    recorder = binding.recorder if binding is not None else None
+    if recorder is None:
+        return original(dialect, dbapi_connection)
+    work = recorder.filling.begin(PINGING)
+    try:
+        return original(dialect, dbapi_connection)
+    finally:
+        recorder.filling.end(work)
 
 
 def _wrap_recreate(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:
