@@ -18,13 +18,21 @@ END: Final = "<!-- poolwatch:reference:end -->"
 EVENT_DOCS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     catalog.EVENT_POOL_TIMEOUT: (
         "A checkout waited the whole pool timeout and failed. Carries the pool's state when "
-        "the wait began and who holds its connections, commonest borrow site first.",
+        "the wait began and who holds its connections, commonest borrow site first, then the "
+        "connections being opened or pre-pinged for callers that have none yet; the configured "
+        "timeout, and the time the caller spent opening or pinging itself (the body says where "
+        "a wait longer than the timeout went).",
         (
             catalog.POOL_USED,
             catalog.POOL_IDLE,
             catalog.POOL_MAX,
             catalog.POOL_PENDING,
+            catalog.POOL_OPENING,
+            catalog.POOL_PINGING,
             catalog.WAIT_DURATION,
+            catalog.POOL_TIMEOUT,
+            catalog.CHECKOUT_OPENING_TIME,
+            catalog.CHECKOUT_PINGING_TIME,
             catalog.POOL_HOLDERS,
         ),
     ),
