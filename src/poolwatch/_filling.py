@@ -21,6 +21,8 @@ OPENING: Final = "opening a connection"
 PINGING: Final = "pinging a connection (pre-ping)"
 #: Finished pieces of work kept to explain a timeout that follows them.
 _KEPT: Final = 64
+#: A wait this much longer than the timeout is broken down in the event's body.
+_NOTABLE: Final = 0.05
 
 _perf = time.perf_counter
 _current_thread = threading.current_thread
@@ -123,7 +125,7 @@ def describe(attributes: dict[str, Any], waited: float) -> str:
     if timeout is None:
         return ""
     text = f"; configured timeout {timeout:.2f}s"
-    if waited - timeout < 0.001:
+    if waited - timeout < _NOTABLE:
         return text
     opening = attributes.get(catalog.CHECKOUT_OPENING_TIME, 0.0)
     pinging = attributes.get(catalog.CHECKOUT_PINGING_TIME, 0.0)
