@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -210,3 +213,34 @@ def test_every_adapter_names_through_one_registry(sqlite_url: str) -> None:
     poolwatch.instrument_sqlalchemy()
     engine = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool)
     assert REGISTRY.names() == {engine.url.database: "sqlalchemy"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_can_name_pools_while_the_parent_held_the_lock() -> None:
+    """The registry's lock, held by another thread at fork(), is fresh in the child."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with REGISTRY._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: claims a name, exits 0 if it did not hang
+        owner = Owner()
+        os._exit(0 if REGISTRY.claim("forked", owner) == "forked" else 1)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the child hung on the registry's lock")

@@ -209,6 +209,11 @@ class NameRegistry:
         with self._lock:
             self._claims.clear()
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's may have been held by another thread);
+        the names stay, as the child inherits the pools that hold them."""
+        self._lock = threading.Lock()
+
     def _live(self, name: str) -> Claim | None:
         claim = self._claims.get(name)
         if claim is not None and not claim.alive():
@@ -228,6 +233,8 @@ class NameRegistry:
 
 #: The one registry every adapter names its pools through.
 REGISTRY: Final = NameRegistry()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=REGISTRY.after_fork)
 
 
 #: The default ``application_name`` poolwatch gives a pool's connections: the pool's name, so
