@@ -121,3 +121,27 @@ def test_uninstrumenting_stops_naming_new_connections(
     with engine.connect():
         (row,) = postgres.server_connections()
     assert row.application_name == ""
+
+
+def test_a_closed_pool_hands_its_name_to_the_next_one(
+    make_pool: PoolFactory, telemetry: Capture, postgres: PostgresCluster
+) -> None:
+    """A pool opened and closed at startup (a migration, say) does not push the pool the app
+    serves with to ``#2``; the new pool's connections carry the plain name too."""
+    startup = make_pool(min_size=1, max_size=1)
+    poolwatch.instrument_psycopg_pool(startup, **telemetry.providers)
+    startup.open(wait=True)
+    with startup.connection():
+        pass
+    startup.close()
+    serving = make_pool(min_size=1, max_size=1)
+    poolwatch.instrument_psycopg_pool(serving, **telemetry.providers)
+    serving.open(wait=True)
+    with serving.connection():
+        (row,) = postgres.server_connections()
+    assert row.application_name == "poolwatch"
+    names = {
+        point.attributes[catalog.POOL_NAME]
+        for point in telemetry.metrics()[catalog.CONNECTION_MAX.name]
+    }
+    assert names == {"poolwatch"}
