@@ -313,6 +313,14 @@ class SQLAlchemyAdapter:
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
         self._replaced.replace(_ConnectionRecord, "checkin", _make_checkin)
         # private (name-mangled): without it, connections being opened go unlisted in timeouts
+        if _RECORD_CONNECT not in vars(_ConnectionRecord):
+            _guard.internal_error(
+                "sqlalchemy.connect",
+                AttributeError(
+                    f"_ConnectionRecord.{_RECORD_CONNECT} is missing in this SQLAlchemy: "
+                    "connections being opened are not listed in pool-timeout events"
+                ),
+            )
         self._replaced.replace(_ConnectionRecord, _RECORD_CONNECT, _make_record_connect)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
@@ -529,8 +537,17 @@ def _watch_pings(binding: _Binding, engine: Engine) -> None:
     """List pre-pings in timeouts: ``_do_ping_w_event`` shadowed on this engine's dialect."""
     dialect = engine.dialect
     original = getattr(type(dialect), _PING, None)
-    if original is None or _PING in vars(dialect):
-        return  # an SQLAlchemy without it, or shadowed already: pings go unlisted
+    if original is None:
+        _guard.internal_error(
+            "sqlalchemy.pre_ping",
+            AttributeError(
+                f"Dialect.{_PING} is missing in this SQLAlchemy: pre-pings are not listed in "
+                "pool-timeout events"
+            ),
+        )
+        return
+    if _PING in vars(dialect):
+        return  # shadowed already (another engine on this dialect)
     setattr(dialect, _PING, functools.partial(_pinging, original, dialect, weakref.ref(binding)))
     binding.pinged_dialect = dialect
 
