@@ -208,6 +208,28 @@ def test_a_migration_engine_does_not_rename_the_app_engine(
     )
 
 
+def test_a_dropped_migration_engine_does_not_rename_the_app_engine(
+    telemetry: Capture, tmp_path: Path
+) -> None:
+    """A QueuePool migration engine dropped with an idle connection (unreachable, waiting for a
+    garbage collection) does not push the app's engine to ``#2``."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    poolwatch.instrument_sqlalchemy(**telemetry.providers)
+
+    def migrate() -> None:
+        migrations = sa.create_engine(url, poolclass=sa.pool.QueuePool)
+        with migrations.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+
+    gc.disable()  # as if the collector had not come round yet
+    try:
+        migrate()
+        app = sa.create_engine(url, poolclass=sa.pool.QueuePool)
+    finally:
+        gc.enable()
+    assert app.pool._poolwatch_recorder.name == str(tmp_path / "app.db")
+
+
 def test_every_adapter_names_through_one_registry(sqlite_url: str) -> None:
     """The registry sees every adapter's pools (here SQLAlchemy's), by library."""
     poolwatch.instrument_sqlalchemy()

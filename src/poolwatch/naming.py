@@ -8,9 +8,11 @@ Every pool also carries its :class:`Target` as the identity attributes of every 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,6 +33,8 @@ _DEFAULT_PORTS: Final = {
 }
 #: ``db.system.name`` of a pool whose database poolwatch cannot tell (a bare pool's creator).
 OTHER_SYSTEM: Final = "other_sql"
+#: Seconds between two garbage collections a name collision may trigger.
+COLLECT_EVERY: Final = 60.0
 #: PostgreSQL keeps this many bytes of ``application_name``.
 APPLICATION_NAME_BYTES: Final = 63
 
@@ -146,8 +150,10 @@ class NameRegistry:
 
     * a free name goes to whoever asks for it;
     * a name held by a pool that opened connections and has none open now (an engine disposed,
-      a pool closed, a migration engine left for the garbage collector) passes to the newcomer,
-      and the old holder is reported under a suffixed name from then on;
+      a pool closed, a ``NullPool`` migration engine done with its work, an engine the
+      application dropped: the garbage collector runs once before the decision, at most once
+      per :data:`COLLECT_EVERY` seconds) passes to the newcomer, and the old holder is reported
+      under a suffixed name from then on;
     * otherwise the newcomer gets a suffix: ``#<library>`` when the holder is another library's
       pool (an SQLAlchemy engine and a psycopg pool on one database never share a series), else
       ``#2``, ``#3``, ... (two explicit pools asking for one name also get a warning).
@@ -160,6 +166,7 @@ class NameRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._claims: dict[str, Claim] = {}
+        self._collected_at: float | None = None
 
     def claim(
         self,
@@ -168,29 +175,52 @@ class NameRegistry:
         library: str = "",
         explicit: bool = False,
     ) -> str:
-        """Reserve a name derived from ``wanted`` for ``owner`` (held weakly) and return it."""
+        """Reserve a name derived from ``wanted`` for ``owner`` (held weakly) and return it.
+
+        When the holder of ``wanted`` keeps it, the garbage collector runs once (at most once
+        per :data:`COLLECT_EVERY` seconds) before the newcomer settles for a suffix: an engine
+        the application dropped (a migration engine with an idle connection) is often only
+        unreachable, waiting for a collection, and once collected it yields its name.
+        """
         claim = Claim(wanted, owner, library, explicit)
-        moved: Claim | None = None
         with self._lock:
             holder = self._live(wanted)
-            if holder is None:
-                claim.name = wanted
-            elif holder.yields():
-                claim.name = wanted
-                holder.name = self._suffixed(holder.wanted, holder.library, claim.library)
-                self._claims[holder.name] = moved = holder
-            else:
-                claim.name = self._suffixed(wanted, library, holder.library)
-                if explicit and holder.explicit:
-                    _logger.warning(
-                        "poolwatch: two pools are named %r; the later one is reported as %r",
-                        wanted,
-                        claim.name,
-                    )
-            self._claims[claim.name] = claim
+            collect = holder is not None and not holder.yields() and self._may_collect()
+        if collect:
+            gc.collect()
+        with self._lock:
+            moved = self._place(claim)
         if moved is not None:
             moved.moved()
         return claim.name
+
+    def _may_collect(self) -> bool:
+        now = time.monotonic()
+        if self._collected_at is not None and now - self._collected_at < COLLECT_EVERY:
+            return False
+        self._collected_at = now
+        return True
+
+    def _place(self, claim: Claim) -> Claim | None:
+        """Give ``claim`` its name (under the lock); returns the holder it displaced, if any."""
+        wanted, moved = claim.wanted, None
+        holder = self._live(wanted)
+        if holder is None:
+            claim.name = wanted
+        elif holder.yields():
+            claim.name = wanted
+            holder.name = self._suffixed(holder.wanted, holder.library, claim.library)
+            self._claims[holder.name] = moved = holder
+        else:
+            claim.name = self._suffixed(wanted, claim.library, holder.library)
+            if claim.explicit and holder.explicit:
+                _logger.warning(
+                    "poolwatch: two pools are named %r; the later one is reported as %r",
+                    wanted,
+                    claim.name,
+                )
+        self._claims[claim.name] = claim
+        return moved
 
     def release(self, owner: Any) -> None:
         """Free every name held by ``owner``."""
@@ -208,6 +238,7 @@ class NameRegistry:
         """Forget every name (tests, and a process that starts over)."""
         with self._lock:
             self._claims.clear()
+            self._collected_at = None
 
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held by another thread);
