@@ -4,6 +4,7 @@ database keep separate series, every pool point carries the pool's identity, and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -145,3 +146,21 @@ def test_a_closed_pool_hands_its_name_to_the_next_one(
         for point in telemetry.metrics()[catalog.CONNECTION_MAX.name]
     }
     assert names == {"poolwatch"}
+
+
+def test_an_async_engine_names_its_connections_too(
+    postgres: PostgresCluster, telemetry: Capture
+) -> None:
+    """``create_async_engine`` with psycopg: the pool name reaches ``pg_stat_activity``."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(postgres.sqlalchemy_url(), pool_logging_name="async-orders")
+    poolwatch.instrument_sqlalchemy(engine, **telemetry.providers)
+
+    async def main() -> list[str]:
+        async with engine.connect():
+            names = [row.application_name for row in postgres.server_connections()]
+        await engine.dispose()
+        return names
+
+    assert asyncio.run(main()) == ["async-orders"]
