@@ -5,6 +5,7 @@
 #   prometheus                     -> promtool
 #   prometheus-alertmanager        -> amtool
 #   tmux                           -> terminal-level tests
+#   pgbouncer                      -> PgBouncer in front of the test PostgreSQL
 #
 # Idempotent: when every package is already installed nothing is fetched and
 # `apt-get update` is not run. Safe to run as root without a TTY (CI).
@@ -19,6 +20,7 @@ PACKAGES=(
   prometheus
   prometheus-alertmanager
   tmux
+  pgbouncer
 )
 
 export DEBIAN_FRONTEND=noninteractive
@@ -97,7 +99,7 @@ if [[ -z "$pg_bin" ]] && ! command -v initdb >/dev/null 2>&1; then
   exit 1
 fi
 
-for tool in promtool amtool tmux psql; do
+for tool in promtool amtool tmux psql pgbouncer; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     log "$tool is not on PATH after installation"
     exit 1
@@ -114,3 +116,4 @@ psql --version
 promtool --version 2>&1 | head -n 1
 amtool --version 2>&1 | head -n 1
 tmux -V
+pgbouncer --version | head -n 1

@@ -387,6 +387,43 @@ PG_RESERVED_CONNECTIONS: Final = Metric(
     "Connection slots reserved for superusers (superuser_reserved_connections).",
 )
 
+# --- PgBouncer's admin console, read by the collector's sqlquery receiver (collector/pgbouncer.yaml) --
+
+PGB_DATABASE: Final = "database"
+PGB_USER: Final = "user"
+PGB_STATE: Final = "state"
+PGB_LIST: Final = "list"
+PGB_CLIENT_STATES: Final = ("active", "waiting")
+PGB_SERVER_STATES: Final = ("active", "idle", "used", "tested", "login")
+PGB_CLIENTS: Final = Metric(
+    "poolwatch.pgbouncer.clients",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "Client connections of a PgBouncer pool (SHOW POOLS) by database, user and state: "
+    "active (linked to a server connection or idle) or waiting (for a server connection).",
+)
+PGB_SERVERS: Final = Metric(
+    "poolwatch.pgbouncer.servers",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_CONNECTION,
+    "Server connections of a PgBouncer pool (SHOW POOLS) by database, user and state: "
+    "active, idle, used, tested, login.",
+)
+PGB_MAX_WAIT: Final = Metric(
+    "poolwatch.pgbouncer.max_wait",
+    Kind.UP_DOWN_COUNTER,
+    UNIT_SECONDS,
+    "How long the oldest waiting client of a PgBouncer pool has waited, in whole seconds "
+    "(SHOW POOLS maxwait).",
+)
+PGB_LIST_ITEMS: Final = Metric(
+    "poolwatch.pgbouncer.list_items",
+    Kind.UP_DOWN_COUNTER,
+    "{item}",
+    "PgBouncer's internal lists (SHOW LISTS) by list: used_clients (client connections, "
+    "the number max_client_conn limits), used_servers, pools, databases, users, ...",
+)
+
 INTERNAL_ERRORS: Final = Metric(
     "poolwatch.internal.errors",
     Kind.COUNTER,

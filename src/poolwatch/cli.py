@@ -112,6 +112,7 @@ def _doctor(args: argparse.Namespace) -> int:
         selector=args.selector,
         at=args.at,
         timeout=args.timeout,
+        pgbouncer_url=args.pgbouncer_url,
     )
     report = doctor.diagnose(request)
     print(report.as_json() if args.json else report.as_text())
@@ -130,6 +131,9 @@ def _add_doctor(commands: Any) -> None:
     )
     doctor.add_argument("--database-url", required=True, help="PostgreSQL URL (postgresql://...)")
     doctor.add_argument("--prometheus-url", help="Prometheus holding poolwatch's metrics")
+    doctor.add_argument(
+        "--pgbouncer-url", help="PgBouncer in front of PostgreSQL (its admin console is read)"
+    )
     doctor.add_argument("--window", default="1h", help="PromQL range to look back over (1h)")
     doctor.add_argument("--selector", default="", help='extra label matchers, e.g. job="shop"')
     doctor.add_argument("--at", type=float, help="evaluate at this Unix time (default: now)")

@@ -35,7 +35,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _filling, _guard, _sites, catalog
+from poolwatch import _filling, _guard, _instance, _sites, catalog
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -106,9 +106,10 @@ class Telemetry:
         )
         self.conflicts: Counter[str] = Counter()
         self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
-        meter = (meter_provider or get_meter_provider()).get_meter(
-            catalog.INSTRUMENTATION_SCOPE, __version__
-        )
+        self._meter_provider = meter_provider
+        provider = meter_provider or get_meter_provider()
+        _guard.guarded("instance", _instance.ensure_instance_id, provider)
+        meter = provider.get_meter(catalog.INSTRUMENTATION_SCOPE, __version__)
         #: poolwatch's meter: adapters with instruments of their own (Django) register them here.
         self.meter = meter
         self.tracer = trace.get_tracer(
@@ -121,6 +122,10 @@ class Telemetry:
             _StandardHistograms(meter) if config.histograms == "standard" else None
         )
         _register_observables(meter, self)
+
+    def meter_provider(self) -> MeterProvider:
+        """The provider poolwatch's meter comes from (the global one unless one was passed)."""
+        return self._meter_provider or get_meter_provider()
 
     # --- pools ----------------------------------------------------------------------------
 
@@ -497,7 +502,9 @@ def _conflicts(telemetry: Telemetry) -> Iterator[Observation]:
         yield Observation(count, {catalog.CONFLICT_KIND: kind})
 
 
-def _internal_errors(_telemetry: Telemetry) -> Iterator[Observation]:
+def _internal_errors(telemetry: Telemetry) -> Iterator[Observation]:
+    # Once per collection: the global provider may have been a proxy when instrumenting began.
+    _guard.guarded("instance", _instance.ensure_instance_id, telemetry.meter_provider())
     for hook, count in sorted(_guard.error_counts().items()):
         yield Observation(count, {catalog.HOOK: hook})
 

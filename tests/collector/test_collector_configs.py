@@ -35,6 +35,7 @@ EXPECTED_CONFIGS = {
     "gateway.yaml",
     "gateway-scrape.yaml",
     "postgres.yaml",
+    "pgbouncer.yaml",
 }
 #: Not collector configs: the builder manifest and the compose file (tests/collector/test_compose.py).
 NOT_CONFIGS = {"manifest.yaml", "compose.yaml"}
@@ -151,6 +152,7 @@ def test_binary_has_the_components_the_configs_use(otelcol: Path) -> None:
 # POOLWATCH_* variable set.
 REQUIRED_ENV = {
     "postgres.yaml": {"POOLWATCH_PG_PASSWORD": "validate-only"},
+    "pgbouncer.yaml": {"POOLWATCH_PGBOUNCER_PASSWORD": "validate-only"},
 }
 
 

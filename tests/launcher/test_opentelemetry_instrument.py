@@ -38,7 +38,7 @@ from poolwatch import catalog
 from poolwatch.config import ENV_PREFIX, Config
 from poolwatch.monitoring import names
 from tests.support.fixtures import needed
-from tests.support.otlp_receiver import OtlpReceiver, Points
+from tests.support.otlp_receiver import OtlpReceiver, Points, attributes_of
 from tests.support.pipeline import LAUNCHER
 
 APPS = Path(__file__).parent / "apps"
@@ -338,3 +338,27 @@ def test_bad_setting_warns_once_and_still_records(
     assert poolwatch_lines == mentions, run.stderr
     assert_app_saw(run, reference["sync"])
     assert_pool_story(receiver, run, lambda name: at_rest(receiver, run, name))
+
+
+def instance_ids(receiver: OtlpReceiver, metric: str) -> set[str]:
+    """The ``service.instance.id`` of every resource that exported ``metric``."""
+    found = set()
+    for export in receiver.metric_exports():
+        for resource in export.resource_metrics:
+            names = {m.name for scope in resource.scope_metrics for m in scope.metrics}
+            if metric in names:
+                attributes = attributes_of(resource.resource.attributes)
+                found.add(attributes.get("service.instance.id") or "")
+    return found
+
+
+def test_prefork_workers_export_under_their_own_instance_ids(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """A parent and two forked workers export pool metrics under three distinct instance ids."""
+    run = run_app("prefork_app", receiver, tmp_path, extra_env={"POOLWATCH_APP_WORKERS": "2"})
+
+    assert run.result["codes"] == [0, 0]
+    ids = instance_ids(receiver, catalog.CONNECTION_COUNT.name)
+    assert "" not in ids
+    assert len(ids) == 3, ids

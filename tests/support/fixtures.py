@@ -6,16 +6,25 @@ Load with ``pytest_plugins = ["tests.support.fixtures"]`` in tests/conftest.py.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from tests.support import pipeline
+from tests.support.pgbouncer import PgBouncer, PgBouncerNotAvailable, start_pgbouncer
 from tests.support.postgres import PostgresCluster, PostgresNotAvailable, start_postgres
 
-__all__ = ["needed", "otelcol", "postgres", "postgres_url", "processes", "started_postgres"]
+__all__ = [
+    "needed",
+    "otelcol",
+    "pgbouncer",
+    "postgres",
+    "postgres_url",
+    "processes",
+    "started_postgres",
+]
 
 
 def needed(missing: str) -> NoReturn:
@@ -69,3 +78,25 @@ def postgres() -> Iterator[PostgresCluster]:
 def postgres_url(postgres: PostgresCluster) -> str:
     """SQLAlchemy URL for the ``poolwatch`` database: ``postgresql+psycopg://...``."""
     return postgres.sqlalchemy_url("psycopg")
+
+
+@pytest.fixture
+def pgbouncer(
+    postgres: PostgresCluster,
+) -> Iterator[Callable[..., PgBouncer]]:
+    """Start PgBouncers in front of ``postgres``: ``pgbouncer(pool_mode="session", ...)`` takes
+    pgbouncer.ini settings over the defaults (transaction pooling, default_pool_size 5). Every
+    one is stopped afterwards."""
+    started: list[PgBouncer] = []
+
+    def start(**settings: str | int) -> PgBouncer:
+        try:
+            bouncer = start_pgbouncer(postgres, settings)
+        except PgBouncerNotAvailable as missing:
+            needed(str(missing))
+        started.append(bouncer)
+        return bouncer
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()

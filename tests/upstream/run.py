@@ -9,8 +9,8 @@ plain and once with poolwatch instrumenting every pool from interpreter start
 Exit status: 0 when there are none apart from the entries of ``known.json`` (each with its
 reason), 1 otherwise, 2 when a suite could not run.
 
-``--ci`` runs the subset CI runs (SQLite only); without it, SQLAlchemy runs on SQLite and,
-when PostgreSQL's server programs are installed, on a throwaway PostgreSQL cluster too.
+``--ci`` runs the subset CI runs (SQLite only); without it, each suite runs on SQLite and,
+when PostgreSQL's server programs are installed, on a throwaway PostgreSQL cluster on loopback.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -142,15 +143,33 @@ def run_sqlalchemy(source: Path, modules: Sequence[str], dburi: str | None, on: 
         return outcome
 
 
-def run_django(source: Path, labels: Sequence[str], on: bool) -> Outcome:
-    """Django's ``runtests.py`` (SQLite settings) with a JUnit report through unittest-xml."""
+DJANGO_POSTGRES_SETTINGS = """\
+SECRET_KEY = "upstream-suite-run"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+USE_TZ = False
+_server = {{"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1", "PORT": {port},
+           "USER": "postgres", "NAME": "postgres"}}
+DATABASES = {{"default": dict(_server), "other": dict(_server, TEST={{"NAME": "other_tests"}})}}
+"""
+
+
+def run_django(source: Path, labels: Sequence[str], on: bool, port: int | None = None) -> Outcome:
+    """Django's ``runtests.py``: its SQLite settings, or PostgreSQL on ``port`` (superuser)."""
     with tempfile.TemporaryDirectory(prefix="poolwatch-upstream-") as scratch:
         errors = Path(scratch) / "errors"
         command = [sys.executable, "-s", "runtests.py", "--parallel", "1", "-v", "2", *labels]
+        env = environment(on, "django", errors)
+        if port is not None:
+            Path(scratch, "upstream_postgres.py").write_text(
+                DJANGO_POSTGRES_SETTINGS.format(port=port)
+            )
+            env["PYTHONPATH"] = os.pathsep.join([scratch, env["PYTHONPATH"]])
+            command.insert(3, "--settings=upstream_postgres")
         done = subprocess.run(
             command,
             cwd=source / "tests",
-            env=environment(on, "django", errors),
+            env=env,
             capture_output=True,
             text=True,
             timeout=3600,
@@ -225,17 +244,48 @@ def compare(title: str, off: Outcome, on: Outcome, known: dict[str, str]) -> lis
     return unexplained
 
 
-def postgres_uri() -> tuple[str | None, object | None]:
+def postgres() -> Any:
+    """A throwaway PostgreSQL cluster on loopback (the test suite's own), or None."""
     sys.path.insert(0, str(ROOT))
+    from tests.support.postgres import PostgresNotAvailable, start_postgres
+
     try:
-        from tests.support.postgres import PostgresNotAvailable, start_postgres
-    except ImportError:
-        return None, None
-    try:
-        cluster = start_postgres()
-    except PostgresNotAvailable:
-        return None, None
-    return cluster.sqlalchemy_url("psycopg"), cluster
+        return start_postgres(max_connections=100)
+    except PostgresNotAvailable as missing:
+        print(f"PostgreSQL runs skipped: {missing}")
+        return None
+
+
+def sqlalchemy_runs(args: argparse.Namespace, cluster: Any, known: dict[str, str]) -> list[str]:
+    version = importlib.metadata.version("sqlalchemy")
+    source = sdist("SQLAlchemy", version, args.work)
+    modules = SQLALCHEMY_CI_MODULES if args.ci else SQLALCHEMY_MODULES
+    targets: list[tuple[str, str | None]] = [("sqlite", None)]
+    if cluster is not None:
+        targets.append(("postgresql", cluster.sqlalchemy_url("psycopg")))
+    unexplained: list[str] = []
+    for label, dburi in targets:
+        off = run_sqlalchemy(source, modules, dburi, on=False)
+        on = run_sqlalchemy(source, modules, dburi, on=True)
+        title = f"SQLAlchemy {version} on {label}: {' '.join(modules)}"
+        unexplained += compare(title, off, on, known)
+    return unexplained
+
+
+def django_runs(args: argparse.Namespace, cluster: Any, known: dict[str, str]) -> list[str]:
+    version = importlib.metadata.version("django")
+    source = sdist("Django", version, args.work)
+    labels = DJANGO_CI_LABELS if args.ci else DJANGO_LABELS
+    targets: list[tuple[str, int | None]] = [("sqlite", None)]
+    if cluster is not None:
+        targets.append(("postgresql", cluster.port))
+    unexplained: list[str] = []
+    for label, port in targets:
+        off = run_django(source, labels, on=False, port=port)
+        on = run_django(source, labels, on=True, port=port)
+        title = f"Django {version} on {label}: {' '.join(labels)}"
+        unexplained += compare(title, off, on, known)
+    return unexplained
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,35 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     known = json.loads((HERE / "known.json").read_text())
     unexplained: list[str] = []
-
-    if args.suite in ("sqlalchemy", "all"):
-        version = importlib.metadata.version("sqlalchemy")
-        source = sdist("SQLAlchemy", version, args.work)
-        modules = SQLALCHEMY_CI_MODULES if args.ci else SQLALCHEMY_MODULES
-        targets: list[tuple[str, str | None]] = [("sqlite", None)]
-        cluster = None
-        if not args.ci:
-            uri, cluster = postgres_uri()
-            if uri:
-                targets.append(("postgresql", uri))
-        try:
-            for label, dburi in targets:
-                off = run_sqlalchemy(source, modules, dburi, on=False)
-                on = run_sqlalchemy(source, modules, dburi, on=True)
-                title = f"SQLAlchemy {version} on {label}: {' '.join(modules)}"
-                unexplained += compare(title, off, on, known.get("sqlalchemy", {}))
-        finally:
-            if cluster is not None:
-                cluster.stop()  # type: ignore[attr-defined]
-
-    if args.suite in ("django", "all"):
-        version = importlib.metadata.version("django")
-        source = sdist("Django", version, args.work)
-        labels = DJANGO_CI_LABELS if args.ci else DJANGO_LABELS
-        off = run_django(source, labels, on=False)
-        on = run_django(source, labels, on=True)
-        title = f"Django {version} on sqlite: {' '.join(labels)}"
-        unexplained += compare(title, off, on, known.get("django", {}))
+    cluster = None if args.ci else postgres()
+    try:
+        if args.suite in ("sqlalchemy", "all"):
+            unexplained += sqlalchemy_runs(args, cluster, known.get("sqlalchemy", {}))
+        if args.suite in ("django", "all"):
+            unexplained += django_runs(args, cluster, known.get("django", {}))
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
     if unexplained:
         print(f"\n{len(unexplained)} failure(s) only with poolwatch on, not in known.json")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from poolwatch.doctor import checks
+from poolwatch.doctor import checks, pgbouncer
 from poolwatch.doctor.checks import Settings
 from poolwatch.doctor.findings import (
     EXIT_OK,
@@ -46,6 +46,8 @@ class Request:
     selector: str = ""
     at: float | None = None
     timeout: float = 10.0
+    #: PgBouncer between the app and PostgreSQL: its admin console (any database name).
+    pgbouncer_url: str | None = None
 
 
 def _redacted(url: str) -> str:
@@ -78,7 +80,12 @@ def diagnose(request: Request) -> Report:
             report.findings.append(Finding(Level.UNCHECKED, "prometheus.unreachable",
                                            f"cannot query Prometheus: {exc}"))  # fmt: skip
     report.capacity = checks.capacity(request.settings, server, report.pools)
-    report.findings += checks.capacity_findings(report.capacity)
+    if request.pgbouncer_url:
+        # The apps connect to PgBouncer; PgBouncer's pools are what PostgreSQL must fit.
+        report.findings += pgbouncer.check(request.pgbouncer_url, request.timeout, server,
+                                           request.settings, report.capacity)  # fmt: skip
+    else:
+        report.findings += checks.capacity_findings(report.capacity)
     for pool in report.pools:
         report.findings += checks.pool_findings(pool)
     report.findings += checks.settings_findings(request.settings, server)
