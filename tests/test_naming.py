@@ -266,3 +266,25 @@ def test_a_forked_child_can_name_pools_while_the_parent_held_the_lock() -> None:
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the child hung on the registry's lock")
+
+
+@pytest.mark.parametrize("histograms", ["aggregated", "standard"])
+def test_every_sqlite_pool_point_carries_the_pool_identity(
+    telemetry: Capture, sqlite_url: str, histograms: str
+) -> None:
+    """100% of the points that name a pool carry ``db.system.name`` and ``db.namespace``."""
+    engine = sa.create_engine(sqlite_url, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0)
+    poolwatch.instrument_sqlalchemy(
+        engine, histograms=histograms, leak_threshold=0, **telemetry.providers
+    )
+    with engine.connect():
+        pass
+    points = [
+        point
+        for found in telemetry.metrics().values()
+        for point in found
+        if catalog.POOL_NAME in point.attributes
+    ]
+    assert len(points) >= 10
+    identity = {catalog.DB_SYSTEM: "sqlite", catalog.DB_NAMESPACE: engine.url.database}
+    assert [p.attributes for p in points if not identity.items() <= p.attributes.items()] == []
