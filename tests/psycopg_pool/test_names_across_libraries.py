@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -32,6 +33,19 @@ def identity(postgres: PostgresCluster) -> dict[str, object]:
         catalog.SERVER_ADDRESS: "127.0.0.1",
         catalog.SERVER_PORT: postgres.port,
     }
+
+
+def application_names(postgres: PostgresCluster, *connections: Any) -> list[str]:
+    """``pg_stat_activity.application_name`` of these connections (SQLAlchemy connections or
+    psycopg ones), in order: other tests' connections on the shared cluster are left out."""
+    pids = [
+        c.info.backend_pid
+        if hasattr(c, "info") and hasattr(c.info, "backend_pid")
+        else c.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        for c in connections
+    ]
+    by_pid = {row.pid: row.application_name for row in postgres.server_connections()}
+    return [by_pid[pid] for pid in pids]
 
 
 def used(telemetry: Capture, pool: str) -> int:
@@ -89,8 +103,8 @@ def test_application_name_is_the_pool_name_for_both_libraries(
     pool = make_pool(min_size=1, max_size=1)
     poolwatch.instrument_psycopg_pool(pool, **telemetry.providers)
     pool.open(wait=True)
-    with engine.connect(), pool.connection():
-        names = sorted(row.application_name for row in postgres.server_connections())
+    with engine.connect() as connection, pool.connection() as pooled:
+        names = application_names(postgres, connection, pooled)
     assert names == ["poolwatch", "poolwatch#psycopg_pool"]
 
 
@@ -103,9 +117,9 @@ def test_a_user_set_application_name_is_left_alone(
     try:
         poolwatch.instrument_sqlalchemy(chosen, **telemetry.providers)
         poolwatch.instrument_sqlalchemy(unset, application_name=None, **telemetry.providers)
-        with chosen.connect(), unset.connect():
-            names = sorted(row.application_name for row in postgres.server_connections())
-        assert names == ["", "mine"]
+        with chosen.connect() as first, unset.connect() as second:
+            names = application_names(postgres, first, second)
+        assert names == ["mine", ""]
     finally:
         chosen.dispose()
         unset.dispose()
@@ -119,9 +133,8 @@ def test_uninstrumenting_stops_naming_new_connections(
     assert "connect" in vars(engine.dialect)
     poolwatch.uninstrument_sqlalchemy(engine)
     assert "connect" not in vars(engine.dialect)
-    with engine.connect():
-        (row,) = postgres.server_connections()
-    assert row.application_name == ""
+    with engine.connect() as connection:
+        assert application_names(postgres, connection) == [""]
 
 
 def test_a_closed_pool_hands_its_name_to_the_next_one(
@@ -138,9 +151,8 @@ def test_a_closed_pool_hands_its_name_to_the_next_one(
     serving = make_pool(min_size=1, max_size=1)
     poolwatch.instrument_psycopg_pool(serving, **telemetry.providers)
     serving.open(wait=True)
-    with serving.connection():
-        (row,) = postgres.server_connections()
-    assert row.application_name == "poolwatch"
+    with serving.connection() as connection:
+        assert application_names(postgres, connection) == ["poolwatch"]
     names = {
         point.attributes[catalog.POOL_NAME]
         for point in telemetry.metrics()[catalog.CONNECTION_MAX.name]
@@ -158,8 +170,12 @@ def test_an_async_engine_names_its_connections_too(
     poolwatch.instrument_sqlalchemy(engine, **telemetry.providers)
 
     async def main() -> list[str]:
-        async with engine.connect():
-            names = [row.application_name for row in postgres.server_connections()]
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            pid = raw.driver_connection.info.backend_pid
+            names = [
+                row.application_name for row in postgres.server_connections() if row.pid == pid
+            ]
         await engine.dispose()
         return names
 
