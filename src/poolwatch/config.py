@@ -1,7 +1,8 @@
 """Configuration: one frozen object built from keyword arguments, then the environment, then defaults.
 
-Every environment variable is ``OTEL_PYTHON_POOLWATCH_<FIELD>``. A value that cannot be parsed
-produces one warning naming the variable and the default used, and never an exception.
+Every environment variable is ``OTEL_PYTHON_POOLWATCH_<FIELD>``. A value that cannot be parsed,
+from a variable or a keyword argument, produces one warning naming the setting and the value used
+instead, and never an exception.
 """
 
 from __future__ import annotations
@@ -106,41 +107,77 @@ class Config:
             raise TypeError(f"unknown poolwatch setting(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
-            if field.name in overrides and overrides[field.name] is not None:
-                values[field.name] = _coerce(field, overrides[field.name])
-                continue
-            raw = env.get(ENV_PREFIX + field.name.upper())
-            if raw is not None and raw.strip() != "":
-                values[field.name] = _parse(field, raw)
+            given = overrides.get(field.name)
+            if given is not None:
+                try:
+                    values[field.name] = _keyword(field, given)
+                    continue
+                except ValueError as exc:
+                    fallback = _from_environment(field, env)
+                    source = "the default" if fallback == field.default else "the environment's"
+                    _warn(f"the keyword argument {field.name}=", given, exc, fallback, source)
+                    values[field.name] = fallback
+                    continue
+            values[field.name] = _from_environment(field, env)
         return cls(**values)
 
 
-def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
-    """A keyword argument as the field keeps it: package lists become tuples (hashable)."""
-    if _type_key(field) != "tuple[str, ...]":
-        return value
+def _from_environment(field: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:
+    raw = env.get(ENV_PREFIX + field.name.upper())
+    if raw is None or raw.strip() == "":
+        return field.default
+    return _parse(field, raw)
+
+
+def _warn(
+    setting: str, value: object, reason: Exception, used: object, source: str = "the default"
+) -> None:
+    if (setting, repr(value)) in _warned:  # once per process, however many instrumentors load
+        return
+    _warned.add((setting, repr(value)))
+    _logger.warning("poolwatch: ignoring %s%r (%s); using %s %r",
+                    setting, value, reason, source, used)  # fmt: skip
+
+
+def _parser(field: dataclasses.Field[Any]) -> Callable[[dataclasses.Field[Any], str], Any]:
+    parser = _PARSERS.get(_type_key(field))
+    if parser is None:  # pragma: no cover - every field type has a parser
+        raise TypeError(f"no parser for {field.name}")
+    return parser
+
+
+def _names(value: object) -> bool:
+    """Whether ``value`` is a list or tuple of names (kept as a tuple: ``Config`` is hashed)."""
+    return isinstance(value, list | tuple) and all(
+        isinstance(name, str) and "," not in name for name in value
+    )
+
+
+def _keyword(field: dataclasses.Field[Any], value: object) -> Any:
+    """A keyword argument's value checked as strictly as the environment's (strings parsed)."""
+    kind = _type_key(field)
     if isinstance(value, str):
-        return _parse_packages(field, value)
-    return tuple(str(name) for name in value)
+        return _parser(field)(field, value.strip())
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return _parse_float(field, repr(float(value)))
+    if kind == "tuple[str, ...]" and _names(value):
+        return _parse_packages(field, ",".join(value))  # type: ignore[arg-type]
+    expected = {
+        "bool": "True or False",
+        "float": "a number of seconds",
+        "tuple[str, ...]": "a list of package names",
+    }.get(kind, "a string")
+    raise ValueError(f"expected {expected}, not {type(value).__name__}")
 
 
 def _parse(field: dataclasses.Field[Any], raw: str) -> Any:
     variable = ENV_PREFIX + field.name.upper()
-    parser = _PARSERS.get(_type_key(field))
-    if parser is None:  # pragma: no cover - every field type has a parser
-        raise TypeError(f"no parser for {field.name}")
     try:
-        return parser(field, raw.strip())
+        return _parser(field)(field, raw.strip())
     except ValueError as exc:
-        if (variable, raw) not in _warned:  # once per process, however many instrumentors load
-            _warned.add((variable, raw))
-            _logger.warning(
-                "poolwatch: ignoring %s=%r (%s); using the default %r",
-                variable,
-                raw,
-                exc,
-                field.default,
-            )
+        _warn(f"{variable}=", raw, exc, field.default)
         return field.default
 
 

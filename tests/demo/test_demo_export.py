@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -25,6 +26,7 @@ from tests.demo.conftest import (
     run_demo,
     spans,
 )
+from tests.support import pipeline
 from tests.support.otlp_receiver import OtlpReceiver
 
 #: How long the collector may take to replay the file (it polls every 200 ms).
@@ -173,3 +175,97 @@ def test_a_reader_that_stops_early_ends_the_demo_quietly(tmp_path: Path) -> None
     assert first[0].startswith("poolwatch demo:")
     assert demo.returncode == 1
     assert errors == ""
+
+
+def _start_demo(directory: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        demo_command("--no-live", "--duration", "30", "--output", str(directory), *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def _read_until(demo: subprocess.Popen[str], marker: str) -> list[str]:
+    """Lines up to and including the first holding ``marker`` (the demo ends by itself)."""
+    assert demo.stdout is not None
+    seen = []
+    for line in demo.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    return seen
+
+
+@pytest.mark.slow
+def test_a_collector_that_goes_away_fails_the_demo_and_counts_what_was_lost(
+    tmp_path: Path,
+) -> None:
+    """Exports after the collector stops are counted as failed; every phase still runs; exit 1."""
+    receiver = OtlpReceiver().start()
+    try:
+        demo = _start_demo(tmp_path / "out", "--otlp-endpoint", receiver.endpoint,
+                           "--duration", "11", env=demo_env())  # fmt: skip
+        seen = _read_until(demo, "phase 2/7 saturation")
+    finally:
+        receiver.stop()
+    rest, _ = demo.communicate(timeout=DEMO_TIMEOUT_S)
+    output = "".join(seen) + rest
+    assert demo.returncode == 1, output
+    assert "Traceback" not in output
+    announced = [int(n) for n in re.findall(r"phase (\d)/7 \w+:", output)]
+    assert announced == [1, 2, 3, 4, 5, 6, 7]
+    (telemetry,) = [line for line in output.splitlines() if "telemetry: " in line]
+    # Connections kept alive may still deliver; every new one is refused and counted.
+    failed = sum(int(n) for n in re.findall(r"\d+ sent, (\d+) failed", telemetry))
+    assert failed >= 1, telemetry
+    assert "FAILED" in telemetry
+    assert f"poolwatch demo: {failed} telemetry exports failed" in output
+
+
+def test_a_collector_that_is_not_there_stops_the_demo_before_it_starts(tmp_path: Path) -> None:
+    """Nothing listens at --otlp-endpoint: exit 1 at once, naming it, and no directory left."""
+    nobody = f"http://{pipeline.loopback(pipeline.free_port())}"
+    run = run_demo(tmp_path / "out", "--otlp-endpoint", nobody)
+    assert run.returncode == 1, run.output
+    assert run.output.strip() == (
+        f"poolwatch demo: cannot send telemetry to {nobody}/v1/metrics: [Errno 111] "
+        "Connection refused"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_demo_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A background job of a script inherits SIGINT ignored: the demo still stops on it."""
+    demo = _start_demo(tmp_path / "out", env=demo_env(), preexec_fn=_ignore_sigint)
+    seen = _read_until(demo, "phase 2/7 saturation")
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=DEMO_TIMEOUT_S)
+    output = "".join(seen) + rest
+    assert demo.returncode == INTERRUPTED, output
+    assert "summary so far (interrupted):" in output
+    assert "phase 3/7" not in output
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_once_leaves_no_temporary_database_and_a_complete_file(tmp_path: Path) -> None:
+    """SIGINT right after the banner, while threads start: exit 130, no traceback, nothing left."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    demo = _start_demo(tmp_path / "out", env={**demo_env(), "TMPDIR": str(temp)})
+    seen = _read_until(demo, "poolwatch demo:")
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=DEMO_TIMEOUT_S)
+    output = "".join(seen) + rest
+    assert demo.returncode == INTERRUPTED, output
+    assert "Traceback" not in output
+    assert "summary so far (interrupted):" in output
+    assert list(temp.iterdir()) == []
+    lines = (tmp_path / "out" / TELEMETRY_FILE).read_text(encoding="utf-8").splitlines()
+    assert all(json.loads(line) for line in lines)  # every line is complete JSON

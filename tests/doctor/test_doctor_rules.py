@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from poolwatch.doctor import Settings, _redacted, checks
+from poolwatch._redact import redact
+from poolwatch.doctor import Settings, checks
 from poolwatch.doctor.findings import Finding, Level, exit_status
 from poolwatch.doctor.observed import ObservedPool
 from poolwatch.doctor.report import Report
@@ -114,10 +115,17 @@ def test_sqlalchemy_urls_are_accepted_and_passwords_never_shown() -> None:
     """postgresql+psycopg:// becomes libpq's postgresql://; the report hides the password."""
     url = "postgresql+psycopg://app:s3cret@db:5432/shop"
     assert libpq_url(url) == "postgresql://app:s3cret@db:5432/shop"
-    assert _redacted(url) == "postgresql+psycopg://app@db:5432/shop"
+    assert redact(url) == "postgresql+psycopg://app:***@db:5432/shop"
 
 
 def test_a_password_in_the_query_string_is_never_shown() -> None:
-    """libpq takes ``?password=`` too: the report leaves the whole query string out."""
-    assert _redacted("postgresql://app@db/shop?password=s3cret") == "postgresql://app@db/shop"
-    assert _redacted("postgresql:///shop?host=/tmp&password=s3cret") == "postgresql:///shop"
+    """libpq takes ``?password=`` and ``password=`` in key=value strings too: both are masked."""
+    assert (
+        redact("postgresql://app@db/shop?password=s3cret")
+        == "postgresql://app@db/shop?password=***"
+    )
+    assert (
+        redact("postgresql:///shop?host=/tmp&password=s3cret&sslmode=require")
+        == "postgresql:///shop?host=/tmp&password=***&sslmode=require"
+    )
+    assert redact("host=db password='s3 cret' user=app") == "host=db password='***' user=app"

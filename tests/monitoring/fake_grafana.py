@@ -104,6 +104,17 @@ def create_folder(state: State, body: Any) -> tuple[int, Any]:
     return 200, state.folders[body["uid"]]
 
 
+def update_folder(state: State, body: Any, uid: str) -> tuple[int, Any]:
+    if not isinstance(body, dict) or not body.get("title"):
+        return _violation(state, f"PUT /api/folders/{uid}: expected a title, got {body}")
+    if "version" not in body and body.get("overwrite") is not True:
+        return _violation(state, f"PUT /api/folders/{uid}: needs version or overwrite")
+    if uid not in state.folders:
+        return 404, {"message": "folder not found"}
+    state.folders[uid] = {**state.folders[uid], "title": body["title"]}
+    return 200, state.folders[uid]
+
+
 def delete_folder(state: State, _body: Any, uid: str) -> tuple[int, Any]:
     state.folders.pop(uid, None)
     return 200, {"message": "Folder deleted"}
@@ -181,6 +192,7 @@ def delete_rule(state: State, _body: Any, uid: str) -> tuple[int, Any]:
 ROUTES: list[tuple[str, str, Any]] = [
     (r"/api/folders/([^/?]+)", "GET", get_folder),
     (r"/api/folders", "POST", create_folder),
+    (r"/api/folders/([^/?]+)", "PUT", update_folder),
     (r"/api/folders/([^/?]+)", "DELETE", delete_folder),
     (r"/api/dashboards/uid/([^/?]+)", "GET", get_dashboard),
     (r"/api/dashboards/db", "POST", save_dashboard),

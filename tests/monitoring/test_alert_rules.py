@@ -20,7 +20,7 @@ from poolwatch.monitoring.generate import PROMETHEUS_RULES
 from tests.monitoring.conftest import REPO
 
 RULES = REPO / PROMETHEUS_RULES
-RUNBOOKS = "https://example.com/poolwatch/alerts/runbooks/"
+RUNBOOKS = "alerts/runbooks/"
 
 SHOP = 'job="shop", instance="web-1"'
 POOL = SHOP + ', db_client_connection_pool_name="main"'

@@ -110,6 +110,7 @@ def test_failure_midway_restores_the_previous_state(
     assert main(["deploy", "grafana"]) == 0
     before = grafana.state.snapshot()
     grafana.state.requests.clear()
+    capsys.readouterr()
     grafana.state.fail = ("PUT", "/api/v1/provisioning/alert-rules/", 10)
 
     code = main(["deploy", "grafana", "--set", "runbook_base_url=https://runbooks.example/pw",
@@ -121,8 +122,11 @@ def test_failure_midway_restores_the_previous_state(
     # version; the nine rules already replaced got their old bodies back.
     assert _without_versions(after[1]) == _without_versions(before[1])
     assert after[2] == before[2]
-    err = capsys.readouterr().err
-    assert "returned HTTP 500" in err and "rolled back alert rule" in err
+    out, err = capsys.readouterr()
+    assert "returned HTTP 500" in err and "rolled back update: alert rule" in err
+    assert out.splitlines() == [
+        "nothing changed: the deploy failed and every write made was undone"
+    ]
 
 
 def _without_versions(boards: dict[str, Any]) -> dict[str, Any]:
@@ -148,3 +152,36 @@ def test_missing_credentials_are_reported(monkeypatch: pytest.MonkeyPatch,
     assert main(["deploy", "grafana"]) == 2
 
     assert "set GRAFANA_URL and GRAFANA_TOKEN" in capsys.readouterr().err
+
+
+def test_a_new_folder_title_renames_the_folder(
+    grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A changed grafana_folder_title is an update, applied with Grafana's folder PUT."""
+    assert main(["deploy", "grafana"]) == 0
+    grafana.state.requests.clear()
+    capsys.readouterr()
+
+    assert main(["deploy", "grafana", "--set", "grafana_folder_title=Databases"]) == 0
+
+    assert grafana.state.folders["poolwatch"]["title"] == "Databases"
+    assert grafana.state.writes() == [("PUT", "/api/folders/poolwatch")]
+    assert "update: folder poolwatch (poolwatch -> Databases)" in capsys.readouterr().out
+
+
+def test_a_failed_rename_is_undone_and_reported_truthfully(
+    grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rename is put back when a later write fails; stdout lists no update that stayed."""
+    assert main(["deploy", "grafana"]) == 0
+    capsys.readouterr()
+    grafana.state.fail = ("PUT", "/api/v1/provisioning/alert-rules/", 1)
+
+    code = main(["deploy", "grafana", "--set", "grafana_folder_title=Databases",
+                 "--set", "thresholds.pool_saturation.warning=0.5"])  # fmt: skip
+
+    assert code == 1
+    assert grafana.state.folders["poolwatch"]["title"] == "poolwatch"
+    out, err = capsys.readouterr()
+    assert "rolled back update: folder poolwatch (poolwatch -> Databases)" in err
+    assert "update:" not in out and "create:" not in out

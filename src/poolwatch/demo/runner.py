@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import tempfile
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Protocol, TextIO
 
 import poolwatch
+from poolwatch._exit import EXIT_FAILED, EXIT_USAGE, CommandError
 from poolwatch.demo import view, workload
 from poolwatch.demo.export import Destination, OtlpHttp, OtlpJsonFile
 from poolwatch.demo.signals import Event, Providers, providers, readings
 from poolwatch.demo.story import Readings, Story
 
 TELEMETRY_FILE = "telemetry.otlp.jsonl"
-#: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
-INTERRUPTED = 130
+#: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT (SIGTERM: 143).
+INTERRUPTED = 128 + signal.SIGINT
+#: Signals that stop the demo cleanly: the workload ends, the summary is printed, files close.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds between two collections shown on screen, and between two exported ones.
 TICK, EXPORT_EVERY = 0.25, 1.0
 #: Every wait in the workload ends on the stop flag or within a pool timeout; this is slack.
@@ -51,10 +59,50 @@ class View(Protocol, AbstractContextManager["View"]):
         """Show the latest readings and events."""
 
 
+class Interrupt(AbstractContextManager["Interrupt"]):
+    """Ctrl-C (and SIGTERM) set a flag instead of raising: the demo stops at its own pace.
+
+    Installed before any thread starts and whatever the inherited disposition (a background job
+    of a script starts with SIGINT ignored), and restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.stop.set()
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
+
+    @property
+    def status(self) -> int | None:
+        """128 + the signal that stopped the demo, or None."""
+        return None if self.signum is None else 128 + self.signum
+
+
 class Demo:
     """One run: providers, engines, the workload thread and the watching loop."""
 
-    def __init__(self, options: Options, out: TextIO, directory: Path) -> None:
+    def __init__(
+        self, options: Options, out: TextIO, directory: Path, stop: threading.Event
+    ) -> None:
         self.options, self.out, self.directory = options, out, directory
         self.destination: Destination = (
             OtlpHttp(options.otlp_endpoint)
@@ -64,7 +112,7 @@ class Demo:
         self.started = time.monotonic()
         self.providers: Providers = providers(self.destination, self.started)
         self.story = Story(self.started, self.collect, len(workload.PHASES))
-        self.stop = threading.Event()
+        self.stop = stop
         self.leak_threshold = workload.LEAK_THRESHOLD
         self._exported_at = 0.0
 
@@ -98,23 +146,21 @@ class Demo:
             done.set()
             neighbour.join()
 
-    def play(self, screen: View, work: workload.Workload) -> bool:
-        """Run the script while refreshing the screen; True if interrupted with Ctrl-C."""
+    def play(self, screen: View, work: workload.Workload) -> None:
+        """Run the script while refreshing the screen, until it ends or ``stop`` is set."""
         thread = threading.Thread(target=self.script, args=(work,), name="demo-workload")
-        thread.start()
         try:
+            thread.start()
             while thread.is_alive():
                 self.tick(screen)
                 thread.join(TICK)
-        except KeyboardInterrupt:
-            return True
         finally:
-            # Whatever ended the loop (Ctrl-C, a closed stdout), the workload stops before its
+            # Whatever ended the loop (a signal, a closed stdout), the workload stops before its
             # database goes away; a finished one is not affected.
             self.stop.set()
-            thread.join(JOIN_TIMEOUT)
+            if thread.is_alive():
+                thread.join(JOIN_TIMEOUT)
             self.tick(screen, final=True)
-        return False
 
     def screen(self) -> View:
         """The live view if asked for and rich is installed, else plain lines."""
@@ -125,8 +171,8 @@ class Demo:
                 self.out.write("(plain lines: the live view needs rich, pip install rich)\n")
         return view.PlainView(self.out)
 
-    def run(self) -> bool:
-        """Instrument, play, clean up; True if interrupted."""
+    def run(self) -> None:
+        """Instrument, play, clean up."""
         with tempfile.TemporaryDirectory(prefix="poolwatch-demo-db-") as database_dir:
             engine, neighbour = workload.engines(Path(database_dir))
             for target, name in ((engine, workload.POOL), (neighbour, workload.NEIGHBOUR)):
@@ -141,7 +187,7 @@ class Demo:
             screen = self.screen()
             try:
                 with screen:
-                    return self.play(screen, work)
+                    self.play(screen, work)
             finally:
                 for target in (engine, neighbour):
                     poolwatch.uninstrument_sqlalchemy(target)
@@ -172,28 +218,77 @@ def write_monitoring(directory: Path) -> str:
     )
 
 
-def run(options: Options, out: TextIO) -> int:
-    """Run the whole demo; returns the exit status (0, or 130 after Ctrl-C)."""
-    directory = options.output or default_output()
-    directory.mkdir(parents=True, exist_ok=True)
-    demo = Demo(options, out, directory)
-    out.write(
-        f"poolwatch demo: pool {workload.POOL} has {workload.POOL_SIZE} connections + "
-        f"{workload.MAX_OVERFLOW} overflow, pool timeout {workload.POOL_TIMEOUT:g}s, "
-        f"leak threshold {demo.leak_threshold:g}s; "
-        f"pool {workload.NEIGHBOUR} stays healthy. {len(workload.PHASES)} phases, "
-        f"about {sum(seconds for _, seconds in workload.scaled(options.duration)):.0f}s. "
-        "Ctrl-C stops.\n"
-    )
-    out.flush()
+def prepare(directory: Path) -> Path:
+    """``--output`` as a directory the demo can write into, or a usage error saying why not."""
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"--output {directory} is a file, not a directory", EXIT_USAGE)
     try:
-        interrupted = demo.run()
-    except KeyboardInterrupt:  # before the workload started or while cleaning up
-        interrupted = True
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"--output {directory}: cannot create it ({exc.strerror})"
+        raise CommandError(message, EXIT_USAGE) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CommandError(f"--output {directory} is not writable", EXIT_USAGE)
+    return directory
+
+
+def run(options: Options, out: TextIO) -> int:
+    """Run the whole demo; returns the exit status (0; 1 if telemetry was lost; 130 after Ctrl-C)."""
+    directory = options.output or default_output()
+    created = not directory.exists()
+    prepare(directory)
+    with Interrupt() as interrupt, _quiet_exporters():
+        try:
+            demo = Demo(options, out, directory, interrupt.stop)
+        except CommandError:
+            if created:
+                directory.rmdir()  # nothing was written: leave nothing behind
+            raise
+        out.write(
+            f"poolwatch demo: pool {workload.POOL} has {workload.POOL_SIZE} connections + "
+            f"{workload.MAX_OVERFLOW} overflow, pool timeout {workload.POOL_TIMEOUT:g}s, "
+            f"leak threshold {demo.leak_threshold:g}s; "
+            f"pool {workload.NEIGHBOUR} stays healthy. {len(workload.PHASES)} phases, "
+            f"about {sum(seconds for _, seconds in workload.scaled(options.duration)):.0f}s. "
+            "Ctrl-C stops.\n"
+        )
+        out.flush()
+        demo.run()
+        monitoring_failed = _report(demo, directory, interrupt.signum is not None)
+    if interrupt.status is not None:
+        return interrupt.status
+    lost = demo.destination.delivery.failures
+    if lost:
+        raise CommandError(
+            f"{lost} telemetry exports failed (see 'telemetry:' above): what was shown was not "
+            "all delivered"
+        )
+    return EXIT_FAILED if monitoring_failed else 0
+
+
+def _report(demo: Demo, directory: Path, interrupted: bool) -> bool:
+    """Print the summary and write the dashboards; True if they could not be written."""
     lines = view.summary(demo.story, demo.providers.feed.events(), interrupted)
     lines.append("written:")
     lines.append(f"  telemetry: {demo.destination.describe()}")
-    lines.append(f"  {write_monitoring(directory)}")
-    out.write("\n".join(lines) + "\n")
-    out.flush()
-    return INTERRUPTED if interrupted else 0
+    failed = False
+    try:
+        lines.append(f"  {write_monitoring(directory)}")
+    except OSError as exc:
+        lines.append(f"  dashboards and alerts FAILED: {exc.strerror}: {exc.filename}")
+        failed = True
+    demo.out.write("\n".join(lines) + "\n")
+    demo.out.flush()
+    return failed
+
+
+@contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """The OTLP exporters' retry warnings are noise here: failures are counted and summarised."""
+    logger = logging.getLogger("opentelemetry.exporter.otlp")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

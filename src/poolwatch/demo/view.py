@@ -93,14 +93,17 @@ class PlainView:
         self, story: Story, pools: Readings, events: list[Event], final: bool = False
     ) -> None:
         """Print what changed since the last update."""
-        current = story.current()
         fresh = events[self._events :]
         self._events = len(events)
-        if current is not None and current.number != self._phase:
-            self._phase = current.number
-            self._print_events([e for e in fresh if e.at < current.start], story)
-            fresh = [e for e in fresh if e.at >= current.start]
-            self._write(f"{current.start:6.1f}s " + heading(story).rsplit("  ", 1)[0])
+        records = story.records()
+        for record in records[self._phase :]:  # every phase begun since the last update
+            self._print_events([e for e in fresh if e.at < record.start], story)
+            fresh = [e for e in fresh if e.at >= record.start]
+            self._write(
+                f"{record.start:6.1f}s phase {record.number}/{story.total} {record.name}: "
+                f"{record.phase.story}"
+            )
+        self._phase = len(records)
         self._print_events(fresh, story)
         if final or story.now() - self._printed_at >= self.every:
             self._printed_at = story.now()

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from poolwatch import catalog
+from poolwatch._redact import redact
 from poolwatch.monitoring import promql
 from poolwatch.monitoring.config import MonitoringConfig
 from poolwatch.monitoring.names import SERVICE_LABEL, prometheus_name
@@ -100,11 +101,15 @@ class Prometheus:
         try:
             response = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=self.timeout)
             body = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             raise PrometheusError(f"{self.url}: {exc}") from exc
-        if body.get("status") != "success":
-            raise PrometheusError(f"{self.url}: {body.get('error', response.text[:200])}")
-        return _vector(body["data"]["result"])
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else None
+            raise PrometheusError(f"{self.url}: {error or redact(response.text)[:200]}")
+        try:
+            return _vector(body["data"]["result"])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise PrometheusError(f"{self.url}: not a Prometheus query answer ({exc!r})") from None
 
 
 def _vector(result: list[dict[str, Any]]) -> dict[PoolKey, float]:

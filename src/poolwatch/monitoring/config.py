@@ -67,8 +67,11 @@ class MonitoringConfig:
     forecast_horizon: str = "1h"
     #: How long without pool metrics before telemetry counts as missing.
     missing_window: str = "10m"
-    #: Where runbooks are published; each alert links to ``<base>/<alert key>.md``.
-    runbook_base_url: str = "https://example.com/poolwatch/alerts/runbooks"
+    #: Where runbooks are published; each alert's ``runbook_url`` is ``<base>/<alert name>.md``.
+    #: The default, ``alerts/runbooks``, names the runbook files ``poolwatch generate`` writes
+    #: beside the rules, relative to the directory it writes into (``--root``). Set an http(s)
+    #: URL where they are published (a wiki, a Git host) to make the link clickable in alerts.
+    runbook_base_url: str = "alerts/runbooks"
     #: Labels added to every alert rule (team, tier, ...).
     alert_labels: Mapping[str, str] = field(default_factory=dict)
     thresholds: Mapping[str, Threshold] = field(default_factory=_default_thresholds)

@@ -16,7 +16,14 @@ from urllib.parse import quote
 
 from poolwatch.monitoring import alerts, config, dashboards
 from poolwatch.monitoring.deploy_prometheus import run_prometheus
-from poolwatch.monitoring.transport import DeployError, Http, Transaction, contains, plan_line
+from poolwatch.monitoring.transport import (
+    DeployError,
+    Http,
+    Transaction,
+    contains,
+    plan_line,
+    report_rollback,
+)
 
 __all__ = ["run_grafana", "run_prometheus"]
 
@@ -73,11 +80,11 @@ def _deploy_grafana(
     except DeployError as exc:
         print(f"poolwatch deploy grafana: {exc}", file=err)
         return 1
-    for step in steps:
-        print(plan_line(step.action, step.description, dry_run), file=out)
     if dry_run:
+        for step in steps:
+            print(plan_line(step.action, step.description, dry_run), file=out)
         return 0
-    return _apply(steps, err)
+    return _apply(steps, out, err)
 
 
 def _validate(boards: list[dashboards.Dashboard], rules: list[dict[str, Any]]) -> None:
@@ -89,7 +96,8 @@ def _validate(boards: list[dashboards.Dashboard], rules: list[dict[str, Any]]) -
         raise DeployError("alert rule titles must be unique within the folder")
 
 
-def _apply(steps: list[Step], err: TextIO) -> int:
+def _apply(steps: list[Step], out: TextIO, err: TextIO) -> int:
+    """Write every change; on a failure undo the writes made and say what is left, on stdout too."""
     done = Transaction()
     for step in steps:
         if step.action == "unchanged":
@@ -98,9 +106,11 @@ def _apply(steps: list[Step], err: TextIO) -> int:
             step.write()
         except DeployError as exc:
             print(f"poolwatch deploy grafana: {exc}", file=err)
-            done.rollback(err)
+            report_rollback(done.rollback(err), out)
             return 1
-        done.record(step.description, step.undo)
+        done.record(plan_line(step.action, step.description, False), step.undo)
+    for step in steps:
+        print(plan_line(step.action, step.description, False), file=out)
     return 0
 
 
@@ -119,12 +129,26 @@ def _plan(
 
 def _folder_step(http: Http, uid: str, title: str) -> Step:
     path = f"/api/folders/{quote(uid, safe='')}"
-    exists = http.call("GET", path) is not None
+    response = http.call("GET", path)
+    if response is None:
+        return Step(
+            f"folder {uid} ({title})",
+            "create",
+            lambda: http.call("POST", "/api/folders", json={"uid": uid, "title": title}),
+            lambda: http.call("DELETE", path),
+        )
+    previous = str(response.json().get("title", ""))
+    if previous == title:
+        return Step(f"folder {uid} ({title})", "unchanged", lambda: None, lambda: None)
+
+    def rename(to: str) -> object:
+        return http.call("PUT", path, json={"title": to, "overwrite": True})
+
     return Step(
-        f"folder {uid} ({title})",
-        "unchanged" if exists else "create",
-        lambda: http.call("POST", "/api/folders", json={"uid": uid, "title": title}),
-        lambda: http.call("DELETE", path),
+        f"folder {uid} ({previous} -> {title})",
+        "update",
+        lambda: rename(title),
+        lambda: rename(previous),
     )
 
 

@@ -19,9 +19,16 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
+from poolwatch._exit import EXIT_FAILED, EXIT_USAGE
 from poolwatch.monitoring import alerts, config
 from poolwatch.monitoring.generate import to_yaml
-from poolwatch.monitoring.transport import DeployError, Http, Transaction, plan_line
+from poolwatch.monitoring.transport import (
+    DeployError,
+    Http,
+    Transaction,
+    plan_line,
+    report_rollback,
+)
 
 MIMIR_TOKEN_ENV = "MIMIR_TOKEN"
 MIMIR_TENANT_ENV = "MIMIR_TENANT"
@@ -44,9 +51,12 @@ def run_prometheus(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _to_directory(args, files, out, err)
         else:
             _to_ruler(args, files, out, err)
-    except (config.ConfigError, DeployError) as exc:
+    except config.ConfigError as exc:
         print(f"poolwatch deploy prometheus: {exc}", file=err)
-        return 1
+        return EXIT_USAGE
+    except DeployError as exc:
+        print(f"poolwatch deploy prometheus: {exc}", file=err)
+        return EXIT_FAILED
     return 0
 
 
@@ -56,8 +66,10 @@ def check_rules(files: dict[str, str], promtool: str | None) -> None:
         data = yaml.safe_load(text)
         if not isinstance(data, dict) or not data.get("groups"):
             raise DeployError(f"{name}: no rule groups")
-    tool = promtool or shutil.which("promtool")
+    tool = shutil.which(promtool or "promtool")
     if tool is None:
+        if promtool:
+            raise DeployError(f"--promtool {promtool}: no such executable")
         return
     with tempfile.TemporaryDirectory(prefix="poolwatch-rules-") as tmp:
         paths = []
@@ -65,9 +77,12 @@ def check_rules(files: dict[str, str], promtool: str | None) -> None:
             path = Path(tmp, name)
             path.write_text(text, encoding="utf-8")
             paths.append(str(path))
-        result = subprocess.run(
-            [tool, "check", "rules", *paths], capture_output=True, text=True, check=False
-        )
+        try:
+            result = subprocess.run(
+                [tool, "check", "rules", *paths], capture_output=True, text=True, check=False
+            )
+        except OSError as exc:
+            raise DeployError(f"cannot run {tool}: {exc.strerror}") from None
     if result.returncode != 0:
         raise DeployError(f"promtool rejected the rules: {(result.stdout + result.stderr).strip()}")
 
@@ -84,15 +99,16 @@ def _to_directory(
     changed = {
         directory / name: text for name, text in files.items() if _read(directory / name) != text
     }
+    lines = []
     for name in files:
         action = "unchanged" if directory / name not in changed else (
             "update" if (directory / name).exists() else "create")  # fmt: skip
-        print(plan_line(action, str(directory / name), args.dry_run), file=out)
-    if args.dry_run or not changed:
-        return
-    previous = replace_files(changed)
-    if args.reload_url:
-        _reload(args, previous, err)
+        lines.append(plan_line(action, str(directory / name), args.dry_run))
+    if not args.dry_run and changed:
+        previous = replace_files(changed)
+        if args.reload_url:
+            _reload(args, previous, err)
+    print("\n".join(lines), file=out)  # after the writes: only what actually happened
 
 
 def _read(path: Path) -> str | None:
@@ -115,8 +131,13 @@ def replace_files(files: dict[Path, str]) -> dict[Path, str | None]:
     except OSError as exc:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
-        restore_files(previous)
-        raise DeployError(f"writing rule files failed, previous files restored: {exc}") from None
+        failed = f"writing rule files failed ({exc.strerror}: {exc.filename})"
+        try:
+            restore_files(previous)
+        except OSError as again:
+            raise DeployError(f"{failed}; restoring the previous files failed too "
+                              f"({again.strerror}: {again.filename})") from None  # fmt: skip
+        raise DeployError(f"{failed}; the previous files are in place") from None
     return previous
 
 
@@ -166,10 +187,10 @@ def _to_ruler(args: argparse.Namespace, files: dict[str, str], out: TextIO, err:
     namespace = quote(args.namespace, safe="")
     try:
         plan = [_ruler_step(http, namespace, text) for text in files.values()]
+        if not args.dry_run:
+            _apply_ruler(http, namespace, plan, out, err)
         for name, action, _group, _previous in plan:
             print(plan_line(action, f"rule group {args.namespace}/{name}", args.dry_run), file=out)
-        if not args.dry_run:
-            _apply_ruler(http, namespace, plan, Transaction(), err)
     finally:
         http.close()
 
@@ -184,8 +205,10 @@ def _ruler_step(http: Http, namespace: str, text: str) -> tuple[str, str, dict[s
 
 def _apply_ruler(
     http: Http, namespace: str, plan: list[tuple[str, str, dict[str, Any], Any]],
-    done: Transaction, err: TextIO,
+    out: TextIO, err: TextIO,
 ) -> None:  # fmt: skip
+    done = Transaction()
+
     def post(group: dict[str, Any]) -> object:
         body = yaml.safe_dump(group, sort_keys=False)
         headers = {"Content-Type": "application/yaml"}
@@ -200,7 +223,7 @@ def _apply_ruler(
         try:
             post(group)
         except DeployError:
-            done.rollback(err)
+            report_rollback(done.rollback(err), out)
             raise
         undo = (lambda n=name: delete(n)) if previous is None else (lambda p=previous: post(p))
-        done.record(f"rule group {name}", undo)
+        done.record(plan_line(action, f"rule group {name}", False), undo)

@@ -161,9 +161,13 @@ def runbooks(config: MonitoringConfig) -> dict[str, str]:
 
 
 def _plain(template: str) -> str:
-    """A rule template as prose: ``{{ $labels.job }}`` -> ``<job>``, conditionals dropped."""
+    """A rule template as prose: ``{{ $labels.job }}`` -> `` `<job>` ``, conditionals dropped.
+
+    The placeholder is a code span: a bare ``<job>`` is an unknown HTML tag to Markdown renderers,
+    which drop it.
+    """
     text = re.sub(r"\{\{ if .*?\{\{ end \}\}", "", template)
-    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", r"<\1>", text)
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", r"`<\1>`", text)
 
 
 def _page(key: str, key_rules: list[Rule]) -> str:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from poolwatch._redact import redact
+
 
 class DeployError(Exception):
     """A deploy step failed; the message is safe to print (no credentials)."""
@@ -52,12 +54,13 @@ class Http:
         if not response.is_success:
             raise DeployError(
                 f"{method} {self._where}{path} returned HTTP {response.status_code}: "
-                f"{self._redact(_short(response.text))}"
+                f"{_short(self._redact(response.text))}"
             )
         return response
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        """``text`` without the token in any spelling (escaped, encoded, another case)."""
+        return redact(text, [self._secret])
 
 
 def _public_origin(url: str) -> str:
@@ -82,14 +85,27 @@ class Transaction:
     def record(self, what: str, action: Callable[[], object]) -> None:
         self.undo.append((what, action))
 
-    def rollback(self, err: TextIO) -> None:
+    def rollback(self, err: TextIO) -> list[str]:
+        """Undo every write, newest first; returns the writes that could not be undone."""
+        stuck = []
         for what, action in reversed(self.undo):
             try:
                 action()
             except DeployError as exc:
                 print(f"rollback of {what} failed: {exc}", file=err)
+                stuck.append(what)
             else:
                 print(f"rolled back {what}", file=err)
+        self.undo.clear()
+        return stuck
+
+
+def report_rollback(stuck: list[str], out: TextIO) -> None:
+    """What a failed deploy left behind: nothing, or the writes whose undo failed too."""
+    if not stuck:
+        print("nothing changed: the deploy failed and every write made was undone", file=out)
+    for what in stuck:
+        print(f"still applied (its rollback failed): {what}", file=out)
 
 
 def plan_line(action: str, what: str, dry_run: bool) -> str:
