@@ -6,13 +6,19 @@ import logging
 
 import pytest
 
+from poolwatch import catalog
 from poolwatch import config as config_module
 from poolwatch.config import Config
 
 
 def test_defaults() -> None:
-    """With nothing set: spans inside traces only, aggregated histograms."""
-    assert Config.load(environ={}) == Config(spans=True, root_spans=False, histograms="aggregated")
+    """With nothing set: spans inside traces only, OTLP histograms with the catalog's bounds."""
+    config = Config.load(environ={})
+    assert config == Config(spans=True, root_spans=False, histograms="otlp")
+    assert (config.histogram_aggregation, config.wait_time_buckets) == (
+        "explicit",
+        catalog.WAIT_BUCKETS,
+    )
 
 
 def test_environment_overrides_defaults() -> None:
@@ -38,7 +44,11 @@ def test_keyword_arguments_override_the_environment() -> None:
     ("variable", "value", "default"),
     [
         ("OTEL_PYTHON_POOLWATCH_SPANS", "maybe", "True"),
-        ("OTEL_PYTHON_POOLWATCH_HISTOGRAMS", "exponential", "'aggregated'"),
+        ("OTEL_PYTHON_POOLWATCH_HISTOGRAMS", "exponential", "'otlp'"),
+        ("OTEL_PYTHON_POOLWATCH_HISTOGRAM_AGGREGATION", "native", "'explicit'"),
+        ("OTEL_PYTHON_POOLWATCH_WAIT_TIME_BUCKETS", "1,0.5", repr(catalog.WAIT_BUCKETS)),
+        ("OTEL_PYTHON_POOLWATCH_USE_TIME_BUCKETS", "0.1,inf", repr(catalog.USE_BUCKETS)),
+        ("OTEL_PYTHON_POOLWATCH_CREATE_TIME_BUCKETS", "fast", repr(catalog.CREATE_BUCKETS)),
     ],
 )
 def test_a_bad_value_warns_once_naming_the_variable_and_the_default(
@@ -61,6 +71,38 @@ def test_an_unknown_keyword_is_a_type_error() -> None:
     """A misspelt setting in code fails loudly at instrument time."""
     with pytest.raises(TypeError, match="root_span"):
         Config.load(environ={}, root_span=True)
+
+
+def test_bucket_bounds_come_from_the_environment_and_off_keeps_only_count_and_sum() -> None:
+    """Comma-separated seconds per histogram; ``off`` is no bounds at all."""
+    environ = {
+        "OTEL_PYTHON_POOLWATCH_WAIT_TIME_BUCKETS": "0.01, 0.1,1",
+        "OTEL_PYTHON_POOLWATCH_USE_TIME_BUCKETS": "off",
+        "OTEL_PYTHON_POOLWATCH_HISTOGRAM_AGGREGATION": "Exponential",
+    }
+    config = Config.load(environ=environ)
+    assert config.wait_time_buckets == (0.01, 0.1, 1.0)
+    assert config.use_time_buckets == ()
+    assert config.create_time_buckets == catalog.CREATE_BUCKETS
+    assert config.histogram_aggregation == "exponential"
+
+
+def test_bounds_given_as_an_argument_are_checked_like_the_environment_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sequence or a string is read; bounds that do not increase warn and keep the default."""
+    config_module._warned.clear()
+    assert Config.load(environ={}, use_time_buckets=[2, 5]).use_time_buckets == (2.0, 5.0)
+    assert Config.load(environ={}, use_time_buckets="off").use_time_buckets == ()
+    with caplog.at_level(logging.WARNING, logger="poolwatch"):
+        config = Config.load(environ={}, wait_time_buckets=[1.0, 1.0])
+    assert config.wait_time_buckets == catalog.WAIT_BUCKETS
+    (record,) = caplog.records
+    assert "wait_time_buckets: bounds must be finite, above zero and increasing" in (
+        record.getMessage()
+    )
+    with pytest.raises(ValueError, match="create_time_buckets"):
+        Config(create_time_buckets=(0.5, 0.1))
 
 
 @pytest.mark.parametrize(
@@ -87,7 +129,7 @@ def test_keyword_strings_are_read_as_the_environment_reads_them(
         ("leak_threshold", float("nan"), "30.0"),
         ("spans", "maybe", "True"),
         ("spans", 1, "True"),
-        ("histograms", "exponential", "'aggregated'"),
+        ("histograms", "exponential", "'otlp'"),
         ("conflict_window", [60], "60.0"),
     ],
 )

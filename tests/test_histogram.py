@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from poolwatch._histogram import Buckets, quantile
+from poolwatch._histogram import Buckets, ExponentialBuckets, quantile
 
 
 def test_a_value_equal_to_a_bound_lands_in_that_bucket() -> None:
@@ -58,3 +58,31 @@ def test_observing_many_agrees_with_one_at_a_time_on_random_batches() -> None:
     assert batched.counts == one_by_one.counts
     assert sum(batched.counts) == sum(range(0, 300, 7))
     assert batched.total == pytest.approx(one_by_one.total, rel=1e-12)
+
+
+def test_exponential_batches_count_exactly_like_one_value_at_a_time() -> None:
+    """Random values, powers of two and their neighbours, zero: the same buckets either way."""
+    rng = random.Random(11)
+    edges = [math.ldexp(1.0, e) for e in range(-12, 8)]
+    values = [rng.lognormvariate(-5, 3) for _ in range(3000)] + edges + [0.0]
+    values += [math.nextafter(edge, math.inf) for edge in edges]
+    values += [math.nextafter(edge, 0.0) for edge in edges]
+    for scale in (0, 3, 8):
+        one_by_one, batched = ExponentialBuckets(scale), ExponentialBuckets(scale)
+        for value in values:
+            one_by_one.observe(value)
+        batched.observe_many(list(values))
+        assert batched.by_index == one_by_one.by_index
+        assert batched.zero == one_by_one.zero == 1
+        assert batched.count == len(values)
+        assert (batched.low, batched.high) == (0.0, max(values))
+
+
+def test_exponential_bucket_bounds_are_upper_inclusive() -> None:
+    """At scale 3 a power of two closes its bucket; the next float opens the next one."""
+    buckets = ExponentialBuckets(3)
+    assert buckets.index(1.0) == -1
+    assert buckets.index(math.nextafter(1.0, 2.0)) == 0
+    assert buckets.index(2.0) == 7
+    assert buckets.index(0.001) == -80
+    assert 2 ** (-80 / 8) < 0.001 <= 2 ** (-79 / 8)

@@ -20,11 +20,13 @@ from poolwatch.instrumentors import (
 from poolwatch.naming import APPLICATION_NAME
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-    from poolwatch.config import HistogramMode
+    from poolwatch.config import HistogramAggregation, HistogramMode
 
 __all__ = [
     "Config",
@@ -51,6 +53,10 @@ def instrument_sqlalchemy(
     spans: bool | None = None,
     root_spans: bool | None = None,
     histograms: HistogramMode | None = None,
+    histogram_aggregation: HistogramAggregation | None = None,
+    wait_time_buckets: Sequence[float] | str | None = None,
+    use_time_buckets: Sequence[float] | str | None = None,
+    create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     library_packages: Sequence[str] | None = None,
@@ -76,6 +82,10 @@ def instrument_sqlalchemy(
             "spans": spans,
             "root_spans": root_spans,
             "histograms": histograms,
+            "histogram_aggregation": histogram_aggregation,
+            "wait_time_buckets": wait_time_buckets,
+            "use_time_buckets": use_time_buckets,
+            "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "library_packages": library_packages,
@@ -108,6 +118,10 @@ def instrument_psycopg_pool(
     spans: bool | None = None,
     root_spans: bool | None = None,
     histograms: HistogramMode | None = None,
+    histogram_aggregation: HistogramAggregation | None = None,
+    wait_time_buckets: Sequence[float] | str | None = None,
+    use_time_buckets: Sequence[float] | str | None = None,
+    create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     library_packages: Sequence[str] | None = None,
@@ -133,6 +147,10 @@ def instrument_psycopg_pool(
             "spans": spans,
             "root_spans": root_spans,
             "histograms": histograms,
+            "histogram_aggregation": histogram_aggregation,
+            "wait_time_buckets": wait_time_buckets,
+            "use_time_buckets": use_time_buckets,
+            "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "library_packages": library_packages,
@@ -160,6 +178,10 @@ def instrument_django(
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
     histograms: HistogramMode | None = None,
+    histogram_aggregation: HistogramAggregation | None = None,
+    wait_time_buckets: Sequence[float] | str | None = None,
+    use_time_buckets: Sequence[float] | str | None = None,
+    create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     library_packages: Sequence[str] | None = None,
@@ -186,6 +208,10 @@ def instrument_django(
             "tracer_provider": tracer_provider,
             "logger_provider": logger_provider,
             "histograms": histograms,
+            "histogram_aggregation": histogram_aggregation,
+            "wait_time_buckets": wait_time_buckets,
+            "use_time_buckets": use_time_buckets,
+            "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "library_packages": library_packages,

@@ -32,7 +32,8 @@ _KEY_VALUE = re.compile(
 )
 _JSON_VALUE = re.compile(
     rf"(?P<head>(?P<q>\\?[\"']){_NAME}(?P=q)\s*:\s*)"
-    r"(?P<secret>\\?\"(?:[^\"\\]|\\[^\"]|\\\\)*?\\?\"|'(?:[^'\\]|\\.)*')",
+    # A plain JSON string (escapes included), then one inside another JSON string (\"...\").
+    r"(?P<secret>\"(?:[^\"\\]|\\.)*\"|\\\"(?:[^\"\\]|\\\\\\\"|\\\\\\\\|\\\\[^\"\\]|\\[^\"\\])*\\\"|'(?:[^'\\]|\\.)*')",
     re.IGNORECASE,
 )
 #: ``Bearer <anything>``; ``Basic <base64>`` only when it looks encoded (not "basic support").

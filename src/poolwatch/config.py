@@ -8,6 +8,7 @@ instead, and never an exception.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import re
@@ -15,13 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from poolwatch import catalog
+
 _logger = logging.getLogger("poolwatch")
 
 ENV_PREFIX = "OTEL_PYTHON_POOLWATCH_"
 
 _warned: set[tuple[str, str]] = set()
 
-HistogramMode = Literal["aggregated", "standard"]
+HistogramMode = Literal["otlp", "standard", "aggregated"]
+HistogramAggregation = Literal["explicit", "exponential"]
+#: Bucket upper bounds in seconds, increasing; empty: only the count and sum.
+Bounds = tuple[float, ...]
 
 
 def _setting(default: Any, doc: str) -> Any:
@@ -45,10 +51,30 @@ class Config:
         False, "Also make a root span for checkouts outside any trace (floods tracing; off)."
     )
     histograms: HistogramMode = _setting(
-        "aggregated",
-        "`aggregated`: exact buckets kept in process, exported at collection time as "
-        "`poolwatch.connection.*_time.bucket`/`.sum` (cheap). `standard`: the SDK histograms "
-        "`db.client.connection.*_time`, recorded per checkout (exemplars; about 3x the cost).",
+        "otlp",
+        "`otlp`: exact buckets kept in process, exported at collection time as the OTLP "
+        "histograms `db.client.connection.{wait,use,create}_time` (cheap). `standard`: the same "
+        "histograms recorded through the SDK per checkout (about 3x the cost). `aggregated`: the "
+        "buckets as `poolwatch.connection.*_time.bucket` (`le` attribute) and `.sum` counters, "
+        "for rules and dashboards that read those names.",
+    )
+    histogram_aggregation: HistogramAggregation = _setting(
+        "explicit",
+        "`explicit`: the bucket bounds below. `exponential` (with `histograms=otlp`): base-2 "
+        f"exponential buckets (scale {catalog.EXPONENTIAL_SCALE}), one series per histogram as a "
+        "Prometheus native histogram.",
+    )
+    wait_time_buckets: Bounds = _setting(
+        catalog.WAIT_BUCKETS,
+        "Bucket bounds (seconds, comma-separated) of the checkout wait histogram; `off`: count "
+        "and sum only.",
+    )
+    use_time_buckets: Bounds = _setting(
+        catalog.USE_BUCKETS, "Bucket bounds of the connection hold-time histogram; `off` as above."
+    )
+    create_time_buckets: Bounds = _setting(
+        catalog.CREATE_BUCKETS,
+        "Bucket bounds of the connection open-time histogram; `off` as above.",
     )
     leak_threshold: float = _setting(
         30.0,
@@ -98,6 +124,10 @@ class Config:
         "connections that do not set one, so `pg_stat_activity` rows match the metrics.",
     )
 
+    def __post_init__(self) -> None:
+        for name in _BOUNDS:
+            object.__setattr__(self, name, bounds(getattr(self, name), name))
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a config: keyword arguments win over environment variables, which win over defaults."""
@@ -120,6 +150,28 @@ class Config:
                     continue
             values[field.name] = _from_environment(field, env)
         return cls(**values)
+
+
+_BOUNDS = ("wait_time_buckets", "use_time_buckets", "create_time_buckets")
+
+
+def bounds(value: Any, name: str = "buckets") -> Bounds:
+    """``value`` as increasing finite bounds; ``off`` (or nothing) is no bounds at all.
+
+    Raises ValueError, naming the setting, for anything else.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        value = () if text in {"off", ""} else text.split(",")
+    try:
+        result = tuple(float(item) for item in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected bounds in seconds or 'off', got {value!r}") from None
+    if any(not 0 < bound < float("inf") for bound in result) or any(
+        low >= high for low, high in itertools.pairwise(result)
+    ):
+        raise ValueError(f"{name}: bounds must be finite, above zero and increasing: {result}")
+    return result
 
 
 def _from_environment(field: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:
@@ -158,6 +210,8 @@ def _keyword(field: dataclasses.Field[Any], value: object) -> Any:
     kind = _type_key(field)
     if isinstance(value, str):
         return _parser(field)(field, value.strip())
+    if kind == "Bounds":
+        return bounds(value, field.name)
     if kind == "bool" and isinstance(value, bool):
         return value
     if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
@@ -183,7 +237,7 @@ def _parse(field: dataclasses.Field[Any], raw: str) -> Any:
 
 def _type_key(field: dataclasses.Field[Any]) -> str:
     annotation = str(field.type)
-    if annotation.startswith("HistogramMode") or annotation.startswith("Literal"):
+    if annotation.startswith(("HistogramMode", "HistogramAggregation", "Literal")):
         return "choice"
     return annotation
 
@@ -223,11 +277,19 @@ def _parse_packages(_field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]
     return names
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {"histograms": get_args(HistogramMode)}
+def _parse_bounds(field: dataclasses.Field[Any], raw: str) -> Bounds:
+    return bounds(raw, field.name)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "histograms": get_args(HistogramMode),
+    "histogram_aggregation": get_args(HistogramAggregation),
+}
 
 _PARSERS: dict[str, Callable[[dataclasses.Field[Any], str], Any]] = {
     "bool": _parse_bool,
     "float": _parse_float,
     "choice": _parse_choice,
     "tuple[str, ...]": _parse_packages,
+    "Bounds": _parse_bounds,
 }

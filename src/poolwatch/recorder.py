@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from opentelemetry.trace import Span, SpanContext
 
 from poolwatch import _filling, _guard, _sites, catalog
-from poolwatch._histogram import Buckets
+from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
 
 if TYPE_CHECKING:
     from poolwatch.telemetry import Telemetry
@@ -74,6 +74,18 @@ class Traced:
 #: ``site`` is empty when the borrow site was not captured at checkout (see :class:`PoolRecorder`).
 #: The span is kept rather than its context, which is read only if the loan is reported.
 LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, "Span | None"]
+
+#: An exemplar (the slowest traced wait of its bucket) gives way to any later one once this old.
+EXEMPLAR_TTL_NS = 60_000_000_000
+
+
+class Exemplar(NamedTuple):
+    """A traced wait kept to stand for its bucket: the value, when, and the checkout span."""
+
+    value: float
+    time_ns: int
+    context: SpanContext
+
 
 #: Without ``capture_stacks``, one checkout in this many records its borrow site (a power of two).
 SITE_EVERY = 64
@@ -155,6 +167,8 @@ class PoolRecorder:
         self.name = name
         #: The attributes of every metric point of this pool: its name and identity.
         self.attributes: dict[str, str | int] = {catalog.POOL_NAME: name, **self.identity}
+        #: When recording began (the start time of the cumulative histograms).
+        self.started_ns = time.time_ns()
         self.timeouts = 0
         self.leaks = 0
         self.never_returned = 0
@@ -173,10 +187,13 @@ class PoolRecorder:
         self._waits: deque[float] = deque()
         self._uses: deque[float] = deque()
         self._lock = threading.Lock()
-        self.wait = Buckets(catalog.WAIT_BUCKETS)
-        self.use = Buckets(catalog.USE_BUCKETS)
-        self.create = Buckets(catalog.CREATE_BUCKETS)
         config = telemetry.config
+        exponential = config.histogram_aggregation == "exponential" and config.histograms == "otlp"
+        self.wait = _histogram(config.wait_time_buckets, exponential)
+        self.use = _histogram(config.use_time_buckets, exponential)
+        self.create = _histogram(config.create_time_buckets, exponential)
+        #: The slowest traced wait per bucket of :attr:`wait` (exported as exemplars).
+        self.exemplars: dict[int, Exemplar] = {}
         self.spans = config.spans
         self.root_spans = config.root_spans
         self._standard = telemetry.standard_histograms
@@ -188,7 +205,9 @@ class PoolRecorder:
     def rename(self, name: str) -> None:
         """Report under ``name`` from now on (the registry gave this pool's name to another)."""
         self.name = name
-        self.attributes = {catalog.POOL_NAME: name, **self.identity}
+        # in place: histogram bridges and the SDK hold this very dict (same keys, so a reader
+        # iterating it meanwhile is safe)
+        self.attributes[catalog.POOL_NAME] = name
 
     def drained(self) -> bool:
         """Whether the pool opened connections and has none open now (its name can move)."""
@@ -260,7 +279,9 @@ class PoolRecorder:
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
-            self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
+            self._exemplar(
+                waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
+            )
 
     def failed(
         self,
@@ -288,11 +309,26 @@ class PoolRecorder:
         if self._standard is not None:
             self._standard.wait.record(waited, self.attributes)
         if traced is not None:
-            self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
+            self._exemplar(
+                waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
+            )
         if state is not None:
             state[catalog.POOL_HOLDERS] = self.holders() + self.filling.listing(self._task_label)
             state.update(self.filling.explain(started, timeout))
             self.telemetry.timed_out(self.name, state, waited, exc)
+
+    def _exemplar(self, waited: float, context: SpanContext | None) -> None:
+        """Keep ``waited`` as its bucket's exemplar if it is the slowest there (or the slot is old).
+
+        Only traced checkouts get here; a race between two of them loses one exemplar, never a count.
+        """
+        if context is None or not context.is_valid:
+            return
+        index = self.wait.index(waited)
+        now = time.time_ns()
+        kept = self.exemplars.get(index)
+        if kept is None or waited >= kept.value or now - kept.time_ns > EXEMPLAR_TTL_NS:
+            self.exemplars[index] = Exemplar(waited, now, context)
 
     # --- connections coming back, being made ------------------------------------------------
 
@@ -341,10 +377,14 @@ class PoolRecorder:
 
     def fold(self) -> None:
         """Move buffered waits and hold times into their buckets (collection calls this)."""
+        self.drain()
+        self._busy_at = self._busy_threshold()
+
+    def drain(self) -> None:
+        """Move buffered waits and hold times into their buckets, reading nothing of the pool."""
         with self._lock:
             _drain(self._waits, self.wait)
             _drain(self._uses, self.use)
-        self._busy_at = self._busy_threshold()
 
     def _busy_threshold(self) -> int:
         state = self.read_state()
@@ -438,7 +478,13 @@ class PoolRecorder:
         return attributes
 
 
-def _drain(values: deque[float], buckets: Buckets) -> None:
+def _histogram(bounds: tuple[float, ...], exponential: bool) -> Histogram:
+    if exponential:
+        return ExponentialBuckets(catalog.EXPONENTIAL_SCALE)
+    return Buckets(bounds)
+
+
+def _drain(values: deque[float], buckets: Histogram) -> None:
     """Observe the values in ``values`` now (others may append meanwhile; only one drains)."""
     take = values.popleft
     buckets.observe_many([take() for _ in range(len(values))])

@@ -202,8 +202,10 @@ def _metric_lines() -> list[str]:
         f"`{catalog.CONNECTION_COUNT.name}` "
         f"also `{catalog.STATE}` (`{catalog.STATE_USED}`/`{catalog.STATE_IDLE}`), the "
         f"`.bucket` series `{catalog.LE}`. Standard names are OpenTelemetry's database "
-        "connection-pool conventions; the three standard histograms are exported in "
-        "`standard` histogram mode, their aggregated twins in the default mode.",
+        "connection-pool conventions. The three standard histograms are OTLP histograms in the "
+        "default `otlp` and in `standard` histogram mode; their `le`-gauge twins "
+        "(`poolwatch.connection.*_time.bucket`/`.sum`) are exported only with "
+        "`histograms=aggregated`.",
         "",
     ]
     return [*lines, *_metric_table((*_POOL_METRICS, *_OTHER_METRICS))]

@@ -1,7 +1,8 @@
 """The one place that talks to OpenTelemetry: instruments, spans, events and the leak watchdog.
 
-Counts, gauges and the aggregated histograms are observable instruments read from the pool
-recorders at collection time. Events are log records with an ``event_name`` (and span events on
+Counts and gauges are observable instruments read from the pool recorders at collection time;
+the histograms leave as OTLP histograms built from the recorders' buckets at the same moment
+(:mod:`poolwatch._otlp_histograms`). Events are log records with an ``event_name`` (and span events on
 the active span). A daemon thread looks for connections held past the leak threshold.
 """
 
@@ -35,7 +36,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _filling, _guard, _instance, _sites, catalog
+from poolwatch import _filling, _guard, _instance, _otlp_histograms, _sites, catalog
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -50,15 +51,23 @@ from poolwatch.recorder import (
 _RECENT_TIMEOUTS = 4096
 
 
-class _StandardHistograms:
-    """The SDK histograms recorded per checkout in ``standard`` mode."""
+#: The three histograms: the recorder's field, the metric, the setting holding its bounds.
+HISTOGRAMS: tuple[tuple[str, catalog.Metric, str], ...] = (
+    ("wait", catalog.CONNECTION_WAIT_TIME, "wait_time_buckets"),
+    ("use", catalog.CONNECTION_USE_TIME, "use_time_buckets"),
+    ("create", catalog.CONNECTION_CREATE_TIME, "create_time_buckets"),
+)
 
-    def __init__(self, meter: Any) -> None:
-        self.wait: Histogram = _histogram(meter, catalog.CONNECTION_WAIT_TIME, catalog.WAIT_BUCKETS)
-        self.use: Histogram = _histogram(meter, catalog.CONNECTION_USE_TIME, catalog.USE_BUCKETS)
-        self.create: Histogram = _histogram(
-            meter, catalog.CONNECTION_CREATE_TIME, catalog.CREATE_BUCKETS
-        )
+
+class _StandardHistograms:
+    """The SDK histograms recorded per checkout in ``standard`` mode (and when the bridge cannot run)."""
+
+    def __init__(self, meter: Any, config: Config) -> None:
+        made = {field: _histogram(meter, metric, getattr(config, bounds))
+                for field, metric, bounds in HISTOGRAMS}  # fmt: skip
+        self.wait: Histogram = made["wait"]
+        self.use: Histogram = made["use"]
+        self.create: Histogram = made["create"]
 
 
 def _histogram(meter: Any, metric: catalog.Metric, bounds: tuple[float, ...]) -> Histogram:
@@ -67,6 +76,79 @@ def _histogram(meter: Any, metric: catalog.Metric, bounds: tuple[float, ...]) ->
         unit=metric.unit,
         description=metric.description,
         explicit_bucket_boundaries_advisory=list(bounds),
+    )
+
+
+def histogram_mode(config: Config, meter: Any) -> str:
+    """The mode that runs: ``otlp`` falls back to ``standard`` for a meter that is not the SDK's
+    (nor the API's no-op or proxy meter), or when the SDK's layout is not the known one.
+
+    A layout mismatch warns once per process and counts an internal error.
+    """
+    if config.histograms != "otlp":
+        return config.histograms
+    kind = _otlp_histograms.meter_kind(meter)
+    if kind == "api":
+        return "otlp"
+    if kind == "other":  # another implementation of the API: its histograms take record()
+        return "standard"
+    problems = _otlp_histograms.check_layout()
+    if not problems:
+        return "otlp"
+    _guard.internal_error(
+        "otlp-histograms",
+        RuntimeError(
+            "the installed OpenTelemetry SDK lacks what poolwatch's OTLP histograms rely on ("
+            + "; ".join(problems)
+            + "): recording them through Histogram.record() per checkout instead"
+        ),
+    )
+    return "standard"
+
+
+class _Bridged:
+    """The ``otlp`` mode: one SDK histogram and bridge per histogram, synced at collection."""
+
+    def __init__(self, meter: Any, config: Config) -> None:
+        exponential = config.histogram_aggregation == "exponential"
+        self.bridges = [
+            (
+                field,
+                _otlp_histograms.Bridge(
+                    _histogram(meter, metric, getattr(config, bounds)),
+                    exponential,
+                    getattr(config, bounds),
+                ),
+            )
+            for field, metric, bounds in HISTOGRAMS
+        ]
+
+    def sync(self, telemetry: Telemetry) -> None:
+        """Place every pool's histograms in every reader's storage (runs at each collection)."""
+        recorders = telemetry.pools()
+        for field, bridge in self.bridges:
+            bridge.sync(_source(recorder, field) for recorder in recorders)
+
+
+def _source(recorder: PoolRecorder, field: str) -> _otlp_histograms.Source:
+    histogram = getattr(recorder, field)
+
+    def read(window: list[float], reset: bool, after_ns: int) -> _otlp_histograms.Snapshot:
+        recorder.drain()
+        with recorder._lock:
+            exemplars = (
+                [
+                    (kept.value, kept.time_ns, kept.context.span_id, kept.context.trace_id)
+                    for kept in list(recorder.exemplars.values())
+                    if kept.time_ns > after_ns
+                ]
+                if field == "wait"
+                else []
+            )
+            return _otlp_histograms.snapshot(histogram, window, reset, exemplars)
+
+    return _otlp_histograms.Source(
+        recorder, recorder.attributes, recorder.started_ns, read, histogram
     )
 
 
@@ -118,9 +200,12 @@ class Telemetry:
         self.logger = (logger_provider or get_logger_provider()).get_logger(
             catalog.INSTRUMENTATION_SCOPE, __version__
         )
+        #: ``otlp``, ``standard`` or ``aggregated``: what runs (see :func:`histogram_mode`).
+        self.histogram_mode = histogram_mode(config, meter)
         self.standard_histograms = (
-            _StandardHistograms(meter) if config.histograms == "standard" else None
+            _StandardHistograms(meter, config) if self.histogram_mode == "standard" else None
         )
+        self.bridged = _Bridged(meter, config) if self.histogram_mode == "otlp" else None
         _register_observables(meter, self)
 
     def meter_provider(self) -> MeterProvider:
@@ -185,10 +270,11 @@ class Telemetry:
         state: dict[str, Any],
         waited: float,
         error: BaseException | None = None,
-    ) -> None:
+    ) -> SpanContext:
         """The span of one checkout that began at ``started_ns``, child of the current span.
 
         ``state`` describes the pool when the wait began; a failed checkout records ``error``.
+        Returns the span's context (the wait's exemplar links to it).
         """
         attributes = {**state, catalog.WAIT_DURATION: waited}
         if error is not None:
@@ -203,6 +289,7 @@ class Telemetry:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end()
+        return span.get_span_context()
 
     def timed_out(
         self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
@@ -417,19 +504,38 @@ def _register_observables(meter: Any, telemetry: Telemetry) -> None:
         return callback
 
     for metric, read in _OBSERVED:
-        if metric in _AGGREGATED and telemetry.standard_histograms is not None:
+        if metric in _AGGREGATED and telemetry.histogram_mode != "aggregated":
             continue
-        observable(meter, metric, observe(read))
+        callbacks = [observe(read)]
+        if metric is catalog.INTERNAL_ERRORS:
+            # the histograms ride on this instrument's collection: its callbacks run before the
+            # reader's storage is read, every time
+            callbacks.insert(0, _bridge(telemetry))
+        observable(meter, metric, *callbacks)
 
 
-def observable(meter: Any, metric: catalog.Metric, callback: Callable[..., Any]) -> None:
+def _bridge(telemetry: Telemetry) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    """The callback that hands the pools' histograms to the SDK; it observes nothing itself."""
+
+    def bridge(_options: CallbackOptions) -> Iterator[Observation]:
+        try:
+            if telemetry.bridged is not None and telemetry.active:
+                telemetry.bridged.sync(telemetry)
+        except Exception as exc:  # noqa: BLE001 - the boundary: never raise into collection
+            _guard.internal_error("otlp-histograms", exc)
+        return iter(())
+
+    return bridge
+
+
+def observable(meter: Any, metric: catalog.Metric, *callbacks: Callable[..., Any]) -> None:
     """Create the collection-time instrument for ``metric``: a counter or an up-down counter."""
     create = (
         meter.create_observable_counter
         if metric.kind is catalog.Kind.COUNTER
         else meter.create_observable_up_down_counter
     )
-    create(metric.name, callbacks=[callback], unit=metric.unit, description=metric.description)
+    create(metric.name, callbacks=list(callbacks), unit=metric.unit, description=metric.description)
 
 
 def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:

@@ -124,6 +124,15 @@ def _point(point: Any) -> Point:
             "bounds": tuple(point.explicit_bounds),
             "buckets": tuple(point.bucket_counts),
         }
+    elif hasattr(point, "positive"):
+        value = {
+            "count": point.count,
+            "sum": point.sum,
+            "scale": point.scale,
+            "zero": point.zero_count,
+            "offset": point.positive.offset,
+            "buckets": tuple(point.positive.bucket_counts),
+        }
     else:
         value = point.value
     return Point(attributes, value)

@@ -23,7 +23,7 @@ from unittest import mock
 from urllib.parse import quote, quote_plus
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from poolwatch import _redact
@@ -191,6 +191,7 @@ def test_the_demo_never_shows_its_endpoints_password(password: str, closed: str)
 
 
 @given(password=passwords, token=tokens)
+@example(password="00000000", token='"0000000')  # a JSON value that starts with an escaped quote
 @EXAMPLES
 def test_log_lines_never_show_a_secret_they_carry(password: str, token: str) -> None:
     """The command's log formatter masks DSNs, libpq strings and auth headers in any record."""

@@ -135,8 +135,8 @@ def test_the_otlp_file_holds_every_pool_metric_for_both_pools(finished_demo: Dem
         catalog.CONNECTION_MAX,
         catalog.CONNECTION_PENDING_REQUESTS,
         catalog.CONNECTION_TIMEOUTS,
-        catalog.WAIT_TIME_BUCKET,
-        catalog.USE_TIME_BUCKET,
+        catalog.CONNECTION_WAIT_TIME,
+        catalog.CONNECTION_USE_TIME,
         catalog.CONNECTION_LEAKS,
         catalog.SESSION_CONFLICTS,
     ):

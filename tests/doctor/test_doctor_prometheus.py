@@ -19,7 +19,7 @@ import pytest
 
 from poolwatch import catalog
 from poolwatch.doctor import EXIT_PROBLEMS
-from poolwatch.monitoring.names import prometheus_label, prometheus_name
+from poolwatch.monitoring.names import prometheus_label, prometheus_name, prometheus_series
 from tests.doctor.conftest import doctor
 from tests.support import pipeline
 from tests.support.fixtures import needed
@@ -32,6 +32,9 @@ HISTORY = 3600  # seconds of samples, ending at the evaluation time
 POOL = prometheus_label(catalog.POOL_NAME)
 STATE = prometheus_label(catalog.STATE)
 LE = prometheus_label(catalog.LE)
+#: The standard histograms as Prometheus receives them from the collector.
+WAIT_BUCKET, WAIT_COUNT, WAIT_SUM = prometheus_series(catalog.CONNECTION_WAIT_TIME)
+USE_BUCKET, USE_COUNT, USE_SUM = prometheus_series(catalog.CONNECTION_USE_TIME)
 
 #: (service, instance, pool, max, checkouts/s, mean wait s, mean use s, used normally, at peak)
 PROCESSES = (
@@ -46,8 +49,8 @@ def openmetrics(end: int) -> str:
     times = range(end - HISTORY, end + 1, STEP)
     families: dict[str, list[str]] = {}
 
-    def add(metric: catalog.Metric, labels: dict[str, str], value_at: object) -> None:
-        name = prometheus_name(metric)
+    def add(metric: catalog.Metric | str, labels: dict[str, str], value_at: object) -> None:
+        name = metric if isinstance(metric, str) else prometheus_name(metric)
         text = ",".join(f'{k}="{v}"' for k, v in labels.items())
         families.setdefault(name, []).extend(
             f"{name}{{{text}}} {value_at(t)} {t}"
@@ -64,10 +67,12 @@ def openmetrics(end: int) -> str:
         add(catalog.CONNECTION_MAX, base, lambda t, limit=limit: limit)
         add(catalog.CONNECTION_COUNT, base | {STATE: catalog.STATE_USED},
             lambda t, n=normal, p=peak: p if end - 1260 <= t <= end - 1080 else n)  # fmt: skip
-        add(catalog.WAIT_TIME_BUCKET, base | {LE: "+Inf"}, grown(rate))
-        add(catalog.WAIT_TIME_SUM, base, grown(rate * wait))
-        add(catalog.USE_TIME_BUCKET, base | {LE: "+Inf"}, grown(rate))
-        add(catalog.USE_TIME_SUM, base, grown(rate * use))
+        add(WAIT_BUCKET, base | {LE: "+Inf"}, grown(rate))
+        add(WAIT_COUNT, base, grown(rate))
+        add(WAIT_SUM, base, grown(rate * wait))
+        add(USE_BUCKET, base | {LE: "+Inf"}, grown(rate))
+        add(USE_COUNT, base, grown(rate))
+        add(USE_SUM, base, grown(rate * use))
         add(catalog.CONNECTION_TIMEOUTS, base, lambda t: 0)
     lines = []
     for name, samples in families.items():

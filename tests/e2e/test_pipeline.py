@@ -30,10 +30,12 @@ from tests.support.pipeline import Processes, Webhook
 def test_exhausted_pool_alerts_reach_the_webhook(
     tmp_path: Path, processes: Processes, webhook: Webhook
 ) -> None:
-    """An exhausted pool's timeout, saturation and leak alerts reach the webhook with its labels."""
+    """An exhausted pool's timeout, saturation and leak alerts reach the webhook with its labels;
+    its checkout waits reach Prometheus as db_client_connection_wait_time_seconds_bucket/_sum/_count."""
     backends, otlp_http = exhaustion.start_scrape_pipeline(tmp_path, processes, webhook)
 
     detection = exhaustion.exhaust(processes, webhook, backends, otlp_http)
 
     exhaustion.assert_pool_alerts(detection)
+    exhaustion.assert_wait_histogram_in_prometheus(backends)
     exhaustion.print_latencies(f"scrape every 1 s; {exhaustion.INTERVALS}", detection)

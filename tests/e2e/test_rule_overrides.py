@@ -8,13 +8,15 @@ from poolwatch.monitoring import alerts, config, generate
 from tests.support import exhaustion, pipeline
 
 _TIMING_LINE = re.compile(r"^(- )?\s*(interval|for): \S+$")
+_HISTORY = re.compile(r"(count_over_time\([^)]*\) >= )\d+")
 
 
 def _without_timing(rules_yaml: str, rate_window: str) -> list[str]:
-    """The rule file's lines less ``interval``/``for``, its rate window written as ``W``."""
+    """The rule file's lines less ``interval``/``for``, its rate window written as ``W`` and the
+    forecast's evaluations-of-history count (a multiple of the evaluation interval) as ``N``."""
     lines = [line for line in rules_yaml.splitlines() if not _TIMING_LINE.match(line)]
     window = re.compile(rf"(\[|over |last ){re.escape(rate_window)}\b")
-    return [window.sub(r"\1W", line) for line in lines]
+    return [_HISTORY.sub(r"\1N", window.sub(r"\1W", line)) for line in lines]
 
 
 def test_end_to_end_rules_differ_from_the_shipped_ones_only_in_timing() -> None:

@@ -15,12 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
-from poolwatch.monitoring import alerts, config
+from poolwatch.monitoring import alerts, config, promql, runbooks
 from poolwatch.monitoring.generate import PROMETHEUS_RULES
 from tests.monitoring.conftest import REPO
 
 RULES = REPO / PROMETHEUS_RULES
 RUNBOOKS = "alerts/runbooks/"
+MISSING = (
+    "Processes{where} stopped reporting: {value} fewer than usual (the median live count over "
+    "1h; a process is live while it sent pool metrics within 2m), or no pool metrics arrived at "
+    "all for 10m. A process died, the service stopped, or the collector pipeline drops them; "
+    "other poolwatch alerts are blind for them meanwhile."
+)
 
 SHOP = 'job="shop", instance="web-1"'
 POOL = SHOP + ', db_client_connection_pool_name="main"'
@@ -45,90 +51,109 @@ class Case:
 
 
 POOL_LABELS = {"job": "shop", "db_client_connection_pool_name": "main"}
+PROCESS_LABELS = {**POOL_LABELS, "instance": "web-1"}
+FULL = {
+    f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "10x40",
+    f'db_client_connection_count{{{POOL}, db_client_connection_state="idle"}}': "0x40",
+    f"db_client_connection_max{{{POOL}}}": "10x40",
+}
+LIVE = {f"db_client_connection_max{{{POOL}}}": "10x40"}
 
 CASES = [
     Case(
         "PoolwatchPoolSaturation",
-        {
-            f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "10x40",
-            f'db_client_connection_count{{{POOL}, db_client_connection_state="idle"}}': "0x40",
-            f"db_client_connection_max{{{POOL}}}": "10x40",
-        },
+        FULL,
+        0,
+        PROCESS_LABELS,
+        "Connection pool main of shop is nearly full in process web-1.",
+        "Process web-1 of shop had 100% of pool main's connections checked out on average over "
+        "the last 5m (threshold {threshold}). Once it is full, its callers wait and then time out.",
+        {"warning": "80%", "critical": "95%"},
+        "100%",
+    ),
+    Case(
+        "PoolwatchFleetSaturation",
+        FULL,
         0,
         POOL_LABELS,
-        "Connection pool main of shop is nearly full.",
-        "The fullest process of pool main in shop has 100% of its connections checked out "
-        "(threshold {threshold}). Once it is full, callers wait and then time out.",
-        {"warning": "80%", "critical": "95%"},
+        "Connection pool main is nearly full across the processes of shop.",
+        "Across the live processes of shop, pool main is 100% full on average over the last 5m "
+        "(threshold {threshold}): the whole fleet is short of connections, not one process.",
+        {"warning": "70%", "critical": "85%"},
     ),
     Case(
         "PoolwatchCheckoutTimeouts",
-        # A jump to 10 timeouts/s: rate() over 5m crosses both thresholds at once, then climbs.
-        {f"db_client_connection_timeouts_total{{{POOL}}}": "0+600x40"},
+        # 10 timeouts/s out of 20 checkout attempts/s: half the checkouts time out.
+        {
+            f"db_client_connection_timeouts_total{{{POOL}}}": "0+600x40",
+            f"db_client_connection_wait_time_seconds_count{{{POOL}}}": "0+1200x40",
+        },
         1,
         POOL_LABELS,
         "Checkouts from pool main of shop are timing out.",
-        "Pool main in shop refuses {value} checkouts per second after waiting the full pool "
-        "timeout (threshold {threshold}, over 5m). Each is a failed request.",
-        {"warning": "0/s", "critical": "0.5/s"},
-        values_at={1: "2", 2: "4", 5: "10", 6: "10"},
+        "50% of the checkouts from pool main across the processes of shop gave up after waiting "
+        "the full pool timeout over the last 5m (threshold {threshold}). Each is a failed "
+        "request; the *Top processes* tables show which processes time out.",
+        {"warning": "0.1%", "critical": "1%"},
     ),
     Case(
         "PoolwatchCheckoutWaitHigh",
         {
-            f'poolwatch_connection_wait_time_bucket_total{{{POOL}, le="2.5"}}': "0x40",
-            f'poolwatch_connection_wait_time_bucket_total{{{POOL}, le="5.0"}}': "0+60x40",
-            f'poolwatch_connection_wait_time_bucket_total{{{POOL}, le="+Inf"}}': "0+60x40",
+            **LIVE,
+            f'db_client_connection_wait_time_seconds_bucket{{{POOL}, le="2.5"}}': "0x40",
+            f'db_client_connection_wait_time_seconds_bucket{{{POOL}, le="5"}}': "0+60x40",
+            f'db_client_connection_wait_time_seconds_bucket{{{POOL}, le="+Inf"}}': "0+60x40",
         },
         1,
-        POOL_LABELS,
-        "Checkouts from pool main of shop wait long for a connection.",
-        "The 99th percentile wait for a connection from pool main in shop is 4.975s "
-        "(threshold {threshold}, over 5m).",
+        PROCESS_LABELS,
+        "Checkouts from pool main of shop wait long in process web-1.",
+        "The 99th percentile wait for a connection from pool main in process web-1 of shop is "
+        "4.975s (threshold {threshold}, over 5m).",
         {"warning": "250ms", "critical": "2s"},
     ),
     Case(
         "PoolwatchPendingRequests",
         {f"db_client_connection_pending_requests{{{POOL}}}": "8x40"},
         0,
-        POOL_LABELS,
-        "Callers queue for connections from pool main of shop.",
-        "8 callers are waiting for a connection from pool main in shop (threshold {threshold}); "
-        "the pool has had a queue for the whole alert period.",
+        PROCESS_LABELS,
+        "Callers queue for connections from pool main of shop in process web-1.",
+        "Process web-1 of shop had at least 8 callers waiting for a connection from pool main "
+        "at every evaluation of the last 5m (threshold {threshold}).",
         {"warning": "0", "critical": "5"},
     ),
     Case(
         "PoolwatchPoolExhaustionForecast",
+        # +0.5% a minute; forecast only once 45 of the hour's 60 evaluations are there (44m)
         {
-            f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "50+1x40",
-            f"db_client_connection_max{{{POOL}}}": "100x40",
+            f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "100+1x80",
+            f"db_client_connection_max{{{POOL}}}": "200x80",
         },
-        1,
-        POOL_LABELS,
-        "Connection pool main of shop will be full within 1h.",
-        "At the trend of the last 1h, pool main in shop reaches 126% saturation 1h from now "
-        "(threshold {threshold}).",
+        44,
+        PROCESS_LABELS,
+        "Connection pool main of shop will be full within 1h in process web-1.",
+        "At the trend of the last 1h, pool main in process web-1 of shop reaches 109.5% "
+        "saturation 1h from now (threshold {threshold}).",
         {"warning": "100%"},
     ),
     Case(
         "PoolwatchConnectionsLeaked",
         {f"poolwatch_connection_leaked{{{POOL}}}": "7x40"},
         0,
-        POOL_LABELS,
-        "Connections of pool main of shop are held past the leak threshold.",
-        "7 connections of pool main in shop have been checked out longer than the leak "
-        "threshold (threshold {threshold}). The poolwatch.connection.leak events name the code "
-        "that borrowed them.",
+        PROCESS_LABELS,
+        "Process web-1 of shop holds connections of pool main past the leak threshold.",
+        "Process web-1 of shop holds 7 connections of pool main checked out longer than the "
+        "leak threshold (threshold {threshold}). The poolwatch.connection.leak events name the "
+        "code that borrowed them.",
         {"warning": "0", "critical": "5"},
     ),
     Case(
         "PoolwatchConnectionsNeverReturned",
         {f"poolwatch_connection_never_returned_total{{{POOL}}}": "0+1x40"},
         1,
-        POOL_LABELS,
+        PROCESS_LABELS,
         "Connections of pool main of shop were garbage-collected, never returned.",
-        "2 connections of pool main in shop were dropped while checked out in the last 5m "
-        "(threshold {threshold}): code opened them and never closed them.",
+        "2 connections of pool main in process web-1 of shop were dropped while checked out in "
+        "the last 5m (threshold {threshold}): code opened them and never closed them.",
         {"warning": "0"},
     ),
     Case(
@@ -138,11 +163,11 @@ CASES = [
             'poolwatch_conflict_kind="already_attached"}': "0+60x40"
         },
         1,
-        {"job": "shop", "poolwatch_conflict_kind": "already_attached"},
+        {"job": "shop", "instance": "web-1", "poolwatch_conflict_kind": "already_attached"},
         "shop sees already_attached session conflicts.",
-        "shop raises 1 already_attached conflicts per second (threshold {threshold}, over 5m). "
-        "After pool timeouts this is often an error handler reusing an object of another "
-        "session.",
+        "Process web-1 of shop raises 1 already_attached conflicts per second (threshold "
+        "{threshold}, over 5m). After pool timeouts this is often an error handler reusing an "
+        "object of another session.",
         {"warning": "0/s"},
     ),
     Case(
@@ -154,10 +179,10 @@ CASES = [
             'poolwatch_django_connection_state="idle"}': "3x40",
         },
         0,
-        {"job": "shop", "poolwatch_django_alias": "default"},
+        {"job": "shop", "instance": "web-1", "poolwatch_django_alias": "default"},
         "Django connections of shop outlive their requests.",
-        "12 connections of database alias default in shop are orphaned: their request or "
-        "thread ended without closing them (threshold {threshold}).",
+        "12 connections of database alias default in process web-1 of shop are orphaned: their "
+        "request or thread ended without closing them (threshold {threshold}).",
         {"warning": "0", "critical": "10"},
     ),
     Case(
@@ -199,30 +224,34 @@ CASES = [
     Case(
         "PoolwatchTelemetryMissing",
         {
-            f'db_client_connection_count{{{POOL}, db_client_connection_state="used"}}': "1x20",
-            'db_client_connection_count{job="other", instance="w", '
-            'db_client_connection_pool_name="p", db_client_connection_state="used"}': "1x60",
+            f"db_client_connection_max{{{POOL}}}": "10x20",
+            'db_client_connection_max{job="other", instance="w", '
+            'db_client_connection_pool_name="p"}': "10x60",
         },
-        # Last sample at 20m; the 10m window still holds it at 30m (ranges are closed).
-        31,
-        {"job": "shop"},
-        "No connection-pool metrics from shop.",
-        "No poolwatch pool metrics from shop arrived for 10m. Either the service is down, "
-        "poolwatch is not instrumenting it, or the collector pipeline drops them; every other "
-        "poolwatch alert is blind meanwhile.",
+        # Last sample at 20m; fresh for 2m more (ranges are closed), so the pool is gone at 23m.
+        23,
+        POOL_LABELS,
+        "Processes of pool main in shop stopped sending connection-pool metrics.",
+        MISSING.format(where=" of pool main in shop", value="1"),
         {"warning": ""},
     ),
     Case(
         "PoolwatchInternalErrors",
         {f'poolwatch_internal_errors_total{{{SHOP}, poolwatch_hook="checkout"}}': "0+1x40"},
         1,
-        {"job": "shop"},
+        {"job": "shop", "instance": "web-1"},
         "poolwatch hit internal errors in shop.",
-        "poolwatch caught 5 errors in its own hooks in shop over 5m (threshold {threshold}). "
-        "The application is unaffected, but pool metrics may be incomplete; the log names the "
-        "hook once per error type.",
+        "poolwatch caught 5 errors in its own hooks in process web-1 of shop over 5m (threshold "
+        "{threshold}). The application is unaffected, but pool metrics may be incomplete; the "
+        "log names the hook once per error type.",
         {"warning": "0"},
     ),
+]
+
+
+#: Every group of the rule file, recordings first (promtool orders unlisted groups first).
+GROUP_ORDER = [
+    group["name"] for group in alerts.prometheus_rule_groups(config.MonitoringConfig())["groups"]
 ]
 
 
@@ -273,6 +302,9 @@ def _test_file(case: Case, path: Path) -> Path:
     document = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1m",
+        # Prometheus runs groups concurrently; the tests pin the recordings first so that the
+        # boundaries are exact (in production an alert may see a recording one interval late).
+        "group_eval_order": GROUP_ORDER,
         "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}],
     }
     path.write_text(yaml.safe_dump(document, sort_keys=False, width=4096))
@@ -284,7 +316,9 @@ def test_rule_file_passes_promtool_check(promtool: str) -> None:
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
                             text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 21 rules found" in result.stdout
+    settings = config.MonitoringConfig()
+    expected = len(alerts.rules(settings)) + len(alerts.recording_group(settings)["rules"])
+    assert f"SUCCESS: {expected} rules found" in result.stdout
 
 
 def test_every_alert_has_a_promtool_case() -> None:
@@ -311,13 +345,52 @@ def test_telemetry_missing_fires_when_nothing_ever_arrived(promtool: str, tmp_pa
         {'unrelated_metric{job="x"}': "1x20"},
         0,
         {},
-        "No connection-pool metrics.",
-        "No poolwatch pool metrics arrived for 10m. Either the service is down, poolwatch is "
-        "not instrumenting it, or the collector pipeline drops them; every other poolwatch "
-        "alert is blind meanwhile.",
+        "Processes stopped sending connection-pool metrics.",
+        MISSING.format(where="", value="1"),
         {"warning": ""},
     )
     test_file = _test_file(case, tmp_path / "test.yaml")
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True,
                             text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_telemetry_missing_names_the_pool_that_lost_a_process(
+    promtool: str, tmp_path: Path
+) -> None:
+    """One of two processes stops at 20m: the pool is one process short once it is stale."""
+    case = Case(
+        "PoolwatchTelemetryMissing",
+        {
+            f"db_client_connection_max{{{POOL}}}": "10x60",
+            'db_client_connection_max{job="shop", instance="web-2", '
+            'db_client_connection_pool_name="main"}': "10x20",
+        },
+        23,
+        POOL_LABELS,
+        "Processes of pool main in shop stopped sending connection-pool metrics.",
+        MISSING.format(where=" of pool main in shop", value="1"),
+        {"warning": ""},
+    )
+    test_file = _test_file(case, tmp_path / "test.yaml")
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_runbook_says_whether_it_names_a_process_or_judges_the_fleet() -> None:
+    """Per-process alerts keep the instance label and say how to find the process; fleet
+    alerts are ratios over the pool and say what that means."""
+    settings = config.MonitoringConfig()
+    pages = runbooks.runbooks(settings)
+    for definition in alerts.definitions(settings):
+        scope = runbooks.SCOPE.get(definition.key)
+        page = pages[f"{definition.name}.md"]
+        query = definition.query(promql.alert_scope(settings))
+        by_process = "job_instance_pool:" in query or "by (job, instance" in query
+        if scope is runbooks.PROCESS:
+            assert "**This alert names one process.**" in page
+            assert by_process and not query.startswith("avg by"), definition.key
+        elif scope is runbooks.FLEET:
+            assert "**This is a fleet condition.**" in page
+            assert query.startswith(("avg by (job, db_", "job_pool:")), definition.key

@@ -198,16 +198,24 @@ def test_every_panel_queries_through_a_datasource_variable(path: Path) -> None:
 
 
 def test_pool_dashboard_has_the_issue_s_variables_and_signals() -> None:
-    """Prometheus, Loki and Tempo datasources, service and pool variables, logs and traces."""
+    """Datasources, service, pool and instance variables, logs, traces and the process tables."""
     model = _load(REPO / "dashboards" / "poolwatch-pools.json")
     variables = {v["name"]: v["type"] for v in model["templating"]["list"]}
     assert variables == {"prometheus": "datasource", "loki": "datasource", "tempo": "datasource",
-                         "service": "query", "pool": "query"}  # fmt: skip
+                         "service": "query", "pool": "query", "instance": "query"}  # fmt: skip
     types = {p["type"] for p in dashboards._panels(model["panels"])}
     assert {"logs", "heatmap", "stat", "timeseries", "table"} <= types
-    exemplars = [t for p in dashboards._panels(model["panels"]) for t in p.get("targets", [])
-                 if t.get("exemplar")]  # fmt: skip
-    assert exemplars, "the wait-time queries ask for exemplars"
+    titles = {p["title"]: p for p in dashboards._panels(model["panels"])}
+    assert titles["Top processes by saturation"]["targets"][0]["expr"] == (
+        "topk(10, avg_over_time(job_instance_pool:poolwatch_saturation:ratio{"
+        'job=~"$service", db_client_connection_pool_name=~"$pool", instance=~"$instance"}'
+        "[$__rate_interval]) and job_instance_pool:poolwatch_saturation:ratio{"
+        'job=~"$service", db_client_connection_pool_name=~"$pool", instance=~"$instance"})'
+    )
+    assert titles["Top processes by checkout wait p99"]["targets"][0]["expr"] == (
+        "topk(10, job_instance_pool:poolwatch_wait_seconds:p99{"
+        'job=~"$service", db_client_connection_pool_name=~"$pool", instance=~"$instance"})'
+    )
 
 
 @pytest.mark.parametrize("path", IMPORTS, ids=lambda p: p.name)

@@ -12,7 +12,10 @@ from poolwatch.cli import main
 from poolwatch.monitoring import alerts, config
 from tests.support.pipeline import Processes, free_port, http_ok, loopback, wait_for
 
-GROUPS = ["poolwatch-django", "poolwatch-pool", "poolwatch-postgresql", "poolwatch-telemetry"]
+GROUPS = [
+    "poolwatch-django", "poolwatch-pool", "poolwatch-postgresql", "poolwatch-recording",
+    "poolwatch-telemetry",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -51,8 +54,9 @@ def test_rules_are_written_and_loaded_by_prometheus(prometheus: tuple[str, Path]
     assert sorted(p.name for p in rules_dir.iterdir()) == [f"{g}.rules.yaml" for g in GROUPS]
     loaded = _loaded(base)
     assert sorted(loaded) == GROUPS
-    assert sum(len(rules) for rules in loaded.values()) == len(
-        alerts.rules(config.MonitoringConfig())
+    settings = config.MonitoringConfig()
+    assert sum(len(rules) for rules in loaded.values()) == len(alerts.rules(settings)) + len(
+        alerts.recording_group(settings)["rules"]
     )
 
 

@@ -80,8 +80,34 @@ def test_config_file_and_set_flags_change_the_output(tmp_path: Path) -> None:
 
     assert code == 0
     rules = (root / "alerts" / "poolwatch-rules.yaml").read_text()
-    assert "db_client_connection_max) > 0.7\n    for: 5m" in rules
-    assert "db_client_connection_max) > 0.95\n    for: 3m" in rules
+    assert "poolwatch_saturation:ratio) > 0.7\n    for: 5m" in rules
+    assert "poolwatch_saturation:ratio) > 0.95\n    for: 3m" in rules
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("thresholds.pool_saturation.warning=0.99",
+         "thresholds.pool_saturation.warning: must be below critical (0.95), got 0.99"),
+        ("thresholds.checkout_timeouts.critical=2",
+         "thresholds.checkout_timeouts.critical: expected a value from 0 to 1, got 2"),
+        ("rate_window=5min", "rate_window: expected a Prometheus duration like 5m, got '5min'"),
+        ("freshness=0m", "freshness: must be longer than 0, got '0m'"),
+        ("histograms=standard", "histograms: expected one of classic, native"),
+    ],
+)  # fmt: skip
+def test_a_bad_config_is_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    """generate with a bad value prints one line naming the setting, exits 2, writes nothing."""
+    root = _copy_tree(tmp_path)
+
+    code = main(["generate", "--root", str(root), "--set", flag])
+
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"poolwatch generate: {message}\n"
+    assert captured.out == ""
 
 
 def test_readme_section_replaces_only_between_the_markers() -> None:

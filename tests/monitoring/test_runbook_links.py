@@ -54,6 +54,7 @@ def test_label_placeholders_are_code_spans_not_html_tags(tmp_path: Path) -> None
 
     saturation = (tmp_path / generate.RUNBOOKS_DIR / "PoolwatchPoolSaturation.md").read_text()
 
-    assert "Connection pool `<db_client_connection_pool_name>` of `<job>` is nearly full." in (
-        saturation
+    assert (
+        "Connection pool `<db_client_connection_pool_name>` of `<job>` is nearly full in "
+        "process `<instance>`." in saturation
     )

@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from poolwatch import catalog
 from poolwatch.testing import Capture
-from tests.support.readings import buckets, counts, gauge, observed
+from tests.support.readings import buckets, counts, gauge, observed, total
 
 pytestmark = pytest.mark.postgres
 
@@ -31,9 +31,9 @@ def test_nine_standard_metrics_are_reported_with_exact_values(
     assert gauge(telemetry, catalog.CONNECTION_IDLE_MIN, "app") == 2
     assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") == 0
     assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 1
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 4
-    assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == 2
-    assert observed(telemetry, catalog.CREATE_TIME_BUCKET, "app") == 3
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == 4
+    assert observed(telemetry, catalog.CONNECTION_USE_TIME, "app") == 2
+    assert observed(telemetry, catalog.CONNECTION_CREATE_TIME, "app") == 3
     pool.putconn(held[2])
 
 
@@ -46,8 +46,8 @@ def test_the_connection_context_manager_is_one_checkout_and_one_checkin(
         assert counts(telemetry, "app") == (1, 0)
         connection.execute("SELECT 1")
     assert counts(telemetry, "app") == (0, 1)
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 1
-    assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == 1
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == 1
+    assert observed(telemetry, catalog.CONNECTION_USE_TIME, "app") == 1
 
 
 def test_timed_out_wait_lands_in_the_bucket_of_the_pool_timeout(
@@ -57,6 +57,6 @@ def test_timed_out_wait_lands_in_the_bucket_of_the_pool_timeout(
     pool = instrumented(min_size=1, max_size=1)
     with pool.connection(), pytest.raises(PoolTimeout):
         pool.getconn(timeout=0.2)
-    wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "app")
+    wait = buckets(telemetry, catalog.CONNECTION_WAIT_TIME, "app")
     assert (wait["0.1"], wait["0.5"]) == (1, 2)  # slack for a busy machine
-    assert gauge(telemetry, catalog.WAIT_TIME_SUM, "app") == pytest.approx(0.2, abs=0.05)
+    assert total(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == pytest.approx(0.2, abs=0.05)

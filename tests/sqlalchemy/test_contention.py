@@ -31,11 +31,11 @@ def test_threads_on_an_exhausted_pool(
     engine = instrumented(pool_size=POOL, max_overflow=0, pool_timeout=TIMEOUT)
     engine.connect().close()
     engine.connect().close()  # open both connections up front, so creation is not in the race
-    telemetry_before = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "app")["+Inf"]
+    telemetry_before = buckets(telemetry, catalog.CONNECTION_WAIT_TIME, "app")["+Inf"]
     assert telemetry_before == 2
     assert hold_from_threads(CALLERS, engine.connect, sa.exc.TimeoutError) == 4
     # the two warm-up checkouts sit in the fastest buckets too
-    wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "app")
+    wait = buckets(telemetry, catalog.CONNECTION_WAIT_TIME, "app")
     assert wait["+Inf"] == 8
     assert wait["0.1"] == 4
     assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 4

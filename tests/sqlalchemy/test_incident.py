@@ -31,12 +31,14 @@ POOL_SIZE, OVERFLOW, TIMEOUT = 2, 1, 0.3
 SLOW_IO = 1.0
 #: The outer session holds one connection, two children get the other two; three time out.
 EXPECTED_TIMEOUTS = CHILDREN - (POOL_SIZE + OVERFLOW - 1)
+#: Wait bounds either side of the 0.3 s timeout.
+WAIT_BOUNDS = (0.25, 1.0)
 
 
 def assert_the_true_story(telemetry: Capture, outer_key: str) -> None:
     """Timeouts counted, waits at the timeout, conflicts caused by them, holders named."""
     assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "jobs") == EXPECTED_TIMEOUTS
-    wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "jobs")
+    wait = buckets(telemetry, catalog.CONNECTION_WAIT_TIME, "jobs")
     # every timed-out wait was ~0.3 s (up to 1 s when the machine is busy); every other was fast
     assert wait["1.0"] - wait["0.25"] == EXPECTED_TIMEOUTS
     assert wait["0.25"] == wait["+Inf"] - EXPECTED_TIMEOUTS
@@ -106,7 +108,9 @@ def run_async_incident(url: str, telemetry: Capture) -> tuple[str, AsyncEngine]:
     engine = create_async_engine(
         url, pool_size=POOL_SIZE, max_overflow=OVERFLOW, pool_timeout=TIMEOUT
     )
-    poolwatch.instrument_sqlalchemy(engine, pool_name="jobs", **telemetry.providers)
+    poolwatch.instrument_sqlalchemy(
+        engine, pool_name="jobs", wait_time_buckets=WAIT_BOUNDS, **telemetry.providers
+    )
 
     async def main() -> tuple[str, list[str]]:
         async with engine.begin() as connection:
@@ -199,7 +203,9 @@ def threaded_engine(
         max_overflow=OVERFLOW,
         pool_timeout=TIMEOUT,
     )
-    poolwatch.instrument_sqlalchemy(engine, pool_name="jobs", **telemetry.providers)
+    poolwatch.instrument_sqlalchemy(
+        engine, pool_name="jobs", wait_time_buckets=WAIT_BOUNDS, **telemetry.providers
+    )
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     yield engine

@@ -44,7 +44,7 @@ def test_instrument_all_records_engines_created_afterwards(
     engine.connect().close()
     name = sqlite_url.removeprefix("sqlite:///")  # unnamed: its db.namespace
     assert counts(telemetry, name) == (0, 1)
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, name) == 1
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, name) == 1
 
 
 def test_async_engines_are_recorded_once(telemetry: Capture, tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_async_engines_are_recorded_once(telemetry: Capture, tmp_path: Path) -> 
     asyncio.run(use())
     name = str(tmp_path / "async.db")
     assert pool_names(telemetry) == [name]
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, name) == 1
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, name) == 1
     assert gauge(telemetry, catalog.CONNECTION_MAX, name) == 2
 
 
@@ -74,7 +74,7 @@ def test_instrumenting_an_engine_twice_changes_nothing(
     poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
     engine.connect().close()
     assert pool_names(telemetry) == ["app"]
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 1
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == 1
 
 
 def test_engines_keep_sqlalchemy_s_event_free_execution_path(
@@ -93,7 +93,7 @@ def test_engines_keep_sqlalchemy_s_event_free_execution_path(
     assert not engine._has_events
     assert not engine.dialect._has_events
     assert not sa.engine.Engine._has_events
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, engine.url.database) == 1
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, engine.url.database) == 1
 
 
 def test_uninstrument_restores_sqlalchemy_exactly(
@@ -203,7 +203,7 @@ def test_side_by_side_with_the_upstream_instrumentation_nothing_is_counted_twice
         held[0].close()
         assert counts(telemetry, "app") == (1, 1)
         held[1].close()
-        assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 2
-        assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == 2
+        assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == 2
+        assert observed(telemetry, catalog.CONNECTION_USE_TIME, "app") == 2
     finally:
         upstream.uninstrument()

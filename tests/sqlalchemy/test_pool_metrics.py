@@ -14,7 +14,7 @@ import poolwatch
 from poolwatch import catalog
 from poolwatch.monitoring import names
 from poolwatch.testing import Capture
-from tests.support.readings import buckets, counts, gauge, observed
+from tests.support.readings import buckets, counts, gauge, observed, total
 
 
 def test_nine_standard_metrics_are_reported_with_exact_values(
@@ -34,9 +34,9 @@ def test_nine_standard_metrics_are_reported_with_exact_values(
     assert gauge(telemetry, catalog.CONNECTION_IDLE_MIN, "app") == 0
     assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") == 0
     assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 1
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == 4
-    assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == 2
-    assert observed(telemetry, catalog.CREATE_TIME_BUCKET, "app") == 3
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == 4
+    assert observed(telemetry, catalog.CONNECTION_USE_TIME, "app") == 2
+    assert observed(telemetry, catalog.CONNECTION_CREATE_TIME, "app") == 3
     held[2].close()
 
 
@@ -47,10 +47,10 @@ def test_timed_out_wait_lands_in_the_bucket_of_the_pool_timeout(
     engine = instrumented(pool_size=1, max_overflow=0, pool_timeout=0.2)
     with engine.connect(), pytest.raises(sa.exc.TimeoutError):
         engine.connect()
-    wait = buckets(telemetry, catalog.WAIT_TIME_BUCKET, "app")
+    wait = buckets(telemetry, catalog.CONNECTION_WAIT_TIME, "app")
     assert wait["0.1"] == 1  # the first, immediate checkout
     assert wait["0.5"] == 2  # plus the one that waited 0.2 s (slack for a busy machine)
-    assert gauge(telemetry, catalog.WAIT_TIME_SUM, "app") == pytest.approx(0.2, abs=0.05)
+    assert total(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == pytest.approx(0.2, abs=0.05)
 
 
 def test_create_time_is_the_driver_s_connect_and_not_the_dialect_s_first_setup(
@@ -69,10 +69,10 @@ def test_create_time_is_the_driver_s_connect_and_not_the_dialect_s_first_setup(
     poolwatch.instrument_sqlalchemy(engine, pool_name="app", **telemetry.providers)
     with engine.connect(), engine.connect():
         pass
-    assert observed(telemetry, catalog.CREATE_TIME_BUCKET, "app") == 2
-    created = buckets(telemetry, catalog.CREATE_TIME_BUCKET, "app")
-    assert created["0.1"] == 0 and created["0.5"] == 2  # bounds around 0.25 s, below 0.75 s
-    assert gauge(telemetry, catalog.CREATE_TIME_SUM, "app") >= 0.5
+    assert observed(telemetry, catalog.CONNECTION_CREATE_TIME, "app") == 2
+    created = buckets(telemetry, catalog.CONNECTION_CREATE_TIME, "app")
+    assert created["0.05"] == 0 and created["0.5"] == 2  # bounds around 0.25 s, below 0.75 s
+    assert total(telemetry, catalog.CONNECTION_CREATE_TIME, "app") >= 0.5
 
 
 def test_pending_requests_counts_callers_blocked_right_now(
@@ -106,12 +106,12 @@ def test_pending_requests_counts_callers_blocked_right_now(
 def test_use_time_measures_how_long_a_connection_was_held(
     instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
-    """A connection held 0.3 s lands above the 0.25 s use-time bound."""
+    """A connection held 0.3 s lands between the 0.1 s and 1 s use-time bounds."""
     engine = instrumented()
     with engine.connect():
         time.sleep(0.3)
-    use = buckets(telemetry, catalog.USE_TIME_BUCKET, "app")
-    assert (use["0.25"], use["1.0"]) == (0, 1)
+    use = buckets(telemetry, catalog.CONNECTION_USE_TIME, "app")
+    assert (use["0.1"], use["1.0"]) == (0, 1)
 
 
 @pytest.mark.parametrize(
@@ -190,6 +190,6 @@ def test_buffered_waits_are_folded_without_a_collection_and_none_is_lost(
     for _ in range(checkouts):
         engine.pool.connect().close()
     assert len(recorder._waits) <= recorder_module._FOLD_AT
-    assert observed(telemetry, catalog.WAIT_TIME_BUCKET, "app") == checkouts
-    assert observed(telemetry, catalog.USE_TIME_BUCKET, "app") == checkouts
+    assert observed(telemetry, catalog.CONNECTION_WAIT_TIME, "app") == checkouts
+    assert observed(telemetry, catalog.CONNECTION_USE_TIME, "app") == checkouts
     assert len(recorder._waits) == 0

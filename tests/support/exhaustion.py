@@ -8,6 +8,7 @@ write. Rules use 1 s evaluation and 2 s / 3 s ``for:``; Alertmanager waits 1 s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,25 @@ def assert_pool_alerts(detection: Detection) -> None:
         assert labels["severity"] == severity, labels
         assert labels[names.prometheus_label(catalog.POOL_NAME)] == POOL, labels
         assert labels[names.SERVICE_LABEL] == SERVICE, labels
+
+
+def assert_wait_histogram_in_prometheus(backends: Backends) -> None:
+    """The checkout waits reached Prometheus as a classic histogram under the standard name:
+    ``_bucket`` series at the catalog's bounds and +Inf, a ``_count`` equal to +Inf, a ``_sum``."""
+    base = names.prometheus_name(catalog.CONNECTION_WAIT_TIME)
+    pool = f'{{{names.prometheus_label(catalog.POOL_NAME)}="{POOL}"}}'
+    buckets = {
+        float(series["metric"]["le"]): float(series["value"][1])
+        for series in backends.query(f"{base}_bucket{pool}")
+    }
+    assert sorted(buckets) == [*catalog.WAIT_BUCKETS, math.inf], buckets
+    assert buckets[math.inf] > 0
+    # one query, so both sides come from the same scrape while the app keeps checking out
+    inf = f'{{{names.prometheus_label(catalog.POOL_NAME)}="{POOL}",le="+Inf"}}'
+    (difference,) = backends.query(f"{base}_bucket{inf} - ignoring(le) {base}_count{pool}")
+    assert float(difference["value"][1]) == 0
+    (total,) = backends.query(f"{base}_sum{pool}")
+    assert float(total["value"][1]) > 0
 
 
 def print_latencies(how: str, detection: Detection) -> None:

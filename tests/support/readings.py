@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolwatch import catalog
+from poolwatch._histogram import format_bound
 from poolwatch.testing import Capture
 
 
@@ -49,8 +50,29 @@ def gauge(telemetry: Capture, metric: catalog.Metric, pool: str) -> Any:
     return telemetry.value(metric.name, attributes={catalog.POOL_NAME: pool})
 
 
+def histogram(telemetry: Capture, metric: catalog.Metric, pool: str) -> dict[str, Any] | None:
+    """The OTLP histogram point of ``pool`` (count, sum, bounds, buckets), None before any value."""
+    points = [
+        point.value
+        for point in telemetry.metrics().get(metric.name, [])
+        if point.attributes.get(catalog.POOL_NAME) == pool
+    ]
+    assert len(points) <= 1, points
+    return points[0] if points else None
+
+
 def buckets(telemetry: Capture, metric: catalog.Metric, pool: str) -> dict[str, int]:
-    """Cumulative counts by ``le`` for an aggregated histogram."""
+    """Cumulative counts by ``le``: of an OTLP histogram (``catalog.CONNECTION_WAIT_TIME`` ...),
+    or of the ``le`` gauges of ``histograms="aggregated"`` (``catalog.WAIT_TIME_BUCKET`` ...)."""
+    if metric.kind is catalog.Kind.HISTOGRAM:
+        point = histogram(telemetry, metric, pool)
+        if point is None:
+            return {}
+        running, result = 0, {}
+        for bound, count in zip((*point["bounds"], None), point["buckets"], strict=True):
+            running += count
+            result["+Inf" if bound is None else format_bound(bound)] = running
+        return result
     return {
         point.attributes[catalog.LE]: point.value
         for point in telemetry.metrics().get(metric.name, [])
@@ -59,8 +81,14 @@ def buckets(telemetry: Capture, metric: catalog.Metric, pool: str) -> dict[str, 
 
 
 def observed(telemetry: Capture, metric: catalog.Metric, pool: str) -> int:
-    """How many values an aggregated histogram holds (its ``+Inf`` bucket)."""
+    """How many values a histogram holds (its ``+Inf`` bucket)."""
     return buckets(telemetry, metric, pool).get("+Inf", 0)
+
+
+def total(telemetry: Capture, metric: catalog.Metric, pool: str) -> float:
+    """The sum of an OTLP histogram (0 before any value)."""
+    point = histogram(telemetry, metric, pool)
+    return 0.0 if point is None else float(point["sum"])
 
 
 def django_states(telemetry: Capture, alias: str) -> dict[str, int]:

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from poolwatch import catalog
-from poolwatch._histogram import quantile
+from poolwatch._histogram import format_bound, quantile
 from poolwatch.demo.export import Destination
 
 SERVICE_NAME = "poolwatch-demo"
@@ -201,16 +201,27 @@ def readings(data: MetricsData | None) -> dict[str, PoolReading]:
             setattr(reading, _FIELDS[name], int(value))
         elif name == catalog.CONNECTION_COUNT.name:
             setattr(reading, str(attributes.get(catalog.STATE)), int(value))
-        elif name == catalog.WAIT_TIME_BUCKET.name:
-            reading.wait[str(attributes[catalog.LE])] = int(value)
+        elif name == catalog.CONNECTION_WAIT_TIME.name:
+            reading.wait = _cumulative(value)
     return pools
+
+
+def _cumulative(point: Any) -> dict[str, int]:
+    """``{le: count at or below le}`` of an explicit-bucket histogram point."""
+    result: dict[str, int] = {}
+    running = 0
+    bounds = [format_bound(bound) for bound in point.explicit_bounds] + ["+Inf"]
+    for le, count in zip(bounds, point.bucket_counts, strict=True):
+        running += count
+        result[le] = running
+    return result
 
 
 def _points(data: MetricsData | None) -> list[tuple[str, dict[str, Any], Any]]:
     if data is None:
         return []
     return [
-        (metric.name, dict(point.attributes or {}), getattr(point, "value", None))
+        (metric.name, dict(point.attributes or {}), getattr(point, "value", point))
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics

@@ -72,7 +72,9 @@ class Queries:
 
 def queries(window: str, selector: str = "") -> Queries:
     """Every query, over ``window`` (a PromQL duration such as ``1h``)."""
-    scope = promql.alert_scope(MonitoringConfig(selector=selector, rate_window=window))
+    scope = promql.alert_scope(
+        MonitoringConfig(selector=selector, rate_window=window, recording_rules=False)
+    )
     limit = scope.select(prometheus_name(catalog.CONNECTION_MAX))
     return Queries(
         maximum=promql.maximum(scope),

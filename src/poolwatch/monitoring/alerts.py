@@ -38,6 +38,8 @@ def label(name: str) -> str:
 POOL: Final = label(promql.POOL)
 SERVICE: Final = label(SERVICE_LABEL)
 SERVER: Final = label(INSTANCE_LABEL)
+#: The process (``service.instance.id``) a per-process alert is about.
+PROCESS: Final = label(INSTANCE_LABEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,11 @@ class Rule:
     @property
     def expr(self) -> str:
         """The Prometheus expression: the query compared with the threshold."""
-        return f"{self.query} > {self.threshold:g}"
+        query = self.query
+        if any(f" {word} " in query for word in ("and", "or", "unless")):
+            # comparisons bind tighter than set operators: compare the whole query
+            query = f"({query})"
+        return f"{query} > {self.threshold:g}"
 
     @property
     def uid(self) -> str:
@@ -120,42 +126,53 @@ def definitions(config: MonitoringConfig) -> tuple[AlertDefinition, ...]:
 def _pool_definitions(window: str, config: MonitoringConfig) -> tuple[AlertDefinition, ...]:
     return (
         AlertDefinition(
-            "pool_saturation", "PoolwatchPoolSaturation", "pool", promql.saturation,
-            f"Connection pool {POOL} of {SERVICE} is nearly full.",
-            f"The fullest process of pool {POOL} in {SERVICE} has {VALUE} of its connections "
-            f"checked out (threshold {THRESHOLD}). Once it is full, callers wait and then time out.",
-            PERCENT, "used / max of the fullest process of the pool",
+            "pool_saturation", "PoolwatchPoolSaturation", "pool", promql.process_saturation,
+            f"Connection pool {POOL} of {SERVICE} is nearly full in process {PROCESS}.",
+            f"Process {PROCESS} of {SERVICE} had {VALUE} of pool {POOL}'s connections checked "
+            f"out on average over the last {window} (threshold {THRESHOLD}). Once it is full, its "
+            "callers wait and then time out.",
+            PERCENT, f"used / max of one process's pool, averaged over {window}",
         ),
         AlertDefinition(
-            "checkout_timeouts", "PoolwatchCheckoutTimeouts", "pool", promql.timeouts_rate,
+            "fleet_saturation", "PoolwatchFleetSaturation", "pool", promql.fleet_saturation,
+            f"Connection pool {POOL} is nearly full across the processes of {SERVICE}.",
+            f"Across the live processes of {SERVICE}, pool {POOL} is {VALUE} full on average over "
+            f"the last {window} (threshold {THRESHOLD}): the whole fleet is short of connections, "
+            "not one process.",
+            PERCENT, f"mean over the pool's processes of their saturation over {window}",
+        ),
+        AlertDefinition(
+            "checkout_timeouts", "PoolwatchCheckoutTimeouts", "pool", promql.timeout_share,
             f"Checkouts from pool {POOL} of {SERVICE} are timing out.",
-            f"Pool {POOL} in {SERVICE} refuses {VALUE} checkouts per second after waiting the "
-            f"full pool timeout (threshold {THRESHOLD}, over {window}). Each is a failed request.",
-            PER_SECOND, "checkouts per second that gave up waiting for a connection",
+            f"{VALUE} of the checkouts from pool {POOL} across the processes of {SERVICE} gave up "
+            f"after waiting the full pool timeout over the last {window} (threshold {THRESHOLD}). "
+            "Each is a failed request; the *Top processes* tables show which processes time out.",
+            PERCENT, f"timeouts per checkout attempt across the pool's processes, over {window}",
         ),
         AlertDefinition(
-            "wait_time_p99", "PoolwatchCheckoutWaitHigh", "pool",
-            lambda scope: promql.quantile(scope, promql.WAIT, 0.99),
-            f"Checkouts from pool {POOL} of {SERVICE} wait long for a connection.",
-            f"The 99th percentile wait for a connection from pool {POOL} in {SERVICE} is "
-            f"{VALUE} (threshold {THRESHOLD}, over {window}).",
-            DURATION, "99th percentile of the checkout wait",
+            "wait_time_p99", "PoolwatchCheckoutWaitHigh", "pool", promql.process_wait_p99,
+            f"Checkouts from pool {POOL} of {SERVICE} wait long in process {PROCESS}.",
+            f"The 99th percentile wait for a connection from pool {POOL} in process {PROCESS} of "
+            f"{SERVICE} is {VALUE} (threshold {THRESHOLD}, over {window}).",
+            DURATION, f"99th percentile checkout wait of one process, over {window}",
         ),
         AlertDefinition(
-            "pending_requests", "PoolwatchPendingRequests", "pool", promql.pending,
-            f"Callers queue for connections from pool {POOL} of {SERVICE}.",
-            f"{VALUE} callers are waiting for a connection from pool {POOL} in {SERVICE} "
-            f"(threshold {THRESHOLD}); the pool has had a queue for the whole alert period.",
-            COUNT, "callers waiting for a connection",
+            "pending_requests", "PoolwatchPendingRequests", "pool", promql.process_pending,
+            f"Callers queue for connections from pool {POOL} of {SERVICE} in process {PROCESS}.",
+            f"Process {PROCESS} of {SERVICE} had at least {VALUE} callers waiting for a "
+            f"connection from pool {POOL} at every evaluation of the last {window} "
+            f"(threshold {THRESHOLD}).",
+            COUNT, f"fewest callers waiting in one process over {window}",
         ),
         AlertDefinition(
             "exhaustion_forecast", "PoolwatchPoolExhaustionForecast", "pool",
             promql.exhaustion_forecast,
-            f"Connection pool {POOL} of {SERVICE} will be full within {config.forecast_horizon}.",
-            f"At the trend of the last {config.forecast_window}, pool {POOL} in {SERVICE} "
-            f"reaches {VALUE} saturation {config.forecast_horizon} from now "
+            f"Connection pool {POOL} of {SERVICE} will be full within {config.forecast_horizon} "
+            f"in process {PROCESS}.",
+            f"At the trend of the last {config.forecast_window}, pool {POOL} in process {PROCESS} "
+            f"of {SERVICE} reaches {VALUE} saturation {config.forecast_horizon} from now "
             f"(threshold {THRESHOLD}).",
-            PERCENT, f"saturation extrapolated {config.forecast_horizon} ahead",
+            PERCENT, f"one process's saturation extrapolated {config.forecast_horizon} ahead",
         ),
     )  # fmt: skip
 
@@ -163,27 +180,31 @@ def _pool_definitions(window: str, config: MonitoringConfig) -> tuple[AlertDefin
 def _leak_definitions(window: str) -> tuple[AlertDefinition, ...]:
     return (
         AlertDefinition(
-            "connections_leaked", "PoolwatchConnectionsLeaked", "pool", promql.leaked,
-            f"Connections of pool {POOL} of {SERVICE} are held past the leak threshold.",
-            f"{VALUE} connections of pool {POOL} in {SERVICE} have been checked out longer than "
-            f"the leak threshold (threshold {THRESHOLD}). The {catalog.EVENT_LEAK} events "
-            "name the code that borrowed them.",
-            COUNT, "connections held past the leak threshold right now",
+            "connections_leaked", "PoolwatchConnectionsLeaked", "pool", promql.process_leaked,
+            f"Process {PROCESS} of {SERVICE} holds connections of pool {POOL} past the leak "
+            "threshold.",
+            f"Process {PROCESS} of {SERVICE} holds {VALUE} connections of pool {POOL} checked "
+            f"out longer than the leak threshold (threshold {THRESHOLD}). The {catalog.EVENT_LEAK} "
+            "events name the code that borrowed them.",
+            COUNT, "connections one process holds past the leak threshold right now",
         ),
         AlertDefinition(
-            "never_returned", "PoolwatchConnectionsNeverReturned", "pool", promql.never_returned,
+            "never_returned", "PoolwatchConnectionsNeverReturned", "pool",
+            lambda scope: promql.never_returned(scope, promql.BY_PROCESS),
             f"Connections of pool {POOL} of {SERVICE} were garbage-collected, never returned.",
-            f"{VALUE} connections of pool {POOL} in {SERVICE} were dropped while checked out in "
-            f"the last {window} (threshold {THRESHOLD}): code opened them and never closed them.",
-            COUNT, f"connections garbage-collected while checked out, over {window}",
+            f"{VALUE} connections of pool {POOL} in process {PROCESS} of {SERVICE} were dropped "
+            f"while checked out in the last {window} (threshold {THRESHOLD}): code opened them "
+            "and never closed them.",
+            COUNT, f"connections one process garbage-collected while checked out, over {window}",
         ),
         AlertDefinition(
-            "session_conflicts", "PoolwatchSessionConflicts", "pool", promql.conflicts_by_kind,
+            "session_conflicts", "PoolwatchSessionConflicts", "pool",
+            lambda scope: promql.conflicts_by_kind(scope, promql.BY_SERVICE_PROCESS),
             f"{SERVICE} sees {label(promql.CONFLICT_KIND)} session conflicts.",
-            f"{SERVICE} raises {VALUE} {label(promql.CONFLICT_KIND)} conflicts per second "
-            f"(threshold {THRESHOLD}, over {window}). After pool timeouts this is often an error "
-            "handler reusing an object of another session.",
-            PER_SECOND, "session and transaction conflicts per second, by kind",
+            f"Process {PROCESS} of {SERVICE} raises {VALUE} {label(promql.CONFLICT_KIND)} "
+            f"conflicts per second (threshold {THRESHOLD}, over {window}). After pool timeouts "
+            "this is often an error handler reusing an object of another session.",
+            PER_SECOND, "session and transaction conflicts per second of one process, by kind",
         ),
     )  # fmt: skip
 
@@ -193,9 +214,10 @@ def _django_definitions(window: str) -> tuple[AlertDefinition, ...]:
     return (
         AlertDefinition(
             "django_orphans", "PoolwatchDjangoOrphanedConnections", "django",
-            promql.django_orphaned,
+            lambda scope: promql.django_orphaned(scope, promql.BY_PROCESS_ALIAS),
             f"Django connections of {SERVICE} outlive their requests.",
-            f"{VALUE} connections of database alias {alias} in {SERVICE} are orphaned: their "
+            f"{VALUE} connections of database alias {alias} in process {PROCESS} of {SERVICE} "
+            "are orphaned: their "
             f"request or thread ended without closing them (threshold {THRESHOLD}).",
             COUNT, "Django connections orphaned right now",
         ),
@@ -226,24 +248,28 @@ def _postgres_definitions() -> tuple[AlertDefinition, ...]:
 
 
 def _telemetry_definitions(config: MonitoringConfig) -> tuple[AlertDefinition, ...]:
-    service = "{{ if $labels." + SERVICE_LABEL + " }} from " + SERVICE + "{{ end }}"
+    pool = "{{ if $labels." + promql.POOL + " }} of pool " + POOL + "{{ end }}"
+    service = "{{ if $labels." + SERVICE_LABEL + " }} in " + SERVICE + "{{ end }}"
     return (
         AlertDefinition(
             "telemetry_missing", "PoolwatchTelemetryMissing", "telemetry",
             promql.telemetry_missing,
-            f"No connection-pool metrics{service}.",
-            f"No poolwatch pool metrics{service} arrived for {config.missing_window}. Either the "
-            "service is down, poolwatch is not instrumenting it, or the collector pipeline "
-            "drops them; every other poolwatch alert is blind meanwhile.",
-            COUNT, f"pool metrics absent for {config.missing_window}",
+            f"Processes{pool}{service} stopped sending connection-pool metrics.",
+            f"Processes{pool}{service} stopped reporting: {VALUE} fewer than usual (the median "
+            f"live count over {config.processes_lookback}; a process is live while it sent pool "
+            f"metrics within {config.freshness}), or no pool metrics arrived at all for "
+            f"{config.missing_window}. A process died, the service stopped, or the collector "
+            "pipeline drops them; other poolwatch alerts are blind for them meanwhile.",
+            COUNT, f"processes fewer than the pool's median live count over "
+            f"{config.processes_lookback}",
         ),
         AlertDefinition(
             "internal_errors", "PoolwatchInternalErrors", "telemetry", promql.internal_errors,
             f"poolwatch hit internal errors in {SERVICE}.",
-            f"poolwatch caught {VALUE} errors in its own hooks in {SERVICE} over "
-            f"{config.rate_window} (threshold {THRESHOLD}). The application is unaffected, but "
-            "pool metrics may be incomplete; the log names the hook once per error type.",
-            COUNT, f"poolwatch's own caught errors over {config.rate_window}",
+            f"poolwatch caught {VALUE} errors in its own hooks in process {PROCESS} of {SERVICE} "
+            f"over {config.rate_window} (threshold {THRESHOLD}). The application is unaffected, "
+            "but pool metrics may be incomplete; the log names the hook once per error type.",
+            COUNT, f"poolwatch's own caught errors in one process over {config.rate_window}",
         ),
     )  # fmt: skip
 
@@ -289,13 +315,26 @@ def _render(text: str, rule: Rule, value_ref: str) -> str:
 # --- Prometheus ------------------------------------------------------------------------------------
 
 
+#: The group of recording rules the alert groups and dashboards read.
+RECORDING_GROUP: Final = "poolwatch-recording"
+
+
+def recording_group(config: MonitoringConfig) -> dict[str, Any]:
+    """The recording rules: per-process series for alerts and drill-down, per-pool ones to keep."""
+    scope = promql.alert_scope(config)
+    items = [{"record": name, "expr": expr} for name, expr, _ in promql.recording_rules(scope)]
+    return {"name": RECORDING_GROUP, "interval": config.rule_interval, "rules": items}
+
+
 def prometheus_rule_groups(config: MonitoringConfig) -> dict[str, Any]:
-    """The Prometheus rule file: one group per area, rules in definition order."""
+    """The Prometheus rule file: the recording group, then one alert group per area."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for rule in rules(config):
         groups.setdefault(rule.definition.group, []).append(_prometheus_rule(rule))
+    recording = [recording_group(config)] if config.recording_rules else []
     return {
-        "groups": [
+        "groups": recording
+        + [
             {"name": f"poolwatch-{group}", "interval": config.rule_interval, "rules": items}
             for group, items in groups.items()
         ]

@@ -17,7 +17,9 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-HistogramMode = Literal["aggregated", "standard"]
+#: How the standard histograms reach Prometheus: classic ``_bucket``/``_sum``/``_count`` series
+#: (what the collector's exporters write by default) or native histograms.
+HistogramMode = Literal["classic", "native"]
 
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
@@ -34,20 +36,40 @@ class Threshold:
 
 def _default_thresholds() -> dict[str, Threshold]:
     return {
-        "pool_saturation": Threshold(0.8, 0.95, "5m", "2m"),
-        "checkout_timeouts": Threshold(0.0, 0.5, "1m", "5m"),
+        # per process: average used / max over the rate window
+        "pool_saturation": Threshold(0.8, 0.95, "5m", "5m"),
+        # per pool across its processes: the mean of the processes' average saturation
+        "fleet_saturation": Threshold(0.7, 0.85, "10m", "10m"),
+        # per pool across its processes: timeouts per checkout attempt
+        "checkout_timeouts": Threshold(0.001, 0.01, "5m", "5m"),
+        # per process: p99 checkout wait over the rate window, seconds
         "wait_time_p99": Threshold(0.25, 2.0, "10m", "5m"),
+        # per process: fewest callers waiting at any sample of the rate window
         "pending_requests": Threshold(0.0, 5.0, "10m", "5m"),
+        # per process: saturation extrapolated forecast_horizon ahead
         "exhaustion_forecast": Threshold(1.0, None, "15m"),
+        # per process: connections held past the leak threshold
         "connections_leaked": Threshold(0.0, 5.0, "5m", "5m"),
         "never_returned": Threshold(0.0, None, "1m"),
         "session_conflicts": Threshold(0.0, None, "5m"),
         "django_orphans": Threshold(0.0, 10.0, "10m", "5m"),
         "postgres_connections": Threshold(0.8, 0.9, "5m", "5m"),
         "idle_in_transaction": Threshold(300.0, 1800.0, "2m", "2m"),
-        "telemetry_missing": Threshold(0.0, None, "5m"),
+        # per pool: processes fewer than the usual count (or none at all)
+        "telemetry_missing": Threshold(0.0, None, "10m"),
         "internal_errors": Threshold(0.0, None, "5m"),
     }
+
+
+#: The values a threshold may take, per alert key: shares are 0..1, the rest are non-negative.
+THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
+    "pool_saturation": (0.0, 1.0),
+    "fleet_saturation": (0.0, 1.0),
+    "checkout_timeouts": (0.0, 1.0),
+    "postgres_connections": (0.0, 1.0),
+    "exhaustion_forecast": (0.0, 10.0),
+}
+_NON_NEGATIVE = (0.0, float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +80,19 @@ class MonitoringConfig:
     selector: str = ""
     #: Matchers for the PostgreSQL monitor's series (collector/postgres.yaml names it).
     postgres_selector: str = 'job="postgresql"'
-    #: ``aggregated`` (poolwatch's default export) or ``standard`` OpenTelemetry histograms.
-    histograms: HistogramMode = "aggregated"
-    #: Range of the rate()/increase() windows in alert rules (dashboards use $__rate_interval).
+    #: ``classic`` (``*_bucket``/``_sum``/``_count`` series) or ``native`` Prometheus histograms.
+    histograms: HistogramMode = "classic"
+    #: Range of the rate()/increase()/avg_over_time() windows of recording and alert rules
+    #: (dashboards use $__rate_interval on raw series).
     rate_window: str = "5m"
+    #: A process counts only while one of its series has a sample this recent: remote write sends
+    #: no staleness markers, so an exited process's last values would otherwise linger 5m.
+    freshness: str = "2m"
+    #: Alerts and panels read the recording rules' series (generated beside the alerts); false
+    #: inlines their expressions instead (no recording rules needed; much heavier queries).
+    recording_rules: bool = True
+    #: How far back telemetry_missing looks for the usual number of processes of a pool.
+    processes_lookback: str = "1h"
     #: How much history the exhaustion forecast fits, and how far ahead it looks.
     forecast_window: str = "1h"
     forecast_horizon: str = "1h"
@@ -86,6 +117,9 @@ class MonitoringConfig:
     grafana_folder_title: str = "poolwatch"
     #: A checkout slower than this shows in the Tempo "slow checkouts" panel.
     slow_checkout: str = "100ms"
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def threshold(self, key: str) -> Threshold:
         """The threshold of alert ``key``; unknown keys are a programming error."""
@@ -144,12 +178,14 @@ def from_mapping(raw: Mapping[str, Any]) -> MonitoringConfig:
             values[name] = _labels(value)
         else:
             values[name] = _scalar(name, value)
-    config = MonitoringConfig(**values)
-    _check_durations(config)
-    return config
+    return MonitoringConfig(**values)
 
 
-def _scalar(name: str, value: Any) -> str:
+def _scalar(name: str, value: Any) -> str | bool:
+    if name == "recording_rules":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
     if not isinstance(value, str):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
     if name == "histograms" and value not in get_args(HistogramMode):
@@ -186,7 +222,9 @@ def _threshold_fields(key: str, changes: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, value in changes.items():
         if name in {"warning", "critical"}:
-            if value is not None and not isinstance(value, int | float):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
                 raise ConfigError(f"thresholds.{key}.{name}: expected a number or null")
             fields[name] = None if value is None else float(value)
         else:
@@ -194,21 +232,68 @@ def _threshold_fields(key: str, changes: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def validate(config: MonitoringConfig) -> None:
+    """Raise :class:`ConfigError` naming the first setting that cannot make sensible rules."""
+    if config.histograms not in get_args(HistogramMode):
+        raise ConfigError(f"histograms: expected one of {', '.join(get_args(HistogramMode))}")
+    _check_durations(config)
+    _check_windows(config)
+    for key, threshold in config.thresholds.items():
+        _check_threshold(key, threshold)
+
+
+_WINDOWS = ("rate_window", "freshness", "forecast_window", "forecast_horizon", "missing_window",
+            "processes_lookback", "rule_interval", "slow_checkout")  # fmt: skip
+
+
 def _check_durations(config: MonitoringConfig) -> None:
-    durations = {
-        "rate_window": config.rate_window,
-        "forecast_window": config.forecast_window,
-        "forecast_horizon": config.forecast_horizon,
-        "missing_window": config.missing_window,
-        "rule_interval": config.rule_interval,
-        "slow_checkout": config.slow_checkout,
-    }
+    durations = {name: getattr(config, name) for name in _WINDOWS}
     for key, threshold in config.thresholds.items():
         durations[f"thresholds.{key}.warning_for"] = threshold.warning_for
         durations[f"thresholds.{key}.critical_for"] = threshold.critical_for
     for name, value in durations.items():
         if not isinstance(value, str) or not _DURATION.match(value):
             raise ConfigError(f"{name}: expected a Prometheus duration like 5m, got {value!r}")
+        if not name.endswith("_for") and not any(int(n) for n in re.findall(r"\d+", value)):
+            raise ConfigError(f"{name}: must be longer than 0, got {value!r}")
+
+
+def _check_windows(config: MonitoringConfig) -> None:
+    """Windows that must hold at least two evaluations (or samples) to mean anything."""
+    interval = seconds(config.rule_interval)
+    for name in ("rate_window", "freshness", "missing_window"):
+        if seconds(getattr(config, name)) < 2 * interval:
+            raise ConfigError(
+                f"{name}: must be at least twice rule_interval ({config.rule_interval}), "
+                f"got {getattr(config, name)!r}"
+            )
+    if seconds(config.processes_lookback) <= seconds(config.freshness):
+        raise ConfigError(
+            f"processes_lookback: must be longer than freshness ({config.freshness}), "
+            f"got {config.processes_lookback!r}"
+        )
+
+
+def _check_threshold(key: str, threshold: Threshold) -> None:
+    low, high = THRESHOLD_RANGES.get(key, _NON_NEGATIVE)
+    for severity in ("warning", "critical"):
+        value = getattr(threshold, severity)
+        if value is not None and not low <= value <= high:
+            raise ConfigError(
+                f"thresholds.{key}.{severity}: expected a value from {low:g} to {high:g}, "
+                f"got {value:g}"
+            )
+    if threshold.warning is None and threshold.critical is None:
+        raise ConfigError(f"thresholds.{key}: set warning, critical or both")
+    if (
+        threshold.warning is not None
+        and threshold.critical is not None
+        and threshold.warning >= threshold.critical
+    ):
+        raise ConfigError(
+            f"thresholds.{key}.warning: must be below critical ({threshold.critical:g}), "
+            f"got {threshold.warning:g}"
+        )
 
 
 def seconds(duration: str) -> int:

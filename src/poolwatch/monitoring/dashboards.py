@@ -1,7 +1,7 @@
 """The dashboards: pools, Django connections, the PostgreSQL server; plus import and provisioning.
 
-Each dashboard has datasource variables for Prometheus, Loki and Tempo, ``service``/``pool`` (or
-``server``) variables and a stable uid; panels come from :mod:`poolwatch.monitoring.panels`.
+Each dashboard has datasource variables for Prometheus, Loki and Tempo, ``service``/``pool``/
+``instance`` (or ``server``) variables and a stable uid; panels come from :mod:`poolwatch.monitoring.panels`.
 :func:`import_variant` adds ``__inputs`` for Grafana's "Import dashboard" screen.
 """
 
@@ -86,6 +86,14 @@ def _pool_variable(scope: Scope) -> gd.QueryVariable:
     return _query_variable("pool", "Pool", f"label_values({series}, {promql.POOL})")
 
 
+def _instance_variable(scope: Scope) -> gd.QueryVariable:
+    series = scope.select(prometheus_name(catalog.CONNECTION_MAX), promql.POOL_MATCHER,
+                          source=Source.APP)  # fmt: skip
+    return _query_variable(
+        "instance", "Process (service.instance.id)", f"label_values({series}, {INSTANCE_LABEL})"
+    )
+
+
 def _server_variable(config: MonitoringConfig) -> gd.QueryVariable:
     series = promql.alert_scope(config).select(
         prometheus_name(catalog.PG_MAX_CONNECTIONS), source=Source.POSTGRES
@@ -131,10 +139,16 @@ def pools_dashboard(config: MonitoringConfig) -> gd.Dashboard:
         .with_variable(_datasource_variable("tempo"))
         .with_variable(_service_variable(config))
         .with_variable(_pool_variable(scope))
+        .with_variable(_instance_variable(scope))
         .with_row(gd.Row("Saturation"))
         .with_panel(panels.saturation_now(scope, config))
         .with_panel(panels.saturation_over_time(scope, config))
         .with_panel(panels.connections(scope))
+        .with_row(gd.Row("Processes"))
+        .with_panel(panels.top_saturation(scope))
+        .with_panel(panels.top_wait(scope))
+        .with_panel(panels.top_timeouts(scope))
+        .with_panel(panels.process_detail(scope))
         .with_row(gd.Row("Waiting"))
         .with_panel(panels.wait_quantiles(scope))
         .with_panel(panels.wait_heatmap(scope))

@@ -33,6 +33,7 @@ def _legend(*labels: str) -> str:
 
 
 POOL_LEGEND: Final = _legend(SERVICE_LABEL, promql.POOL)
+PROCESS_LEGEND: Final = _legend(SERVICE_LABEL, INSTANCE_LABEL, promql.POOL)
 ALIAS_LEGEND: Final = _legend(SERVICE_LABEL, promql.DJANGO_ALIAS)
 SERVER_LEGEND: Final = _legend(INSTANCE_LABEL)
 SESSION_LEGEND: Final = _legend(INSTANCE_LABEL, promql.PG_APPLICATION, promql.PG_DATABASE)
@@ -90,25 +91,27 @@ def _share_now(title: str, description: str, target: Any, bounds: Any) -> stat.P
 
 
 def saturation_now(scope: Scope, config: MonitoringConfig) -> stat.Panel:
-    """Used / max of the fullest process of each pool, now."""
+    """Mean saturation of each pool's live processes, now."""
     return _share_now(
-        "Saturation now",
-        "Used / max connections of the fullest process of each pool.",
-        _query(promql.saturation(scope), POOL_LEGEND).instant(),
-        config.threshold("pool_saturation"),
+        "Saturation now (fleet mean)",
+        "Used / max connections, averaged over the pool's live processes.",
+        _query(promql.saturation_mean(scope), POOL_LEGEND).instant(),
+        config.threshold("fleet_saturation"),
     )
 
 
 def saturation_over_time(scope: Scope, config: MonitoringConfig) -> ts.Panel:
-    """Saturation per pool over time, with the alert thresholds drawn in."""
+    """Fleet mean and fullest process of each pool over time, with the alert thresholds."""
     bounds = config.threshold("pool_saturation")
     return (
         _timeseries(
             "Saturation (used / max)",
-            "Fullest process of each pool. At 100% callers queue and then time out.",
+            "Mean over the pool's live processes and the fullest one; at 100% a process's "
+            "callers queue and then time out.",
             "percentunit",
         )
-        .with_target(_query(promql.saturation(scope), POOL_LEGEND))
+        .with_target(_query(promql.saturation_mean(scope), "mean " + POOL_LEGEND))
+        .with_target(_query(promql.saturation_max(scope), "fullest " + POOL_LEGEND, "B"))
         .max(1)
         .thresholds(_thresholds(bounds.warning, bounds.critical))
         .thresholds_style(_threshold_lines())
@@ -117,40 +120,98 @@ def saturation_over_time(scope: Scope, config: MonitoringConfig) -> ts.Panel:
 
 
 def connections(scope: Scope) -> ts.Panel:
-    """Used, idle and max connections per pool."""
+    """Used, idle and max connections per pool, and its live processes."""
     return (
         _timeseries("Connections: used, idle, max", "Summed over the pool's processes.", "short")
         .with_target(_query(promql.used(scope), "used " + POOL_LEGEND, "A"))
         .with_target(_query(promql.idle(scope), "idle " + POOL_LEGEND, "B"))
         .with_target(_query(promql.maximum(scope), "max " + POOL_LEGEND, "C"))
+        .with_target(_query(promql.processes(scope), "processes " + POOL_LEGEND, "D"))
         .span(9)
     )
 
 
 def wait_quantiles(scope: Scope) -> ts.Panel:
-    """Checkout wait p50/p95/p99; exemplars link to the checkout-wait traces in Tempo."""
+    """Checkout wait p50/p95/p99 per pool, from the recorded bucket rates."""
     panel = _timeseries(
         "Checkout wait p50 / p95 / p99",
-        "Time callers waited for a connection. Exemplars (standard histograms) open the trace.",
+        "Time callers waited for a connection, over all the pool's processes.",
         "s",
     ).span(8)
-    for ref, q in (("A", 0.5), ("B", 0.95), ("C", 0.99)):
+    for ref, q in zip("ABC", promql.QUANTILES, strict=True):
         legend = f"p{round(q * 100)} {POOL_LEGEND}"
-        panel = panel.with_target(
-            _query(promql.quantile(scope, promql.WAIT, q), legend, ref, exemplar=True)
-        )
+        panel = panel.with_target(_query(promql.quantile(scope, promql.WAIT, q), legend, ref))
     return panel
+
+
+def _top_table(title: str, description: str, expr: str, unit: str) -> table.Panel:
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .with_target(_query(promql.top(expr), PROCESS_LEGEND).instant().format(
+            prom_models.PromQueryFormat.TABLE))
+        .unit(unit)
+        .height(8)
+        .span(8)
+    )  # fmt: skip
+
+
+def top_saturation(scope: Scope) -> table.Panel:
+    """The ten fullest processes."""
+    return _top_table(
+        "Top processes by saturation",
+        "Used / max averaged over the rate window; the instance is the process's "
+        "service.instance.id.",
+        promql.process_saturation(scope),
+        "percentunit",
+    )
+
+
+def top_wait(scope: Scope) -> table.Panel:
+    """The ten processes with the slowest checkouts."""
+    return _top_table(
+        "Top processes by checkout wait p99",
+        "One slow process hides in the pooled percentiles; here it is on top.",
+        promql.process_wait_p99(scope),
+        "s",
+    )
+
+
+def top_timeouts(scope: Scope) -> table.Panel:
+    """The ten processes with the most checkout timeouts."""
+    return _top_table(
+        "Top processes by timeouts",
+        "Checkout timeouts per second, per process.",
+        promql.process_timeouts(scope),
+        "reqps",
+    )
+
+
+def process_detail(scope: Scope) -> ts.Panel:
+    """Saturation and wait p99 of the processes picked in the instance variable."""
+    return (
+        _timeseries(
+            "Selected processes: saturation and wait p99",
+            "Pick processes in the instance variable (a process is one service.instance.id).",
+            "percentunit",
+        )
+        .with_target(_query(promql.process_saturation_now(scope), "saturation " + PROCESS_LEGEND))
+        .with_target(_query(promql.process_wait_p99(scope), "wait p99 " + PROCESS_LEGEND, "B"))
+        .span(24)
+    )
 
 
 def wait_heatmap(scope: Scope) -> heatmap.Panel:
     """Distribution of checkout waits over time."""
-    query = _query(promql.heatmap(scope, promql.WAIT), _legend(promql.LE), exemplar=True).format(
+    query = _query(promql.heatmap(scope, promql.WAIT), _legend(promql.LE)).format(
         prom_models.PromQueryFormat.HEATMAP
     )
     return (
         heatmap.Panel()
         .title("Checkout wait distribution")
-        .description("Checkouts per wait-time bucket (all selected pools).")
+        .description("Checkouts per second per wait-time bucket (all selected pools).")
         .datasource(PROMETHEUS)
         .with_target(query)
         .calculate(False)
@@ -163,7 +224,9 @@ def wait_heatmap(scope: Scope) -> heatmap.Panel:
 def pending_requests(scope: Scope) -> ts.Panel:
     """Callers waiting for a connection."""
     return (
-        _timeseries("Pending requests", "Callers waiting for a connection right now.", "short")
+        _timeseries(
+            "Pending requests", "Callers waiting for a connection now, over all processes.", "short"
+        )
         .with_target(_query(promql.pending(scope), POOL_LEGEND))
         .span(8)
     )
@@ -194,10 +257,11 @@ def exhaustion_forecast(scope: Scope, config: MonitoringConfig) -> ts.Panel:
     return (
         _timeseries(
             f"Saturation forecast ({config.forecast_horizon} ahead)",
-            f"Linear trend of the last {config.forecast_window}; above 100% the pool runs dry.",
+            f"The process whose linear trend of the last {config.forecast_window} climbs "
+            "highest; above 100% its pool runs dry.",
             "percentunit",
         )
-        .with_target(_query(promql.exhaustion_forecast(scope), POOL_LEGEND))
+        .with_target(_query(promql.forecast_max(scope), POOL_LEGEND))
         .thresholds(_thresholds(None, 1.0))
         .thresholds_style(_threshold_lines())
         .span(8)

@@ -2,12 +2,15 @@
 
 Series names come from the catalog through :mod:`poolwatch.monitoring.names`. Label matchers
 are put into a selector in exactly one place, :meth:`Scope.select`; a :class:`Scope` says which
-matchers (the config's, plus Grafana's ``$service``/``$pool`` variables on dashboards) and which
-rate window apply.
+matchers (the config's, plus Grafana's ``$service``/``$pool``/``$instance`` variables on
+dashboards) and which windows apply. Heavy questions are :class:`Recorded` rules; alerts and
+panels read their series through :func:`use`, which inlines the expression when recordings are off.
+Labels: ``job`` is the service, ``instance`` the process (``service.instance.id``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -28,19 +31,26 @@ PG_STATE: str = prometheus_label(catalog.PG_STATE)
 PG_APPLICATION: str = prometheus_label(catalog.PG_APPLICATION)
 PG_DATABASE: str = prometheus_label(catalog.PG_DATABASE)
 
-#: How results are grouped: one line/alert per service and pool, per PostgreSQL server, ...
+#: How results are grouped: one line/alert per service and pool, per process, per server, ...
 BY_POOL = f"{SERVICE_LABEL}, {POOL}"
+#: One process's pool: ``instance`` is the process's ``service.instance.id``.
+BY_PROCESS = f"{SERVICE_LABEL}, {INSTANCE_LABEL}, {POOL}"
 BY_SERVICE = SERVICE_LABEL
+BY_SERVICE_PROCESS = f"{SERVICE_LABEL}, {INSTANCE_LABEL}"
 BY_SERVER = f"{SERVICE_LABEL}, {INSTANCE_LABEL}"
 BY_ALIAS = f"{SERVICE_LABEL}, {DJANGO_ALIAS}"
+BY_PROCESS_ALIAS = f"{SERVICE_LABEL}, {INSTANCE_LABEL}, {DJANGO_ALIAS}"
+#: Quantiles the per-pool wait panels draw from the recorded bucket rates.
+QUANTILES = (0.5, 0.95, 0.99)
 
 
 class Source(Enum):
-    """Which series a selector is for: pool series, other app-side series, or PostgreSQL's."""
+    """Which series a selector is for: pool series, other app-side series, PostgreSQL's, or recorded."""
 
     POOL = "pool"
     APP = "app"
     POSTGRES = "postgres"
+    RECORDED = "recorded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +60,21 @@ class Scope:
     app: tuple[str, ...]
     pool: tuple[str, ...]
     postgres: tuple[str, ...]
+    #: Matchers on recorded series (which keep only service, process and pool labels).
+    recorded: tuple[str, ...]
+    #: Matchers picking processes, on per-process recorded series.
+    process: tuple[str, ...]
     window: str
     histograms: HistogramMode
     forecast_window: str
     forecast_horizon: str
     missing_window: str
+    freshness: str
+    processes_lookback: str
+    #: Recorded samples a process needs in the forecast window before it is forecast.
+    forecast_samples: int
+    #: Read recording rules' series (True) or inline their expressions (False).
+    use_recorded: bool = True
 
     def select(self, series: str, *matchers: str, source: Source = Source.POOL) -> str:
         """``series{matchers}``: the only place selectors are interpolated into PromQL."""
@@ -62,6 +82,7 @@ class Scope:
             Source.POOL: self.app + self.pool,
             Source.APP: self.app,
             Source.POSTGRES: self.postgres,
+            Source.RECORDED: self.recorded,
         }[source]
         inside = ", ".join(m for m in (*common, *matchers) if m)
         return f"{series}{{{inside}}}" if inside else series
@@ -77,18 +98,30 @@ def _quote(value: str) -> str:
 
 
 def alert_scope(config: MonitoringConfig) -> Scope:
-    """Matchers for alert rules: the config's selectors only, every service and pool."""
-    return _scope(config, app=(), pool=(), postgres=(), window=config.rate_window)
+    """Matchers for rules: the config's selectors only, every service, pool and process."""
+    return _scope(
+        config, app=(), pool=(), postgres=(), recorded=(), process=(),
+        window=config.rate_window, use_recorded=True,
+    )  # fmt: skip
 
 
-def dashboard_scope(config: MonitoringConfig) -> Scope:
-    """Matchers for dashboards: the config's selectors plus the ``service``/``pool`` variables."""
+#: Dashboard variables: which services, pools and processes are shown.
+SERVICE_MATCHER = f'{SERVICE_LABEL}=~"$service"'
+POOL_MATCHER = f'{POOL}=~"$pool"'
+INSTANCE_MATCHER = f'{INSTANCE_LABEL}=~"$instance"'
+
+
+def dashboard_scope(config: MonitoringConfig, *, use_recorded: bool = True) -> Scope:
+    """Matchers for dashboards: the config's selectors plus the service/pool/instance variables."""
     return _scope(
         config,
-        app=(f'{SERVICE_LABEL}=~"$service"',),
-        pool=(f'{POOL}=~"$pool"',),
+        app=(SERVICE_MATCHER,),
+        pool=(POOL_MATCHER, INSTANCE_MATCHER),
         postgres=(f'{INSTANCE_LABEL}=~"$server"',),
+        recorded=(SERVICE_MATCHER, POOL_MATCHER),
+        process=(INSTANCE_MATCHER,),
         window="$__rate_interval",
+        use_recorded=use_recorded,
     )
 
 
@@ -98,134 +131,452 @@ def _scope(
     app: tuple[str, ...],
     pool: tuple[str, ...],
     postgres: tuple[str, ...],
+    recorded: tuple[str, ...],
+    process: tuple[str, ...],
     window: str,
+    use_recorded: bool,
 ) -> Scope:
     return Scope(
         app=(config.selector, *app),
         pool=pool,
         postgres=(config.postgres_selector, *postgres),
+        recorded=recorded,
+        process=process,
         window=window,
         histograms=config.histograms,
         forecast_window=config.forecast_window,
         forecast_horizon=config.forecast_horizon,
         missing_window=config.missing_window,
+        freshness=config.freshness,
+        processes_lookback=config.processes_lookback,
+        forecast_samples=_forecast_samples(config),
+        use_recorded=use_recorded and config.recording_rules,
     )
 
 
-# --- histograms: aggregated le counters (default) or standard OpenTelemetry histograms -------------
+def _forecast_samples(config: MonitoringConfig) -> int:
+    """Three quarters of the evaluations in the forecast window: a trend fitted to a few minutes
+    of a new process's noisy saturation would extrapolate wildly."""
+    return max(2, 3 * seconds(config.forecast_window) // (4 * seconds(config.rule_interval)))
+
+
+# --- histograms: the standard OpenTelemetry histograms, classic or native ------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Histogram:
-    """The two exports of one latency histogram in the catalog."""
+    """One standard latency histogram of the catalog and the short name its recordings use."""
 
-    standard: catalog.Metric
-    bucket: catalog.Metric
-    total: catalog.Metric
+    metric: catalog.Metric
+    short: str
 
 
-WAIT = Histogram(catalog.CONNECTION_WAIT_TIME, catalog.WAIT_TIME_BUCKET, catalog.WAIT_TIME_SUM)
-USE = Histogram(catalog.CONNECTION_USE_TIME, catalog.USE_TIME_BUCKET, catalog.USE_TIME_SUM)
-CREATE = Histogram(
-    catalog.CONNECTION_CREATE_TIME, catalog.CREATE_TIME_BUCKET, catalog.CREATE_TIME_SUM
+WAIT = Histogram(catalog.CONNECTION_WAIT_TIME, "wait")
+USE = Histogram(catalog.CONNECTION_USE_TIME, "use")
+CREATE = Histogram(catalog.CONNECTION_CREATE_TIME, "create")
+
+
+def _classic(histogram: Histogram, part: str) -> str:
+    bucket, count, total = _series(histogram.metric)
+    return {"bucket": bucket, "count": count, "sum": total}[part]
+
+
+def _native(scope: Scope, histogram: Histogram, *matchers: str) -> str:
+    return scope.select(_name(histogram.metric), *matchers)
+
+
+def _buckets_rate(scope: Scope, histogram: Histogram, by: str) -> str:
+    """Per-bucket rates (classic) or the rate of the native histogram, summed ``by``."""
+    if scope.histograms == "native":
+        return f"sum by ({by}) (rate({_native(scope, histogram)}[{scope.window}]))"
+    buckets = scope.select(_classic(histogram, "bucket"))
+    return f"sum by ({by}, {LE}) (rate({buckets}[{scope.window}]))"
+
+
+def _count_rate(scope: Scope, histogram: Histogram, by: str) -> str:
+    if scope.histograms == "native":
+        return f"sum by ({by}) (histogram_count(rate({_native(scope, histogram)}[{scope.window}])))"
+    series = scope.select(_classic(histogram, "count"))
+    return f"sum by ({by}) (rate({series}[{scope.window}]))"
+
+
+def _sum_rate(scope: Scope, histogram: Histogram, by: str) -> str:
+    if scope.histograms == "native":
+        return f"sum by ({by}) (histogram_sum(rate({_native(scope, histogram)}[{scope.window}])))"
+    series = scope.select(_classic(histogram, "sum"))
+    return f"sum by ({by}) (rate({series}[{scope.window}]))"
+
+
+# --- recording rules: the heavy questions, answered once per evaluation ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A recording rule: the series name it writes and the expression it evaluates."""
+
+    name: str
+    expression: Callable[[Scope], str]
+    #: What one series of it says, for the README.
+    description: str
+    #: One series per process (``instance`` kept) rather than per pool.
+    per_process: bool = False
+
+
+def use(scope: Scope, rule: Recorded) -> str:
+    """The rule's recorded series, or its expression inlined when recordings are off."""
+    if scope.use_recorded:
+        matchers = scope.process if rule.per_process else ()
+        return scope.select(rule.name, *matchers, source=Source.RECORDED)
+    return f"({rule.expression(scope)})"
+
+
+def over_time(
+    scope: Scope, function: str, rule: Recorded, window: str, *args: str, after: str = ""
+) -> str:
+    """``function(args, rule[window], after)``: a recording's range (a subquery when recordings
+    are off)."""
+    colon = "" if scope.use_recorded else ":"
+    before = "".join(arg + ", " for arg in args)
+    tail = f", {after}" if after else ""
+    return f"{function}({before}{use(scope, rule)}[{window}{colon}]{tail})"
+
+
+def _fresh(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:
+    """The last value of each series that had a sample within ``freshness``."""
+    return f"last_over_time({scope.select(_name(metric), *matchers)}[{scope.freshness}])"
+
+
+def _live(scope: Scope, expr: str) -> str:
+    """``expr`` for processes that reported within ``freshness`` only."""
+    alive = f"group by ({BY_PROCESS}) ({_fresh(scope, catalog.CONNECTION_MAX)})"
+    return f"{expr} and on ({BY_PROCESS}) {alive}"
+
+
+_USED = eq(STATE, catalog.STATE_USED)
+_IDLE = eq(STATE, catalog.STATE_IDLE)
+
+
+def _process_saturation(scope: Scope) -> str:
+    used_now = _fresh(scope, catalog.CONNECTION_COUNT, _USED)
+    limit = _fresh(scope, catalog.CONNECTION_MAX)
+    return f"sum by ({BY_PROCESS}) ({used_now}) / (sum by ({BY_PROCESS}) ({limit}) > 0)"
+
+
+PROCESS_SATURATION = Recorded(
+    "job_instance_pool:poolwatch_saturation:ratio", _process_saturation,
+    "used / max of one process's pool, now (fresh processes only)",
+    per_process=True,
+)  # fmt: skip
+PROCESS_PENDING = Recorded(
+    "job_instance_pool:poolwatch_pending_requests:last",
+    lambda s: f"sum by ({BY_PROCESS}) ({_fresh(s, catalog.CONNECTION_PENDING_REQUESTS)})",
+    "callers waiting for a connection in one process, now",
+    per_process=True,
+)
+PROCESS_LEAKED = Recorded(
+    "job_instance_pool:poolwatch_connections_leaked:last",
+    lambda s: f"sum by ({BY_PROCESS}) ({_fresh(s, catalog.CONNECTION_LEAKED)})",
+    "connections one process holds past the leak threshold, now",
+    per_process=True,
+)
+PROCESS_WAIT_P99 = Recorded(
+    "job_instance_pool:poolwatch_wait_seconds:p99",
+    lambda s: _live(s, f"histogram_quantile(0.99, {_buckets_rate(s, WAIT, BY_PROCESS)})"),
+    "99th percentile checkout wait of one process over the rate window",
+    per_process=True,
+)
+PROCESS_CHECKOUTS = Recorded(
+    "job_instance_pool:poolwatch_checkouts:rate",
+    lambda s: _live(s, _count_rate(s, WAIT, BY_PROCESS)),
+    "checkout attempts per second of one process (the wait histogram's count)",
+    per_process=True,
+)
+PROCESS_TIMEOUTS = Recorded(
+    "job_instance_pool:poolwatch_timeouts:rate",
+    lambda s: _live(
+        s,
+        f"sum by ({BY_PROCESS}) (rate({s.select(_name(catalog.CONNECTION_TIMEOUTS))}[{s.window}]))",
+    ),
+    "checkouts per second of one process that gave up waiting",
+    per_process=True,
+)
+POOL_PROCESSES = Recorded(
+    "job_pool:poolwatch_processes:count",
+    lambda s: f"count by ({BY_POOL}) ({_fresh(s, catalog.CONNECTION_MAX)})",
+    "processes of the pool that reported within the freshness window",
+)
+POOL_USED = Recorded(
+    "job_pool:poolwatch_connections_used:sum",
+    lambda s: f"sum by ({BY_POOL}) ({_fresh(s, catalog.CONNECTION_COUNT, _USED)})",
+    "connections checked out, summed over the pool's processes",
+)
+POOL_IDLE = Recorded(
+    "job_pool:poolwatch_connections_idle:sum",
+    lambda s: f"sum by ({BY_POOL}) ({_fresh(s, catalog.CONNECTION_COUNT, _IDLE)})",
+    "idle connections, summed over the pool's processes",
+)
+POOL_MAX = Recorded(
+    "job_pool:poolwatch_connections_max:sum",
+    lambda s: f"sum by ({BY_POOL}) ({_fresh(s, catalog.CONNECTION_MAX)})",
+    "the pool's connection limit, summed over its processes",
+)
+POOL_PENDING = Recorded(
+    "job_pool:poolwatch_pending_requests:sum",
+    lambda s: f"sum by ({BY_POOL}) ({_fresh(s, catalog.CONNECTION_PENDING_REQUESTS)})",
+    "callers waiting, summed over the pool's processes",
+)
+POOL_LEAKED = Recorded(
+    "job_pool:poolwatch_connections_leaked:sum",
+    lambda s: f"sum by ({BY_POOL}) ({_fresh(s, catalog.CONNECTION_LEAKED)})",
+    "connections held past the leak threshold, summed over the pool's processes",
+)
+POOL_CHECKOUTS = Recorded(
+    "job_pool:poolwatch_checkouts:rate",
+    lambda s: _count_rate(s, WAIT, BY_POOL),
+    "checkout attempts per second of the pool: each process's rate, then summed",
+)
+POOL_TIMEOUTS = Recorded(
+    "job_pool:poolwatch_timeouts:rate",
+    lambda s: (
+        f"sum by ({BY_POOL}) (rate({s.select(_name(catalog.CONNECTION_TIMEOUTS))}[{s.window}]))"
+    ),
+    "checkout timeouts per second of the pool: each process's rate, then summed",
 )
 
 
-def _buckets(scope: Scope, histogram: Histogram, *matchers: str) -> str:
-    if scope.histograms == "standard":
-        return scope.select(_series(histogram.standard)[0], *matchers)
-    return scope.select(_name(histogram.bucket), *matchers)
+def _bucket_rule(histogram: Histogram) -> Recorded:
+    return Recorded(
+        f"job_pool_le:poolwatch_{histogram.short}_seconds_bucket:rate",
+        lambda s: _buckets_rate(s, histogram, BY_POOL),
+        f"{histogram.short} time observations per second by bucket (classic) or as one native "
+        "histogram, summed over the pool's processes",
+    )
 
 
-def _count(scope: Scope, histogram: Histogram) -> str:
-    if scope.histograms == "standard":
-        return scope.select(_series(histogram.standard)[1])
-    # Aggregated export: the count is the +Inf bucket.
-    return scope.select(_name(histogram.bucket), eq(LE, "+Inf"))
+def _sum_rule(histogram: Histogram) -> Recorded:
+    return Recorded(
+        f"job_pool:poolwatch_{histogram.short}_seconds_sum:rate",
+        lambda s: _sum_rate(s, histogram, BY_POOL),
+        f"seconds of {histogram.short} time per second, summed over the pool's processes",
+    )
 
 
-def _sum(scope: Scope, histogram: Histogram) -> str:
-    if scope.histograms == "standard":
-        return scope.select(_series(histogram.standard)[2])
-    return scope.select(_name(histogram.total))
+POOL_BUCKETS = {h.short: _bucket_rule(h) for h in (WAIT, USE, CREATE)}
+POOL_SUMS = {h.short: _sum_rule(h) for h in (WAIT, USE, CREATE)}
+USE_COUNT = Recorded(
+    "job_pool:poolwatch_use_seconds_count:rate",
+    lambda s: _count_rate(s, USE, BY_POOL),
+    "checkins per second (the use histogram's count), summed over the pool's processes",
+)
+CREATE_COUNT = Recorded(
+    "job_pool:poolwatch_create_seconds_count:rate",
+    lambda s: _count_rate(s, CREATE, BY_POOL),
+    "connections opened per second (the create histogram's count), summed over the processes",
+)
 
 
-def quantile(scope: Scope, histogram: Histogram, q: float, by: str = BY_POOL) -> str:
-    """The ``q`` quantile of a latency histogram over the rate window."""
-    buckets = _buckets(scope, histogram)
-    return f"histogram_quantile({q}, sum by ({by}, {LE}) (rate({buckets}[{scope.window}])))"
+def _forecast(scope: Scope) -> str:
+    ahead = over_time(
+        scope, "predict_linear", PROCESS_SATURATION, scope.forecast_window,
+        after=str(seconds(scope.forecast_horizon)),
+    )  # fmt: skip
+    history = over_time(scope, "count_over_time", PROCESS_SATURATION, scope.forecast_window)
+    # the range outlives the process: only live processes (a saturation now) are forecast
+    live = use(scope, PROCESS_SATURATION)
+    return f"{ahead} and {history} >= {scope.forecast_samples} and {live}"
+
+
+# These read PROCESS_SATURATION: they come after it in the group, whose rules run in order.
+PROCESS_FORECAST = Recorded(
+    "job_instance_pool:poolwatch_saturation:forecast", _forecast,
+    "one process's saturation extrapolated forecast_horizon ahead (once it has most of "
+    "forecast_window of history)",
+    per_process=True,
+)  # fmt: skip
+POOL_SATURATION_MEAN = Recorded(
+    "job_pool:poolwatch_saturation:avg",
+    lambda s: f"avg by ({BY_POOL}) ({use(s, PROCESS_SATURATION)})",
+    "mean saturation of the pool's live processes, now",
+)
+POOL_SATURATION_MAX = Recorded(
+    "job_pool:poolwatch_saturation:max",
+    lambda s: f"max by ({BY_POOL}) ({use(s, PROCESS_SATURATION)})",
+    "saturation of the pool's fullest live process, now",
+)
+
+#: Per-process recordings (alerts, drill-down) and per-pool ones (dashboards, long-term storage).
+PROCESS_RULES = (PROCESS_SATURATION, PROCESS_PENDING, PROCESS_LEAKED, PROCESS_WAIT_P99,
+                 PROCESS_CHECKOUTS, PROCESS_TIMEOUTS)  # fmt: skip
+#: Recordings of recordings, evaluated last.
+DERIVED_RULES = (PROCESS_FORECAST, POOL_SATURATION_MEAN, POOL_SATURATION_MAX)
+POOL_RULES = (POOL_PROCESSES, POOL_USED, POOL_IDLE, POOL_MAX, POOL_PENDING, POOL_LEAKED,
+              POOL_CHECKOUTS, POOL_TIMEOUTS, *POOL_BUCKETS.values(), *POOL_SUMS.values(),
+              USE_COUNT, CREATE_COUNT)  # fmt: skip
+#: Each histogram's count rate per pool (the wait histogram's is the checkout rate).
+POOL_COUNTS = {WAIT.short: POOL_CHECKOUTS, USE.short: USE_COUNT, CREATE.short: CREATE_COUNT}
+
+
+def recording_rules(scope: Scope) -> list[tuple[str, str, str]]:
+    """``(record, expr, description)`` of every recording rule, per-process ones first."""
+    every = (*PROCESS_RULES, *POOL_RULES, *DERIVED_RULES)
+    return [(r.name, r.expression(scope), r.description) for r in every]
+
+
+# --- latency ------------------------------------------------------------------------------------
+
+
+def quantile(scope: Scope, histogram: Histogram, q: float) -> str:
+    """The ``q`` quantile of a latency histogram per pool, from the recorded bucket rates."""
+    rates = use(scope, POOL_BUCKETS[histogram.short])
+    if scope.histograms == "native":
+        return f"histogram_quantile({q}, sum by ({BY_POOL}) ({rates}))"
+    return f"histogram_quantile({q}, sum by ({BY_POOL}, {LE}) ({rates}))"
 
 
 def mean(scope: Scope, histogram: Histogram) -> str:
-    """Average latency over the rate window."""
-    total = f"sum by ({BY_POOL}) (rate({_sum(scope, histogram)}[{scope.window}]))"
-    count = f"sum by ({BY_POOL}) (rate({_count(scope, histogram)}[{scope.window}]))"
-    return f"{total} / {count}"
+    """Average latency over the rate window (seconds per observation of the histogram)."""
+    return f"{use(scope, POOL_SUMS[histogram.short])} / {use(scope, POOL_COUNTS[histogram.short])}"
 
 
 def heatmap(scope: Scope, histogram: Histogram) -> str:
-    """Observations per bucket and interval, for a heatmap panel."""
-    return f"sum by ({LE}) (increase({_buckets(scope, histogram)}[{scope.window}]))"
+    """Observations per bucket per second, for a heatmap panel (classic buckets or native)."""
+    rates = use(scope, POOL_BUCKETS[histogram.short])
+    if scope.histograms == "native":
+        return f"sum({rates})"
+    return f"sum by ({LE}) ({rates})"
 
 
 def checkout_rate(scope: Scope) -> str:
-    """Checkouts per second (successful waits included, from the wait histogram's count)."""
-    return f"sum by ({BY_POOL}) (rate({_count(scope, WAIT)}[{scope.window}]))"
+    """Checkout attempts per second per pool (the wait histogram's count)."""
+    return use(scope, POOL_CHECKOUTS)
 
 
 # --- pool state ---------------------------------------------------------------------------------
 
 
-def _in_state(scope: Scope, state: str) -> str:
-    return scope.select(_name(catalog.CONNECTION_COUNT), eq(STATE, state))
+def used(scope: Scope) -> str:
+    """Connections checked out right now, summed over the pool's processes."""
+    return use(scope, POOL_USED)
 
 
-def used(scope: Scope, by: str = BY_POOL) -> str:
-    """Connections checked out right now."""
-    return f"sum by ({by}) ({_in_state(scope, catalog.STATE_USED)})"
+def idle(scope: Scope) -> str:
+    """Connections open and idle in the pool right now, summed over the pool's processes."""
+    return use(scope, POOL_IDLE)
 
 
-def idle(scope: Scope, by: str = BY_POOL) -> str:
-    """Connections open and idle in the pool right now."""
-    return f"sum by ({by}) ({_in_state(scope, catalog.STATE_IDLE)})"
+def maximum(scope: Scope) -> str:
+    """The most connections the pool's processes may open together."""
+    return use(scope, POOL_MAX)
 
 
-def maximum(scope: Scope, by: str = BY_POOL) -> str:
-    """The most connections the pools may open (pool size plus overflow)."""
-    return f"sum by ({by}) ({scope.select(_name(catalog.CONNECTION_MAX))})"
+def process_saturation(scope: Scope) -> str:
+    """Used / max of each live process's pool, averaged over the rate window."""
+    now = use(scope, PROCESS_SATURATION)
+    return f"{over_time(scope, 'avg_over_time', PROCESS_SATURATION, scope.window)} and {now}"
 
 
-def saturation(scope: Scope) -> str:
-    """Used / max of the fullest process of each pool (0..1); one full process is enough to wait."""
-    count = _in_state(scope, catalog.STATE_USED)
-    limit = scope.select(_name(catalog.CONNECTION_MAX))
-    return f"max by ({BY_POOL}) ({count} / ignoring ({STATE}) {limit})"
+def fleet_saturation(scope: Scope) -> str:
+    """The mean over a pool's live processes of their average saturation (0..1)."""
+    return f"avg by ({BY_POOL}) ({process_saturation(scope)})"
 
 
 def pending(scope: Scope) -> str:
-    """Callers waiting for a connection right now, summed over the pool's processes."""
-    series = scope.select(_name(catalog.CONNECTION_PENDING_REQUESTS))
-    return f"sum by ({BY_POOL}) ({series})"
+    """Callers waiting for a connection now, summed over the pool's processes."""
+    return use(scope, POOL_PENDING)
+
+
+def process_pending(scope: Scope) -> str:
+    """The fewest callers each live process had waiting at any evaluation of the rate window."""
+    now = use(scope, PROCESS_PENDING)
+    return f"{over_time(scope, 'min_over_time', PROCESS_PENDING, scope.window)} and {now}"
 
 
 def timeouts_rate(scope: Scope) -> str:
-    """Checkouts that gave up waiting, per second."""
-    series = scope.select(_name(catalog.CONNECTION_TIMEOUTS))
-    return f"sum by ({BY_POOL}) (rate({series}[{scope.window}]))"
+    """Checkouts that gave up waiting, per second per pool."""
+    return use(scope, POOL_TIMEOUTS)
+
+
+def timeout_share(scope: Scope) -> str:
+    """Timeouts per checkout attempt of each pool, across its processes (0..1)."""
+    return f"{use(scope, POOL_TIMEOUTS)} / {use(scope, POOL_CHECKOUTS)}"
+
+
+def process_wait_p99(scope: Scope) -> str:
+    """The 99th percentile checkout wait of each live process over the rate window."""
+    return use(scope, PROCESS_WAIT_P99)
 
 
 def exhaustion_forecast(scope: Scope) -> str:
-    """Saturation extrapolated ``forecast_horizon`` ahead from its trend over ``forecast_window``."""
-    inner = f"({saturation(scope)})[{scope.forecast_window}:1m]"
-    return f"predict_linear({inner}, {seconds(scope.forecast_horizon)})"
+    """Each live process's saturation extrapolated ``forecast_horizon`` ahead from its trend."""
+    return use(scope, PROCESS_FORECAST)
+
+
+def forecast_max(scope: Scope) -> str:
+    """The highest forecast among each pool's live processes."""
+    return f"max by ({BY_POOL}) ({exhaustion_forecast(scope)})"
+
+
+def saturation_mean(scope: Scope) -> str:
+    """Mean saturation of each pool's live processes, now."""
+    return use(scope, POOL_SATURATION_MEAN)
+
+
+def saturation_max(scope: Scope) -> str:
+    """Saturation of each pool's fullest live process, now."""
+    return use(scope, POOL_SATURATION_MAX)
+
+
+def process_saturation_now(scope: Scope) -> str:
+    """Saturation of each live process, now."""
+    return use(scope, PROCESS_SATURATION)
+
+
+def process_leaked(scope: Scope) -> str:
+    """Connections each live process holds past the leak threshold, now."""
+    return use(scope, PROCESS_LEAKED)
+
+
+def top(expr: str, k: int = 10) -> str:
+    """The ``k`` series with the highest ``expr`` (the drill-down tables)."""
+    return f"topk({k}, {expr})"
+
+
+def process_timeouts(scope: Scope) -> str:
+    """Checkout timeouts per second of each live process."""
+    return use(scope, PROCESS_TIMEOUTS)
+
+
+def process_checkouts(scope: Scope) -> str:
+    """Checkout attempts per second of each live process."""
+    return use(scope, PROCESS_CHECKOUTS)
+
+
+def processes(scope: Scope) -> str:
+    """Live processes per pool."""
+    return use(scope, POOL_PROCESSES)
+
+
+def telemetry_missing(scope: Scope) -> str:
+    """Processes a pool has fewer than usual, or the usual count when a pool sent nothing at all.
+
+    "Usual" is the median of the pool's live-process count over ``processes_lookback``: a
+    rolling restart briefly raises the count (old and new processes both fresh) and never lowers
+    it for long, so it stays quiet; a process that dies lowers it until the median catches up; a
+    pool or service that stops reporting has no count at all. ``absent_over_time`` covers the
+    case where no pool metrics ever arrived.
+    """
+    count = use(scope, POOL_PROCESSES)
+    usual = over_time(scope, "quantile_over_time", POOL_PROCESSES, scope.processes_lookback, "0.5")
+    nothing = f"absent_over_time({_app(scope, catalog.CONNECTION_MAX)}[{scope.missing_window}])"
+    return f"({usual} - {count} > 0) or ({usual} unless {count}) or {nothing}"
 
 
 # --- leaks and conflicts ------------------------------------------------------------------------------
 
 
 def leaked(scope: Scope) -> str:
-    """Connections held longer than the leak threshold right now."""
-    return f"sum by ({BY_POOL}) ({scope.select(_name(catalog.CONNECTION_LEAKED))})"
+    """Connections held longer than the leak threshold right now, summed over the processes."""
+    return use(scope, POOL_LEAKED)
 
 
 def leaks_rate(scope: Scope) -> str:
@@ -234,10 +585,10 @@ def leaks_rate(scope: Scope) -> str:
     return f"sum by ({BY_POOL}) (rate({series}[{scope.window}]))"
 
 
-def never_returned(scope: Scope) -> str:
+def never_returned(scope: Scope, by: str = BY_POOL) -> str:
     """Connections garbage-collected while checked out, over the rate window."""
     series = scope.select(_name(catalog.CONNECTION_NEVER_RETURNED))
-    return f"sum by ({BY_POOL}) (increase({series}[{scope.window}]))"
+    return f"sum by ({by}) (increase({series}[{scope.window}]))"
 
 
 def _app(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:
@@ -245,29 +596,16 @@ def _app(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:
     return scope.select(_name(metric), *matchers, source=Source.APP)
 
 
-def conflicts_by_kind(scope: Scope) -> str:
+def conflicts_by_kind(scope: Scope, by: str = BY_SERVICE) -> str:
     """Session and transaction conflicts per second, by kind (not per pool: sessions span pools)."""
     series = _app(scope, catalog.SESSION_CONFLICTS)
-    return f"sum by ({BY_SERVICE}, {CONFLICT_KIND}) (rate({series}[{scope.window}]))"
+    return f"sum by ({by}, {CONFLICT_KIND}) (rate({series}[{scope.window}]))"
 
 
-def internal_errors(scope: Scope) -> str:
+def internal_errors(scope: Scope, by: str = BY_SERVICE_PROCESS) -> str:
     """poolwatch's own errors (caught, never raised into the app) over the rate window."""
     series = _app(scope, catalog.INTERNAL_ERRORS)
-    return f"sum by ({BY_SERVICE}) (increase({series}[{scope.window}]))"
-
-
-def telemetry_missing(scope: Scope) -> str:
-    """1 when no pool metrics arrived for ``missing_window``, or a service that sent them stopped.
-
-    ``absent_over_time`` catches "nothing at all" (it cannot name a service that never reported);
-    the second half names each service that reported within the last hour and is silent now.
-    """
-    series = _app(scope, catalog.CONNECTION_COUNT)
-    nothing = f"absent_over_time({series}[{scope.missing_window}])"
-    recent = f"group by ({BY_SERVICE}) (max_over_time({series}[1h]))"
-    now = f"group by ({BY_SERVICE}) (max_over_time({series}[{scope.missing_window}]))"
-    return f"{nothing} or ({recent} unless {now})"
+    return f"sum by ({by}) (increase({series}[{scope.window}]))"
 
 
 # --- Django ---------------------------------------------------------------------------------------------
@@ -279,10 +617,10 @@ def django_connections(scope: Scope) -> str:
     return f"sum by ({BY_ALIAS}, {DJANGO_STATE}) ({series})"
 
 
-def django_orphaned(scope: Scope) -> str:
-    """Django connections orphaned right now (outlived their request or thread)."""
+def django_orphaned(scope: Scope, by: str = BY_ALIAS) -> str:
+    """Django connections orphaned right now (outlived their request or thread), fresh only."""
     series = _app(scope, catalog.DJANGO_CONNECTIONS, eq(DJANGO_STATE, catalog.DJANGO_ORPHANED))
-    return f"sum by ({BY_ALIAS}) ({series})"
+    return f"sum by ({by}) (last_over_time({series}[{scope.freshness}]))"
 
 
 def django_orphans_found(scope: Scope) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from poolwatch.monitoring import alerts, dashboards
+from poolwatch import catalog
+from poolwatch.monitoring import alerts, dashboards, promql
 from poolwatch.monitoring.config import MonitoringConfig
 
 START: Final = "<!-- poolwatch:monitoring:start -->"
@@ -31,6 +32,14 @@ been loaded into a running Grafana. What the tests do instead (`tests/monitoring
   real collector build).
 - **Alert rules** pass `promtool check rules`, and `promtool test rules` checks every alert one
   minute before and at its `for:` boundary, with exact labels and annotations.
+- **Fleets** (`tests/fleet/`): generated series of 60 processes over 90 minutes go through
+  `promtool test rules` with the shipped rule file: healthy fleets at 40% and 50% load, a
+  rolling restart, and a slow leak stay quiet or fire exactly the expected alerts naming their
+  processes; a dying process and a stopped service fire `PoolwatchTelemetryMissing`. Fleets of
+  1,000 processes (too big for promtool's 10,000-sample query limit) are backfilled into a real
+  Prometheus and every alert is evaluated minute by minute with its `for:`; that evaluator is
+  checked against promtool on a smaller fleet. `benchmarks/panel_samples.py` measures the
+  samples each panel reads with and without the recording rules.
 - **Alertmanager**: `amtool check-config`, `amtool config routes test` for the severity routes,
   and a real Alertmanager showing a warning inhibited by the critical alert of the same pool.
 - **Deploys**: `poolwatch deploy grafana` runs against a local HTTP server that checks methods,
@@ -59,6 +68,9 @@ def section(config: MonitoringConfig, level: int = 2, runbooks: str = "alerts/ru
         f"{sub} Alerts",
         "",
         *_alert_lines(config, runbooks),
+        f"{sub} Fleets",
+        "",
+        *_fleet_lines(config),
         f"{sub} How these files are checked",
         "",
         CHECKS,
@@ -105,6 +117,75 @@ def _alert_lines(config: MonitoringConfig, runbooks: str) -> list[str]:
         name = f"[{rule.definition.name}]({runbooks}{rule.definition.name}.md)"
         lines.append(f"| {name} | {rule.severity} | `{_cell(rule.expr)}` | {rule.duration} |")
     return [*lines, ""]
+
+
+#: A pool's histograms and their bucket bounds (each also has +Inf, _sum and _count).
+_HISTOGRAMS = {
+    catalog.CONNECTION_WAIT_TIME: catalog.WAIT_BUCKETS,
+    catalog.CONNECTION_USE_TIME: catalog.USE_BUCKETS,
+    catalog.CONNECTION_CREATE_TIME: catalog.CREATE_BUCKETS,
+}
+#: What else one pool of one process exports: two connection states, gauges, counters.
+_POOL_SERIES = 2 + len(catalog.STANDARD_METRICS) - 1 - len(_HISTOGRAMS) + 3
+
+
+def series_per_pool_process() -> int:
+    """Raw series one pool of one process costs with the standard (classic) histograms."""
+    return _POOL_SERIES + sum(len(bounds) + 3 for bounds in _HISTOGRAMS.values())
+
+
+def _recorded(per_process: bool) -> int:
+    """Recorded series per process-pool (``per_process``) or per pool (whatever the fleet)."""
+    rules = (*promql.PROCESS_RULES, *promql.POOL_RULES, *promql.DERIVED_RULES)
+    buckets = {f"poolwatch_{h.short}_seconds_bucket": _HISTOGRAMS[h.metric] for h in
+               (promql.WAIT, promql.USE, promql.CREATE)}  # fmt: skip
+    total = 0
+    for rule in rules:
+        if rule.per_process != per_process:
+            continue
+        bounds = next((b for name, b in buckets.items() if name in rule.name), None)
+        total += 1 if bounds is None else len(bounds) + 1
+    return total
+
+
+def _fleet_lines(config: MonitoringConfig) -> list[str]:
+    raw, per_process, per_pool = series_per_pool_process(), _recorded(True), _recorded(False)
+    each = raw + per_process
+    return [
+        "Alerts judge each process (`instance` = its `service.instance.id`) over time, or the "
+        "whole pool as a ratio; they read the recording rules of the `poolwatch-recording` "
+        "group (in the same rule file; `poolwatch deploy prometheus` pushes it to a rules "
+        "directory or a Mimir/Cortex ruler, and Grafana-managed rules read its series, so load "
+        f"it where Grafana's datasource can see it). A process counts while it sent a sample "
+        f"within `freshness` ({config.freshness}): remote write sends no staleness markers. "
+        "With `collector/gateway-scrape.yaml` the gateway serves a stopped process's last "
+        "values until `POOLWATCH_METRIC_EXPIRATION` (2m, the freshness window). "
+        "Queries read the standard `db_client_connection_*_time_seconds_bucket/_sum/_count` "
+        "series (`histograms: native` reads native histograms instead); "
+        "`recording_rules: false` inlines every recording into the panels and alerts.",
+        "",
+        f"**Series budget.** One pool of one process costs S = {raw} raw series (2 connection "
+        f"states, {_POOL_SERIES - 2} gauges and counters, and wait/use/create histograms of "
+        f"{len(catalog.WAIT_BUCKETS)}/{len(catalog.USE_BUCKETS)}/{len(catalog.CREATE_BUCKETS)} "
+        f"buckets plus +Inf, _sum and _count) and R = {per_process} recorded ones; each pool "
+        f"adds {per_pool} recorded `job_pool*` series whatever the number of processes. With N "
+        "processes and P pools each: N x P x (S + R) + P x "
+        f"{per_pool} active series, so 1,000 processes with one pool: "
+        f"{1000 * each + per_pool:,}. Every process start brings a new `instance`, so a rolling "
+        f"restart creates another N x P x {each} series; the old ones stay in the head block "
+        "until it is compacted (2 to 3 hours), so the head holds up to (1 + restarts in the "
+        "last 3 hours) times the active count, and D deploys a day over T days of retention "
+        f"index about N x P x {each} x D x T series.",
+        "",
+        "**Long-term storage.** Keep the `job_pool:*` and `job_pool_le:*` recordings (no "
+        "`instance`; counters are summed as per-process rates, so restarts and counter resets "
+        "never show) and give the per-process series a short retention, e.g. a remote-write "
+        '`write_relabel_configs` keeping `__name__=~"job_pool(_le)?:.+"` to the long-term '
+        "store. Wait quantiles over time: "
+        "`histogram_quantile(0.99, sum by (job, db_client_connection_pool_name, le) "
+        "(job_pool_le:poolwatch_wait_seconds_bucket:rate))`.",
+        "",
+    ]
 
 
 def _cell(text: str) -> str:

@@ -43,6 +43,39 @@ IDLE_TIMEOUT: Final = """\
 (PostgreSQL 14+) idle ones; set them per role (`ALTER ROLE app SET ...`) rather than globally,
 so migrations and admin sessions are not cut off."""
 
+PROCESS: Final = """\
+**This alert names one process.** Its `instance` label is the process's `service.instance.id`
+(with the `opentelemetry-instrument` launcher or the SDK default, a UUID per process start; the
+collector configs keep it as `instance`). On the *Connection pools* dashboard pick the service,
+pool and that instance: *Selected processes* shows its saturation and wait, and the *Top
+processes* tables rank it against the rest of the fleet. Logs and traces carry the same
+`service.instance.id` resource attribute. Many processes of one pool firing at once is a fleet
+condition: see *Fleet saturation*. An exited process stops counting once it has sent nothing for
+the config's `freshness` window, so its alert resolves on its own."""
+
+FLEET: Final = """\
+**This is a fleet condition.** The value is a ratio over all live processes of the pool, so it
+means the same for 3 processes as for 1,000: a share of checkouts or the mean saturation, not
+one bad process. To see whether a few processes carry it, open the *Top processes* tables on the
+*Connection pools* dashboard, or query
+`topk(10, job_instance_pool:poolwatch_timeouts:rate{job="<job>"})` and
+`topk(10, job_instance_pool:poolwatch_saturation:ratio{job="<job>"})`."""
+
+#: Which alerts judge one process and which judge the fleet (the runbook says how to read it).
+SCOPE: Final[dict[str, str]] = {
+    "pool_saturation": PROCESS,
+    "wait_time_p99": PROCESS,
+    "pending_requests": PROCESS,
+    "exhaustion_forecast": PROCESS,
+    "connections_leaked": PROCESS,
+    "never_returned": PROCESS,
+    "session_conflicts": PROCESS,
+    "django_orphans": PROCESS,
+    "internal_errors": PROCESS,
+    "fleet_saturation": FLEET,
+    "checkout_timeouts": FLEET,
+}
+
 _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "pool_saturation": (
         "Most of the pool's connections are checked out. When none is left, callers wait up to "
@@ -52,6 +85,14 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "held longer? Long hold times with few checkouts point at code holding a session across "
         "slow work; the *poolwatch events* panel and the slow-checkout traces name the code.",
         (SCOPING, SIZING),
+    ),
+    "fleet_saturation": (
+        "The pool's processes are, on average, mostly full: the service as a whole has too few "
+        "connections for its load (or holds them too long), not one stuck process.",
+        "Compare *Checkouts per second* and *Connection use (hold) time* with a day ago: more "
+        "traffic, or longer holds? Check the *PostgreSQL server* dashboard before raising pool "
+        "sizes: every process's pool adds up on the server.",
+        (SIZING, SCOPING),
     ),
     "checkout_timeouts": (
         "Callers waited the full pool timeout without getting a connection and raised "
@@ -132,8 +173,14 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         (IDLE_TIMEOUT, SCOPING),
     ),
     "telemetry_missing": (
-        "No pool metrics have arrived: every other poolwatch alert is blind.",
-        "Check that the service runs and is instrumented (`poolwatch.instrument_*` or the "
+        "Fewer processes of a pool report than usually do (the median live count over the "
+        "lookback), a pool or service stopped reporting altogether, or no pool metrics arrived "
+        "at all. Rolling restarts do not fire it: old and new processes overlap. An intended "
+        "scale-down fires it until the median catches up (half the lookback).",
+        "`job_pool:poolwatch_processes:count` over the last hours shows when the count dropped; "
+        'compare the `instance` values of `db_client_connection_max{job="<job>"}` before and '
+        "after to name the processes that went away, then look at their exit in the process "
+        "manager's log. Check that the service runs and is instrumented (`poolwatch.instrument_*` or the "
         "`opentelemetry-instrument` launcher), that it exports OTLP to the agent, and the "
         "collector's own metrics (`otelcol_exporter_send_failed_metric_points`, "
         "`otelcol_receiver_refused_metric_points`).",
@@ -188,6 +235,7 @@ def _page(key: str, key_rules: list[Rule]) -> str:
         "",
         meaning,
         "",
+        *([SCOPE[key], ""] if key in SCOPE else []),
         "## What to check",
         "",
         check,
