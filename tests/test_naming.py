@@ -288,3 +288,24 @@ def test_every_sqlite_pool_point_carries_the_pool_identity(
     assert len(points) >= 10
     identity = {catalog.DB_SYSTEM: "sqlite", catalog.DB_NAMESPACE: engine.url.database}
     assert [p.attributes for p in points if not identity.items() <= p.attributes.items()] == []
+
+
+@pytest.mark.parametrize("histograms", ["otlp", "standard"])
+def test_a_renamed_pool_keeps_one_histogram_series_per_name(
+    telemetry: Capture, tmp_path: Path, histograms: str
+) -> None:
+    """After a drained pool hands its name on, each wait-time series names one pool: the new
+    pool's under the plain name, the old pool's under ``#2``, never two series alike."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    poolwatch.instrument_sqlalchemy(histograms=histograms, **telemetry.providers)
+    migrations = sa.create_engine(url, poolclass=sa.pool.QueuePool)
+    migrations.connect().close()
+    migrations.dispose()
+    app = sa.create_engine(url, poolclass=sa.pool.QueuePool)
+    app.connect().close()
+    migrations.connect().close()
+    points = telemetry.metrics()[catalog.CONNECTION_WAIT_TIME.name]
+    names = sorted(point.attributes[catalog.POOL_NAME] for point in points)
+    path = str(tmp_path / "app.db")
+    assert names == [path, f"{path}#2"]
+    assert sorted(point.value["count"] for point in points) == [1, 2]

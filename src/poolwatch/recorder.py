@@ -167,6 +167,9 @@ class PoolRecorder:
         self.name = name
         #: The attributes of every metric point of this pool: its name and identity.
         self.attributes: dict[str, str | int] = {catalog.POOL_NAME: name, **self.identity}
+        #: A copy for the SDK's own histograms (``standard`` mode), which keep the dict of a
+        #: series' first measurement: replaced, never changed, when the pool is renamed.
+        self._sdk_attributes = dict(self.attributes)
         #: When recording began (the start time of the cumulative histograms).
         self.started_ns = time.time_ns()
         self.timeouts = 0
@@ -205,9 +208,10 @@ class PoolRecorder:
     def rename(self, name: str) -> None:
         """Report under ``name`` from now on (the registry gave this pool's name to another)."""
         self.name = name
-        # in place: histogram bridges and the SDK hold this very dict (same keys, so a reader
-        # iterating it meanwhile is safe)
+        # in place: the histogram bridge holds this very dict (same keys, so a reader iterating
+        # it meanwhile is safe)
         self.attributes[catalog.POOL_NAME] = name
+        self._sdk_attributes = dict(self.attributes)
 
     def drained(self) -> bool:
         """Whether the pool opened connections and has none open now (its name can move)."""
@@ -277,7 +281,7 @@ class PoolRecorder:
                 parent,
             )
         if self._standard is not None:
-            self._standard.wait.record(waited, self.attributes)
+            self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
                 waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
@@ -307,7 +311,7 @@ class PoolRecorder:
             )
         self._waiting.pop()
         if self._standard is not None:
-            self._standard.wait.record(waited, self.attributes)
+            self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
                 waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
@@ -340,7 +344,7 @@ class PoolRecorder:
         held = _perf() - entry[0]
         self._uses.append(held)
         if self._standard is not None:
-            self._standard.use.record(held, self.attributes)
+            self._standard.use.record(held, self._sdk_attributes)
         owner = entry[1]
         # one test on the common path: nothing sampled or leaked, and the owner still alive
         if self._sampled or self._leaked or (owner is not None and owner() is None):
@@ -373,7 +377,7 @@ class PoolRecorder:
         with self._lock:
             self.create.observe(seconds)
         if self._standard is not None:
-            self._standard.create.record(seconds, self.attributes)
+            self._standard.create.record(seconds, self._sdk_attributes)
 
     def fold(self) -> None:
         """Move buffered waits and hold times into their buckets (collection calls this)."""
