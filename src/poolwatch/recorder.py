@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Span, SpanContext
 
-from poolwatch import _errors, _guard, _sites, catalog
+from poolwatch import _errors, _filling, _guard, _sites, catalog
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
 
 if TYPE_CHECKING:
@@ -100,7 +100,11 @@ class Loan:
     """A readable view of one checked-out connection, built only when it is reported."""
 
     def __init__(
-        self, entry: LoanEntry, leaked: bool = False, sampled: _Sample | None = None
+        self,
+        entry: LoanEntry,
+        leaked: bool = False,
+        sampled: _Sample | None = None,
+        sites: _sites.SiteCapture | None = None,
     ) -> None:
         self.started, self.owner, self.site, thread, task, span = entry
         #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
@@ -112,7 +116,11 @@ class Loan:
         self.thread_id = thread.ident
         # the name outlives the thread: a thread that died holding a connection is still named
         self.thread_name = thread.name
-        self.task: str | None = task.get_name() if task is not None else None
+        self.task: str | None = (
+            _sites.task_label(sites, task)
+            if sites is not None
+            else (task.get_name() if task is not None else None)
+        )
         context = span.get_span_context() if isinstance(span, Span) else None
         #: The borrower's span context, when the checkout was made inside a span.
         self.context: SpanContext | None = context if context and context.is_valid else None
@@ -145,11 +153,23 @@ class PoolRecorder:
     watchdog), or when a timeout lists the holders.
     """
 
-    def __init__(self, telemetry: Telemetry, name: str, read_state: StateReader) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        name: str,
+        read_state: StateReader,
+        identity: Mapping[str, str | int] | None = None,
+    ) -> None:
         self.telemetry = telemetry
-        self.name = name
         self.read_state = read_state
-        self.attributes: dict[str, str] = {catalog.POOL_NAME: name}
+        #: ``db.system.name``, ``db.namespace``, ``server.*``: constant for the pool's life.
+        self.identity: dict[str, str | int] = dict(identity or {})
+        self.name = name
+        #: The attributes of every metric point of this pool: its name and identity.
+        self.attributes: dict[str, str | int] = {catalog.POOL_NAME: name, **self.identity}
+        #: A copy for the SDK's own histograms (``standard`` mode), which keep the dict of a
+        #: series' first measurement: replaced, never changed, when the pool is renamed.
+        self._sdk_attributes = dict(self.attributes)
         #: When recording began (the start time of the cumulative histograms).
         self.started_ns = time.time_ns()
         self.timeouts = 0
@@ -194,8 +214,25 @@ class PoolRecorder:
         """In a forked child: books of its own, from zero (the parent's loans, counts and locks
         are the parent's)."""
         still_out = self.still_out
-        PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state)
+        PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state, self.identity)
         self.still_out = still_out
+        #: Connections being opened or pinged for callers that have no loan yet.
+        self.filling = _filling.Filling()
+
+    def rename(self, name: str) -> None:
+        """Report under ``name`` from now on (the registry gave this pool's name to another)."""
+        self.name = name
+        # in place: the histogram bridge holds this very dict (same keys, so a reader iterating
+        # it meanwhile is safe)
+        self.attributes[catalog.POOL_NAME] = name
+        self._sdk_attributes = dict(self.attributes)
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name can move)."""
+        if not self.create.count:
+            return False
+        state = self.read_state()
+        return state is None or state.used + state.idle == 0
 
     @property
     def pending(self) -> int:
@@ -256,7 +293,7 @@ class PoolRecorder:
                 parent,
             )
         if self._standard is not None:
-            self._standard.wait.record(waited, self.attributes)
+            self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
                 waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
@@ -280,9 +317,15 @@ class PoolRecorder:
             return ()
 
     def failed(
-        self, started: float, traced: Traced | None, exc: BaseException, timed_out: bool
+        self,
+        started: float,
+        traced: Traced | None,
+        exc: BaseException,
+        timed_out: bool,
+        timeout: float | None = None,
     ) -> None:
-        """The caller got an exception instead of a connection (a pool timeout, or any other)."""
+        """The caller got an exception instead of a connection (a pool timeout, or any other);
+        ``timeout`` is the pool's configured checkout timeout, when the adapter knows it."""
         waited = _perf() - started
         state = None
         # the caller stops waiting whatever fails below; counts come before anything reported
@@ -301,13 +344,14 @@ class PoolRecorder:
         finally:
             self._waiting.pop()
         if self._standard is not None:
-            self._standard.wait.record(waited, self.attributes)
+            self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
                 waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
             )
         if state is not None:
-            state[catalog.POOL_HOLDERS] = self.holders()
+            state[catalog.POOL_HOLDERS] = self.holders() + self.filling.listing(self._task_label)
+            state.update(self.filling.explain(started, timeout))
             self.telemetry.timed_out(self.name, state, waited, exc)
 
     def _exemplar(self, waited: float, context: SpanContext | None) -> None:
@@ -343,9 +387,9 @@ class PoolRecorder:
                 with self._lock:
                     self.never_returned += 1
             if leaked or collected:
-                self._came_back(Loan(entry, leaked, sampled), held)
+                self._came_back(Loan(entry, leaked, sampled, self._sites), held)
         if self._standard is not None:
-            self._standard.use.record(held, self.attributes)
+            self._standard.use.record(held, self._sdk_attributes)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
@@ -356,7 +400,7 @@ class PoolRecorder:
         if entry is not None and entry[1] is not None and entry[1]() is None:
             with self._lock:
                 self.never_returned += 1
-            self._came_back(Loan(entry, leaked, sampled), _perf() - entry[0])
+            self._came_back(Loan(entry, leaked, sampled, self._sites), _perf() - entry[0])
 
     def _came_back(self, loan: Loan, held: float) -> None:
         """Report a loan that ended after a leak report, or with its handle collected (counted
@@ -371,7 +415,7 @@ class PoolRecorder:
         with self._lock:
             self.create.observe(seconds)
         if self._standard is not None:
-            self._standard.create.record(seconds, self.attributes)
+            self._standard.create.record(seconds, self._sdk_attributes)
 
     def connection_failed(self, error: BaseException) -> None:
         """Opening a new database connection failed with ``error`` (the app may never see it:
@@ -427,7 +471,7 @@ class PoolRecorder:
 
     def loan(self, key: object, entry: LoanEntry, leaked: bool = False) -> Loan:
         """The readable view of one loan, with its sampled site if it has one."""
-        return Loan(entry, leaked, self._sampled.get(key))
+        return Loan(entry, leaked, self._sampled.get(key), self._sites)
 
     # --- leaks ---------------------------------------------------------------------------------
 
@@ -479,6 +523,9 @@ class PoolRecorder:
         ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
         return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
 
+    def _task_label(self, task: Any) -> str | None:
+        return _sites.task_label(self._sites, task)
+
     # --- reading -----------------------------------------------------------------------------
 
     def state_now(self) -> PoolState:
@@ -489,7 +536,7 @@ class PoolRecorder:
     def state_attributes(self, state: PoolState, pending: int) -> dict[str, Any]:
         """Span/event attributes describing ``state`` (and ``pending`` callers) for this pool."""
         attributes: dict[str, Any] = {
-            catalog.POOL_NAME: self.name,
+            **self.attributes,
             catalog.POOL_USED: state.used,
             catalog.POOL_IDLE: state.idle,
             catalog.POOL_PENDING: pending,

@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -35,7 +35,16 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _errors, _guard, _instance, _otlp_histograms, _process, _sites, catalog
+from poolwatch import (
+    _errors,
+    _filling,
+    _guard,
+    _instance,
+    _otlp_histograms,
+    _process,
+    _sites,
+    catalog,
+)
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -182,7 +191,9 @@ class Telemetry:
         self.active = True
         self._pools: list[PoolRecorder] = []
         self._lock = threading.Lock()
-        self.sites = _sites.SiteCapture(limit=64 if config.capture_stacks else 3)
+        self.sites = _sites.SiteCapture(
+            limit=64 if config.capture_stacks else 3, library_packages=config.library_packages
+        )
         self.conflicts: Counter[str] = Counter()
         self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
         self._meter_provider = meter_provider
@@ -212,9 +223,15 @@ class Telemetry:
 
     # --- pools ----------------------------------------------------------------------------
 
-    def pool(self, name: str, read_state: StateReader) -> PoolRecorder:
-        """A recorder for a newly seen pool (starts the leak watchdog with the first one)."""
-        recorder = PoolRecorder(self, name, read_state)
+    def pool(
+        self,
+        name: str,
+        read_state: StateReader,
+        identity: Mapping[str, str | int] | None = None,
+    ) -> PoolRecorder:
+        """A recorder for a newly seen pool (starts the leak watchdog with the first one);
+        ``identity`` (:meth:`poolwatch.naming.Target.attributes`) goes on all its points."""
+        recorder = PoolRecorder(self, name, read_state, identity)
         with self._lock:
             self._pools.append(recorder)
         if self.config.leak_threshold > 0:
@@ -309,10 +326,12 @@ class Telemetry:
         holders = attributes.get(catalog.POOL_HOLDERS) or []
         body = (
             f"pool {pool} timed out after {waited:.3f}s: "
-            f"{state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"{state[catalog.POOL_USED]} used{_filling.describe_used(state)}, "
+            f"{state[catalog.POOL_IDLE]} idle, "
             f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
             f"{state[catalog.POOL_PENDING]} waiting"
-            + (f"; held by {holders[0]}" if holders else "")
+            + _filling.describe(state, waited)
+            + (f"; held by {'; '.join(holders)}" if holders else "")
         )
         self.emit_event(catalog.EVENT_POOL_TIMEOUT, body, attributes)
 
@@ -431,7 +450,7 @@ class Telemetry:
 
 def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        catalog.POOL_NAME: recorder.name,
+        **recorder.attributes,
         catalog.THREAD_NAME: loan.thread_name,
     }
     if loan.thread_id is not None:
@@ -582,9 +601,9 @@ def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:
 
 def _read_count(telemetry: Telemetry) -> Iterator[Observation]:
     for recorder, state in _states(telemetry):
-        name = recorder.name
-        yield Observation(state.used, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_USED})
-        yield Observation(state.idle, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_IDLE})
+        pool = recorder.attributes
+        yield Observation(state.used, {**pool, catalog.STATE: catalog.STATE_USED})
+        yield Observation(state.idle, {**pool, catalog.STATE: catalog.STATE_IDLE})
 
 
 def _state_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
@@ -618,7 +637,7 @@ def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
             with recorder._lock:
                 pairs = list(buckets.cumulative())
             for le, count in pairs:
-                yield Observation(count, {catalog.POOL_NAME: recorder.name, catalog.LE: le})
+                yield Observation(count, {**recorder.attributes, catalog.LE: le})
 
     return read
 

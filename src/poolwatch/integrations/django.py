@@ -220,7 +220,9 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as failure:
             # Django's pool (5.1+) opens connections itself: counted by its adapter, per attempt
             if not pooled:
-                _guard.guarded("django.connect", tracker.connection_failed, self.alias, failure)
+                _guard.guarded(
+                    "django.connect", tracker.connection_failed, self.alias, self, failure
+                )
             raise
         finally:
             if postgresql:

@@ -17,13 +17,15 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
-from poolwatch import _guard, _process, _sites, catalog
+from poolwatch import _guard, _process, _sites, catalog, naming
+from poolwatch.naming import REGISTRY
 from poolwatch.recorder import PoolRecorder, PoolState
 from poolwatch.telemetry import Telemetry
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
 _MISSING = object()
+_LIBRARY = "django"
 
 
 def _append(queue: deque[int], key: int, _ref: object) -> None:
@@ -168,8 +170,13 @@ class Tracker:
         self._aliases: dict[str, PoolRecorder | None] = {}
         #: Opening and last-query sites: the innermost application frame is what is reported
         #: (the whole stack with ``capture_stacks``), and walking less of the stack is cheaper.
-        self.sites = telemetry.sites if self.config.capture_stacks else _sites.SiteCapture(1)
-        self.query_sites = _sites.SiteCapture(limit=1)
+        packages = self.config.library_packages
+        self.sites = (
+            telemetry.sites
+            if self.config.capture_stacks
+            else _sites.SiteCapture(1, library_packages=packages)
+        )
+        self.query_sites = _sites.SiteCapture(limit=1, library_packages=packages)
         self._checker: threading.Thread | None = None
         self._checker_generation = -1
         self._stop = threading.Event()
@@ -187,16 +194,16 @@ class Tracker:
         with self._lock:
             self._records[key] = record
             self.opened[alias] = self.opened.get(alias, 0) + 1
-        standard = self._standard_recorder(alias, pooled)
+        standard = self._standard_recorder(alias, pooled, wrapper)
         if standard is not None:
             standard.connection_created(seconds)
         if self._checker_generation != _process.generation():
             self.ensure_checker()
         return record
 
-    def connection_failed(self, alias: str, error: Exception) -> None:
+    def connection_failed(self, alias: str, wrapper: Any, error: Exception) -> None:
         """Opening a connection for ``alias`` (without Django's pool) failed with ``error``."""
-        recorder = self._standard_recorder(alias, pooled=False)
+        recorder = self._standard_recorder(alias, False, wrapper)
         if recorder is not None:
             recorder.connection_failed(error)
 
@@ -209,7 +216,7 @@ class Tracker:
             self.closed[key] = self.closed.get(key, 0) + 1
         record.ref = None
 
-    def _standard_recorder(self, alias: str, pooled: bool) -> PoolRecorder | None:
+    def _standard_recorder(self, alias: str, pooled: bool, wrapper: Any) -> PoolRecorder | None:
         """The ``db.client.connection.*`` recorder for ``alias`` (none when Django's pool,
         recorded by the psycopg_pool adapter, stands behind it)."""
         found = self._aliases.get(alias, _MISSING)
@@ -217,10 +224,15 @@ class Tracker:
             return found  # type: ignore[return-value]
         with self._lock:
             if alias not in self._aliases:
-                self._aliases[alias] = (
-                    None if pooled else self.telemetry.pool(pool_name(alias), self._reader(alias))
-                )
+                self._aliases[alias] = None if pooled else self._claim(alias, wrapper)
             return self._aliases[alias]
+
+    def _claim(self, alias: str, wrapper: Any) -> PoolRecorder:
+        """A recorder for ``alias``, named through the registry every adapter shares."""
+        target = settings_target(wrapper.vendor, wrapper.settings_dict)
+        recorder = self.telemetry.pool(pool_name(alias), self._reader(alias), target.attributes())
+        recorder.rename(REGISTRY.claim(recorder.name, recorder, _LIBRARY, explicit=True))
+        return recorder
 
     def _reader(self, alias: str) -> Any:
         def read_state() -> PoolState | None:
@@ -408,11 +420,14 @@ class Tracker:
         for recorder in self._aliases.values():
             if recorder is not None:
                 self.telemetry.drop(recorder)
+                REGISTRY.release(recorder)
 
 
 def pool_name(alias: str) -> str:
-    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool)."""
-    return f"django:{alias}"
+    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool):
+    ``<service>:<alias>``, or ``django:<alias>`` with no service name. Also the connections'
+    ``application_name``, so the service is seen in ``pg_stat_activity`` too."""
+    return f"{service_name() or 'django'}:{alias}"
 
 
 def service_name() -> str | None:
@@ -428,10 +443,28 @@ def service_name() -> str | None:
 
 
 def application_name(alias: str) -> str:
-    """``<service>:<alias>`` (``django:<alias>`` with no service name), within PostgreSQL's 63 bytes."""
-    service = service_name()
-    name = f"{service}:{alias}" if service else pool_name(alias)
-    return name.encode()[:63].decode(errors="ignore")
+    """The alias's pool name, within PostgreSQL's 63 bytes: the join key between
+    ``pg_stat_activity`` and the metrics."""
+    return naming.application_name(naming.APPLICATION_NAME, pool_name(alias))
+
+
+#: ``db.system.name`` of Django's database vendors, where the convention spells it differently.
+_VENDOR_SYSTEMS = {"oracle": "oracle.db", "microsoft": "microsoft.sql_server"}
+
+
+def settings_target(vendor: str, settings: dict[str, Any]) -> naming.Target:
+    """What a Django alias connects to, from its ``DATABASES`` entry."""
+    system = _VENDOR_SYSTEMS.get(vendor, vendor)
+    host = str(settings.get("HOST") or "") or None
+    if system == "sqlite":
+        host = None
+    port = str(settings.get("PORT") or "")
+    return naming.Target(
+        system,
+        str(settings.get("NAME") or "") or None,
+        host,
+        int(port) if port.isdigit() else (naming.default_port(system) if host else None),
+    )
 
 
 _WHY = {

@@ -13,6 +13,8 @@ attribute used.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 import weakref
@@ -35,6 +37,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch._filling import OPENING, PINGING
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements, is_replacement
@@ -43,7 +46,13 @@ from poolwatch.integrations.sqlalchemy_orm import (
     HANDLE_DBAPI_EXCEPTION,
     SessionConflicts,
 )
-from poolwatch.naming import NameRegistry, url_pool_name
+from poolwatch.naming import (
+    APPLICATION_NAME,
+    REGISTRY,
+    Target,
+    application_name,
+    url_target,
+)
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
@@ -87,6 +96,13 @@ COMPATIBILITY = Table(
     (CHECKIN, RECORD_POOL, FAIRY_RECORD, FAIRY_REF, INVOKE_CREATOR, BEFORE_ATTACH,
      HANDLE_DBAPI_EXCEPTION),
 )  # fmt: skip
+_LIBRARY = "sqlalchemy"
+#: Private names (SQLAlchemy 2.0 and 2.1): the record's connect and its pool, and the pre-ping.
+_RECORD_CONNECT = "_ConnectionRecord__connect"
+_RECORD_POOL = "_ConnectionRecord__pool"
+_PING = "_do_ping_w_event"
+#: PostgreSQL drivers that take ``application_name`` as a keyword argument of ``connect``.
+_APPNAME_KEYWORD = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "pg8000"})
 
 
 class _Binding:
@@ -99,6 +115,18 @@ class _Binding:
         self.listeners: list[tuple[str, Callable[..., None]]] = []
         #: Pools whose ``_invoke_creator`` poolwatch wrapped (weakly).
         self.timed: list[weakref.ref[Pool]] = []
+        #: The dialect whose ``connect`` poolwatch shadows to set ``application_name``.
+        self.named_dialect: Any = None
+        #: The dialect whose pre-ping poolwatch shadows to list pings in timeouts.
+        self.pinged_dialect: Any = None
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name may move)."""
+        return self.recorder is not None and self.recorder.drained()
+
+    def rename(self, name: str) -> None:
+        if self.recorder is not None:
+            self.recorder.rename(name)
 
     def pool(self) -> Pool | None:
         if self.engine_ref is not None:
@@ -153,7 +181,7 @@ class SQLAlchemyAdapter:
         self._auto: Telemetry | None = None
         self._latest: Telemetry | None = None
         self._bindings: dict[int, _Binding] = {}
-        self.names = NameRegistry()
+        self._application_name: str | None = APPLICATION_NAME
         self.conflicts = SessionConflicts(self.telemetry_of)
         self._graveyard = Graveyard()
         self._replaced = Replacements()
@@ -161,18 +189,24 @@ class SQLAlchemyAdapter:
 
     def _after_fork(self) -> None:
         self._lock = threading.RLock()
-        self.names.after_fork()
 
     # --- public ------------------------------------------------------------------------------
 
-    def instrument_all(self, telemetry: Telemetry) -> None:
+    def instrument_all(
+        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+    ) -> None:
         """Record every pool from now on (and every engine already attached stays attached)."""
         with self._lock:
             self._install()
             self._auto = self._latest = telemetry
+            self._application_name = application_name
 
     def instrument_engine(
-        self, engine: Any, telemetry: Telemetry, pool_name: str | None = None
+        self,
+        engine: Any,
+        telemetry: Telemetry,
+        pool_name: str | None = None,
+        application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
         """Record one engine's pool (an ``AsyncEngine`` is unwrapped to its sync engine)."""
         sync_engine: Engine = getattr(engine, "sync_engine", engine)
@@ -181,7 +215,9 @@ class SQLAlchemyAdapter:
             existing = getattr(sync_engine.pool, _ATTR, None)
             if existing is not None:
                 return existing  # type: ignore[no-any-return]
-            return self._attach(sync_engine.pool, sync_engine, telemetry, pool_name)
+            return self._attach(
+                sync_engine.pool, sync_engine, telemetry, pool_name, application_name
+            )
 
     def instrument_pool(
         self, pool: Pool, telemetry: Telemetry, pool_name: str | None = None
@@ -192,7 +228,7 @@ class SQLAlchemyAdapter:
             existing = getattr(pool, _ATTR, None)
             if existing is not None:
                 return existing  # type: ignore[no-any-return]
-            return self._attach(pool, None, telemetry, pool_name)
+            return self._attach(pool, None, telemetry, pool_name, None)
 
     def uninstrument_engine(self, engine: Any) -> None:
         """Stop recording one engine's pool."""
@@ -234,15 +270,31 @@ class SQLAlchemyAdapter:
     # --- attaching ----------------------------------------------------------------------------
 
     def _attach(
-        self, pool: Pool, engine: Engine | None, telemetry: Telemetry, pool_name: str | None
+        self,
+        pool: Pool,
+        engine: Engine | None,
+        telemetry: Telemetry,
+        pool_name: str | None,
+        app_name: str | None,
     ) -> PoolRecorder:
         self._reap()
         self._latest = telemetry
         binding = _Binding(pool, engine)
-        name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
-        recorder = telemetry.pool(name, binding.read_state)
+        chosen = pool_name or getattr(pool, "logging_name", None)
+        target = url_target(engine.url) if engine is not None else Target.unknown()
+        name = REGISTRY.claim(
+            str(chosen) if chosen else target.derived_name(_LIBRARY),
+            owner=binding,
+            library=_LIBRARY,
+            explicit=bool(chosen),
+        )
+        recorder = telemetry.pool(name, binding.read_state, target.attributes())
         recorder.still_out = still_out
         binding.recorder = recorder
+        if engine is not None and app_name is not None:
+            _name_connections(binding, engine, app_name)
+        if engine is not None and getattr(pool, "_pre_ping", False):
+            _watch_pings(binding, engine)
         self._listen(binding, pool)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
@@ -279,7 +331,14 @@ class SQLAlchemyAdapter:
                 delattr(candidate, _ATTR)
         if binding.recorder is not None:
             binding.recorder.telemetry.drop(binding.recorder)
-        self.names.release(binding)
+        dialect = binding.named_dialect
+        if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
+            del dialect.connect
+        dialect = binding.pinged_dialect
+        shadow = vars(dialect).get(_PING) if dialect is not None else None
+        if isinstance(shadow, functools.partial) and shadow.func is _pinging:
+            delattr(dialect, _PING)
+        REGISTRY.release(binding)
 
     def auto_attach(self, pool: Pool, engine: Engine | None = None) -> PoolRecorder | None:
         """Attach a pool first seen after :meth:`instrument_all` (zero-code mode), else None."""
@@ -290,7 +349,7 @@ class SQLAlchemyAdapter:
             existing = getattr(pool, _ATTR, None)
             if existing is not None or self._auto is None:
                 return existing
-            return self._attach(pool, engine, telemetry, None)
+            return self._attach(pool, engine, telemetry, None, self._application_name)
 
     def rebind(self, old: Pool, new: Pool) -> None:
         """``Pool.recreate()`` made ``new`` to replace ``old``: keep recording under the same name."""
@@ -316,6 +375,16 @@ class SQLAlchemyAdapter:
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
         if COMPATIBILITY.has(RECORD_POOL):
             self._replaced.replace(_ConnectionRecord, CHECKIN.attribute, _make_checkin)
+        # private (name-mangled): without it, connections being opened go unlisted in timeouts
+        if _RECORD_CONNECT not in vars(_ConnectionRecord):
+            _guard.internal_error(
+                "sqlalchemy.connect",
+                AttributeError(
+                    f"_ConnectionRecord.{_RECORD_CONNECT} is missing in this SQLAlchemy: "
+                    "connections being opened are not listed in pool-timeout events"
+                ),
+            )
+        self._replaced.replace(_ConnectionRecord, _RECORD_CONNECT, _make_record_connect)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
         self._installed = True
@@ -421,13 +490,59 @@ def _pool_classes() -> list[type[Pool]]:
     return found
 
 
-def _default_name(pool: Pool, engine: Engine | None) -> str:
-    chosen = getattr(pool, "logging_name", None)
-    if chosen:
-        return str(chosen)
-    if engine is not None:
-        return url_pool_name(engine.url)
-    return type(pool).__name__
+def _name_connections(binding: _Binding, engine: Engine, template: str) -> None:
+    """Give the PostgreSQL connections ``engine`` opens from now on an ``application_name``
+    (``template`` with the pool's current name), unless the URL, ``connect_args`` or
+    ``PGAPPNAME`` set one. ``Dialect.connect`` is shadowed on this engine's dialect alone."""
+    dialect = engine.dialect
+    driver = getattr(dialect, "driver", "")
+    if dialect.name != "postgresql" or (driver not in _APPNAME_KEYWORD and driver != "asyncpg"):
+        return
+    if "connect" in vars(dialect):
+        return  # shadowed already (another engine on this dialect, or the user)
+    dialect.connect = functools.partial(  # type: ignore[method-assign]
+        _named_connect, type(dialect).connect, dialect, weakref.ref(binding), template
+    )
+    binding.named_dialect = dialect
+
+
+def _named_connect(
+    original: Callable[..., Any],
+    dialect: Any,
+    binding_ref: weakref.ref[_Binding],
+    template: str,
+    *cargs: Any,
+    **cparams: Any,
+) -> Any:
+    binding = binding_ref()
+    recorder = binding.recorder if binding is not None else None
+    if recorder is not None:
+        try:
+            _add_application_name(
+                dialect.driver, cparams, application_name(template, recorder.name)
+            )
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.application_name", error)
+    return original(dialect, *cargs, **cparams)
+
+
+def _add_application_name(driver: str, cparams: dict[str, Any], name: str) -> None:
+    if driver == "asyncpg":
+        settings = dict(cparams.get("server_settings") or {})
+        if "application_name" not in settings:
+            settings["application_name"] = name
+            cparams["server_settings"] = settings
+        return
+    if "application_name" in cparams or "PGAPPNAME" in os.environ:
+        return
+    dsn = cparams.get("dsn") or cparams.get("conninfo")
+    if isinstance(dsn, str) and "application_name" in dsn:
+        return
+    cparams["application_name"] = name
+
+
+def _is_named_connect(candidate: Any) -> bool:
+    return isinstance(candidate, functools.partial) and candidate.func is _named_connect
 
 
 ADAPTER = SQLAlchemyAdapter()
@@ -466,7 +581,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             fairy = original(self)
         except BaseException as failure:
-            _checkout_failed(recorder, started, traced, failure)
+            _checkout_failed(recorder, started, traced, failure, self)
             raise
         try:
             record = fairy._connection_record
@@ -514,12 +629,80 @@ def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _checkout_failed(
-    recorder: PoolRecorder, started: float, traced: Traced | None, failure: BaseException
+    recorder: PoolRecorder,
+    started: float,
+    traced: Traced | None,
+    failure: BaseException,
+    pool: Any = None,
 ) -> None:
     try:
-        recorder.failed(started, traced, failure, isinstance(failure, exc.TimeoutError))
+        timeout = getattr(pool, "_timeout", None)
+        recorder.failed(
+            started,
+            traced,
+            failure,
+            isinstance(failure, exc.TimeoutError),
+            float(timeout) if isinstance(timeout, (int, float)) else None,
+        )
     except Exception as error:  # noqa: BLE001
         _guard.internal_error("sqlalchemy.checkout", error)
+
+
+def _make_record_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A replacement for ``_ConnectionRecord.__connect``: the connection being opened is listed
+    (as opening, for whoever waits) until it is open or has failed."""
+
+    def connect(record: Any) -> None:
+        work = None
+        try:
+            recorder = getattr(getattr(record, _RECORD_POOL, None), _ATTR, None)
+            if recorder is not None:
+                work = recorder.filling, recorder.filling.begin(OPENING)
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.connect", error)
+        try:
+            original(record)
+        finally:
+            if work is not None:
+                work[0].end(work[1])
+
+    return connect
+
+
+def _watch_pings(binding: _Binding, engine: Engine) -> None:
+    """List pre-pings in timeouts: ``_do_ping_w_event`` shadowed on this engine's dialect."""
+    dialect = engine.dialect
+    original = getattr(type(dialect), _PING, None)
+    if original is None:
+        _guard.internal_error(
+            "sqlalchemy.pre_ping",
+            AttributeError(
+                f"Dialect.{_PING} is missing in this SQLAlchemy: pre-pings are not listed in "
+                "pool-timeout events"
+            ),
+        )
+        return
+    if _PING in vars(dialect):
+        return  # shadowed already (another engine on this dialect)
+    setattr(dialect, _PING, functools.partial(_pinging, original, dialect, weakref.ref(binding)))
+    binding.pinged_dialect = dialect
+
+
+def _pinging(
+    original: Callable[..., Any],
+    dialect: Any,
+    binding_ref: weakref.ref[_Binding],
+    dbapi_connection: Any,
+) -> Any:
+    binding = binding_ref()
+    recorder = binding.recorder if binding is not None else None
+    if recorder is None:
+        return original(dialect, dbapi_connection)
+    work = recorder.filling.begin(PINGING)
+    try:
+        return original(dialect, dbapi_connection)
+    finally:
+        recorder.filling.end(work)
 
 
 def _wrap_recreate(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:
