@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,28 @@ def test_every_document_with_sections_is_read_from_disk(
 ) -> None:
     """DOCUMENTS, the files render_for reads, are exactly the documents that have sections."""
     assert set(generate.DOCUMENTS) == set(generate._sections(default_config))
+
+
+def test_support_matrix_matches_the_declared_requirements() -> None:
+    """The README's support matrix states the ranges pyproject declares for the launcher, and the
+    Python and OpenTelemetry floors it states are pyproject's."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = sorted(project["optional-dependencies"]["instruments-any"])
+    matrix = sorted(requirement.replace(" ", "") for *_, requirement, _ in reference.SUPPORTED)
+    assert matrix == declared
+    section = reference.support()
+    assert f"Python {project['requires-python'].removeprefix('>=')}+" in section
+    assert "opentelemetry-api>=1.35,<2" in project["dependencies"]
+    assert "OpenTelemetry API/SDK 1.35+" in section
+    for row in matrix:
+        assert f"`{row}`" in section
+
+
+def test_support_section_is_filled_only_in_the_readme(
+    default_config: config.MonitoringConfig,
+) -> None:
+    """The support markers are filled in the README; stale text between them is replaced."""
+    text = f"# x\n{reference.SUPPORT_START}\nstale\n{reference.SUPPORT_END}\n"
+    files = generate.render(default_config, {generate.README: text})
+    assert "stale" not in files[generate.README]
+    assert "| SQLAlchemy | `sqlalchemy>=2.0,<2.2` |" in files[generate.README]

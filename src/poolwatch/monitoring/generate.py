@@ -86,6 +86,7 @@ def _sections(config: MonitoringConfig) -> dict[str, tuple[tuple[str, str, str],
         README: (
             (reference.START, reference.END, reference.section()),
             (readme.START, readme.END, readme.section(config)),
+            (reference.SUPPORT_START, reference.SUPPORT_END, reference.support()),
         ),
         DOCS_REFERENCE: (
             (reference.START, reference.END, reference.section(level=1)),
