@@ -68,3 +68,17 @@ def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0, f"{where}\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.mark.parametrize("adapter", ["sqlalchemy", "psycopg_pool", "django"])
+def test_every_declared_private_hook_is_documented(adapter: str) -> None:
+    """Each hook of an adapter's compatibility table is named on the maintainers' hooks page."""
+    module = pytest.importorskip(f"poolwatch.integrations.{adapter}")
+    page = (DOCS / "maintainers" / "private-hooks.md").read_text(encoding="utf-8")
+    missing = [
+        f"{hook.module}.{hook.name}"
+        for hook in module.COMPATIBILITY.hooks
+        if f"`{hook.module}.{hook.name}`" not in page
+    ]
+    assert module.COMPATIBILITY.hooks
+    assert missing == []
