@@ -218,9 +218,10 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "server connection: every server connection of the pool is busy and the pool is at its "
         "size. Their queries wait inside PgBouncer, where the application's own pool metrics do "
         "not see it (a checkout succeeds; the query is slow).",
-        "On the *Connection pools* dashboard's *PgBouncer* row compare *Clients* (waiting) with "
-        "*Server connections by state*: `active` at the pool size and no `idle` ones means the "
-        "pool is full. *Max wait* shows how long the oldest client has waited.",
+        "On the *Connection pools* dashboard's *PgBouncer* row compare *PgBouncer clients* "
+        "(waiting) with *PgBouncer server connections by state*: `active` at the pool size and "
+        "no `idle` ones means the pool is full. *PgBouncer max wait* shows how long the oldest "
+        "client has waited.",
         (WHICH_POOL, PGBOUNCER_SIZING),
     ),
     "pgbouncer_max_wait": (
@@ -229,7 +230,7 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "is that much slower; at `query_wait_timeout` PgBouncer disconnects them.",
         "Look for long transactions holding the pool's server connections (`pg_stat_activity` "
         "rows of the database and user with an old `xact_start`) and for a burst of clients "
-        "(*Clients* on the *PgBouncer* row).",
+        "(*PgBouncer clients* on the *PgBouncer* row).",
         (WHICH_POOL, PGBOUNCER_SIZING),
     ),
     "pgbouncer_pool_exhausted": (
