@@ -6,10 +6,11 @@ the pool) sends ``WORKERS`` concurrent transactions through a real PgBouncer who
 ``collector/pgbouncer.yaml`` reads PgBouncer's admin console every second and forwards to the
 shipped gateway, which remote-writes into Prometheus; Prometheus evaluates the generated rules
 every second (``for:`` shortened through the monitoring config) and Alertmanager notifies a
-webhook on loopback. The clients-waiting alert must arrive naming PgBouncer's database and user,
-and PostgreSQL's ``pg_stat_activity`` must show the app pool's name on PgBouncer's server
-connections. The time from the start of the saturation to the webhook is printed against the
-rule's ``for:`` plus two evaluation intervals (informational; not asserted).
+webhook on loopback. Saturation starts once Prometheus holds the pool's zero waiting clients.
+The clients-waiting alert must arrive naming PgBouncer's database and user, and PostgreSQL's
+``pg_stat_activity`` must show the app pool's name on PgBouncer's server connections. The time
+from the start of the saturation to the webhook is printed against the rule's ``for:`` plus two
+evaluation intervals (informational; not asserted).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.monitoring import config
+from poolwatch.monitoring import config, names
 from tests.support import pipeline
 from tests.support.exhaustion import RULE_SETTINGS
 from tests.support.pgbouncer import PgBouncer
@@ -73,7 +74,8 @@ def app_pool(
     bouncer = pgbouncer(default_pool_size=POOL_SIZE, max_client_conn=50)
     pool: ConnectionPool[Any] = ConnectionPool(
         bouncer.url(),
-        min_size=0,
+        # One connection from the start: PgBouncer lists a pool once a client logged in to it.
+        min_size=1,
         max_size=WORKERS,
         # PgBouncer 1.18 in transaction pooling cannot keep server-side prepared statements.
         kwargs={"prepare_threshold": None},
@@ -81,7 +83,7 @@ def app_pool(
         open=False,
     )
     poolwatch.instrument_psycopg_pool(pool, meter_provider=MeterProvider())
-    pool.open(wait=False)
+    pool.open(wait=True, timeout=30)
     try:
         yield bouncer, pool
     finally:
@@ -145,6 +147,16 @@ def server_applications(bouncer: PgBouncer, postgres: PostgresCluster) -> list[s
     return [row[0] for row in rows]
 
 
+def waiting_in_prometheus(backends: pipeline.Backends, bouncer: PgBouncer) -> list[float]:
+    """The waiting-clients values Prometheus holds for the test database and user."""
+    series = names.prometheus_name(catalog.PGB_CLIENTS)
+    query = (
+        f'{series}{{job="pgbouncer", {catalog.PGB_STATE}="waiting", '
+        f'{catalog.PGB_DATABASE}="{bouncer.database}", {catalog.PGB_USER}="{bouncer.user}"}}'
+    )
+    return [float(item["value"][1]) for item in backends.query(query)]
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_saturated_pgbouncer_pool_alert_reaches_the_webhook_and_names_the_app_pool(
@@ -165,6 +177,15 @@ def test_saturated_pgbouncer_pool_alert_reaches_the_webhook_and_names_the_app_po
         processes, "pgbouncer-monitor", [COLLECTOR_DIR / "pgbouncer.yaml"],
         monitor_env(bouncer, gateway),
     )  # fmt: skip
+    # The pipeline carries the pool's zero first: the alert starts quiet, and the measurement
+    # starts from a pipeline already flowing.
+    pipeline.wait_for(
+        "PgBouncer's waiting clients (0) in Prometheus",
+        lambda: waiting_in_prometheus(backends, bouncer) == [0.0],
+        processes,
+        ALERT_TIMEOUT,
+    )
+    assert (ALERT, "warning") not in webhook.arrivals()
     with Saturation(pool) as saturation:
         pipeline.wait_for(
             f"{ALERT} at the webhook",
