@@ -41,3 +41,6 @@ def _clean_slate() -> Iterator[None]:
 
     for shared in list(telemetry._shared.values()):
         telemetry.forget_shared(shared)
+    from poolwatch.naming import REGISTRY
+
+    REGISTRY.clear()

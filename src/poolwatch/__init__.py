@@ -6,6 +6,7 @@ the ``opentelemetry-instrument`` launcher loads, and the configuration object.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from poolwatch._version import __version__
@@ -58,12 +59,18 @@ def instrument_sqlalchemy(
     create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    library_packages: Sequence[str] | None = None,
     conflict_window: float | None = None,
+    application_name: str | None = APPLICATION_NAME,
 ) -> None:
     """Record SQLAlchemy pools: ``engine``'s (sync or async) or, with no engine, every one.
 
-    Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*`` variables, then defaults.
-    Calling it again for the same engine does nothing.
+    Without ``pool_name`` (or the engine's ``pool_logging_name``) a pool is named by its
+    database, else its server, else its ``db.system.name`` (:mod:`poolwatch.naming`). PostgreSQL
+    connections opened from then on get ``application_name`` (``{pool}`` stands for the pool's
+    name; the default is the name alone) unless the URL, ``connect_args`` or ``PGAPPNAME`` set
+    one; None leaves it unset. Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*``
+    variables, then defaults. Calling it again for the same engine does nothing.
     """
     from poolwatch.integrations.sqlalchemy import ADAPTER
 
@@ -81,13 +88,14 @@ def instrument_sqlalchemy(
             "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
+            "library_packages": library_packages,
             "conflict_window": conflict_window,
         }
     )
     if engine is None:
-        ADAPTER.instrument_all(telemetry)
+        ADAPTER.instrument_all(telemetry, application_name)
     else:
-        ADAPTER.instrument_engine(engine, telemetry, pool_name)
+        ADAPTER.instrument_engine(engine, telemetry, pool_name, application_name)
 
 
 def uninstrument_sqlalchemy(engine: Any = None) -> None:
@@ -116,12 +124,13 @@ def instrument_psycopg_pool(
     create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    library_packages: Sequence[str] | None = None,
     application_name: str | None = APPLICATION_NAME,
 ) -> None:
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
 
-    Without ``pool_name`` a pool is named by its own ``name`` when set, else by its
-    ``postgresql://user@host:port/dbname`` target (never the password). Connections the pool
+    Without ``pool_name`` a pool is named by its own ``name`` when set, else by its database,
+    else its ``host:port`` (never the password; :mod:`poolwatch.naming`). Connections the pool
     opens from then on get ``application_name`` (``{pool}`` stands for the pool's name; the
     default is the name alone, matching ``pg_stat_activity`` rows to the metrics; PostgreSQL keeps
     63 bytes), unless the conninfo, ``kwargs`` or ``PGAPPNAME`` set one; None leaves it unset.
@@ -144,6 +153,7 @@ def instrument_psycopg_pool(
             "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
+            "library_packages": library_packages,
         }
     )
     if pool is None:
@@ -174,6 +184,7 @@ def instrument_django(
     create_time_buckets: Sequence[float] | str | None = None,
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
+    library_packages: Sequence[str] | None = None,
     django_idle_in_transaction: float | None = None,
     django_idle_outside_request: float | None = None,
     close_orphans: bool | None = None,
@@ -182,10 +193,12 @@ def instrument_django(
     """Track every Django database connection (all aliases) and report orphans.
 
     Reads no Django setting, so it may run before ``django.setup()``. PostgreSQL connections get
-    ``application_name`` ``<service>:<alias>`` unless they set one; Django's own pool (5.1+) is
-    recorded as the psycopg pool ``django:<alias>`` (``leak_threshold`` applies to that pool,
-    ``histograms`` to it and to each alias's connection create times). Settings left as None come from
-    ``OTEL_PYTHON_POOLWATCH_*`` variables, then defaults. Calling it again does nothing.
+    ``application_name`` ``<service>:<alias>`` (``django:<alias>`` without a service name), the
+    pool name of their metrics, unless they set one; Django's own pool (5.1+) is recorded as
+    the psycopg pool of that name
+    (``leak_threshold`` applies to that pool, ``histograms`` to it and to each alias's
+    connection create times). Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*``
+    variables, then defaults. Calling it again does nothing.
     """
     from poolwatch.integrations.django import ADAPTER
 
@@ -201,6 +214,7 @@ def instrument_django(
             "create_time_buckets": create_time_buckets,
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
+            "library_packages": library_packages,
             "django_idle_in_transaction": django_idle_in_transaction,
             "django_idle_outside_request": django_idle_outside_request,
             "close_orphans": close_orphans,

@@ -17,6 +17,7 @@ T = TypeVar("T")
 _logger = logging.getLogger("poolwatch")
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
+_warned: set[str] = set()
 
 
 def internal_error(hook: str, exc: BaseException) -> None:
@@ -36,6 +37,12 @@ def internal_error(hook: str, exc: BaseException) -> None:
         pass
 
 
+def count(hook: str) -> None:
+    """Count a problem found inside poolwatch that its caller reports itself."""
+    with _lock:
+        _counts[hook] += 1
+
+
 def guarded(hook: str, fn: Callable[..., T], *args: Any) -> T | None:
     """``fn(*args)``, or None after counting and logging an error raised inside poolwatch."""
     try:
@@ -51,7 +58,26 @@ def error_counts() -> dict[str, int]:
         return dict(_counts)
 
 
+def after_fork() -> None:
+    """A forked child: a fresh lock (the parent's may be held) and counts of its own errors."""
+    global _lock  # noqa: PLW0603 - the module's one lock, replaced in a forked child
+    _lock = threading.Lock()
+    _counts.clear()
+    _warned.clear()
+
+
+def warn_once(key: str, message: str, *args: object) -> bool:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process."""
+    with _lock:
+        if key in _warned:
+            return False
+        _warned.add(key)
+    _logger.warning(message, *args)
+    return True
+
+
 def reset() -> None:
     """Forget counted errors (tests use this between cases)."""
     with _lock:
         _counts.clear()
+        _warned.clear()

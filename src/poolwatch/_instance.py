@@ -19,7 +19,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from poolwatch import _guard
+from poolwatch import _guard, _process
 
 SERVICE_INSTANCE_ID = "service.instance.id"
 
@@ -214,5 +214,4 @@ def instance_id(provider: Any) -> str | None:
     return str(value) if value else None
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_process.on_fork("instance", _after_fork_in_child)

@@ -105,7 +105,7 @@ class Source:
     def __init__(
         self,
         key: object,
-        attributes: dict[str, str],
+        attributes: dict[str, str | int],
         started_ns: int,
         read: Callable[[list[float], bool, int], Snapshot],
         histogram: Histogram,

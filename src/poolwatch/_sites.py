@@ -2,14 +2,17 @@
 
 A site is a tuple of ``(code object, instruction offset)`` pairs for the application's own
 frames, innermost first; line numbers are worked out only when a site is reported. Library
-frames (the standard library, SQLAlchemy, Django, psycopg, greenlet, OpenTelemetry, poolwatch
-itself) are skipped. No frame object is kept, so no local variable and
+frames (the standard library, the packages of :data:`LIBRARY_PACKAGES` and those the user names
+in ``library_packages``) are skipped; a package is recognised by its module name, so a wrapper
+such as SQLModel is skipped wherever it is installed, and an application installed in
+site-packages is still found. No frame object is kept, so no local variable and
 no SQL parameter outlives the call; code objects are shared and cheap to hold.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import sysconfig
 import threading
@@ -21,28 +24,56 @@ from poolwatch import catalog
 
 Site = tuple[tuple[CodeType, int], ...]
 
-#: Packages whose frames are never the application's.
+#: Top-level packages whose frames are never the application's: database libraries, the
+#: wrappers and frameworks that call them for the application, and the servers that run it.
 LIBRARY_PACKAGES: Final = (
     "poolwatch",
+    "opentelemetry",
+    "wrapt",
+    "greenlet",
+    # database libraries and drivers
     "sqlalchemy",
     "django",
     "psycopg",
     "psycopg_pool",
     "psycopg2",
-    "asgiref",
-    "greenlet",
-    "opentelemetry",
-    "wrapt",
-    "uvicorn",
-    "gunicorn",
-    "starlette",
-    "anyio",
     "aiosqlite",
     "asyncpg",
+    "pg8000",
+    "pymysql",
+    "MySQLdb",
+    "aiomysql",
+    # wrappers over them
+    "sqlmodel",
+    "flask_sqlalchemy",
+    "alembic",
+    "sqlalchemy_utils",
+    "databases",
+    "advanced_alchemy",
+    "litestar",
+    # frameworks and servers that call the application
+    "fastapi",
+    "starlette",
+    "anyio",
+    "sniffio",
+    "asgiref",
+    "flask",
+    "werkzeug",
+    "channels",
+    "uvicorn",
+    "gunicorn",
+    "hypercorn",
+    "daphne",
+    "waitress",
+    "uvloop",
+    "celery",
+    "kombu",
+    "billiard",
 )
 
 _MAX_CACHED_FILES: Final = 65_536
 _MAX_AWAIT_DEPTH: Final = 256
+_AUTO_TASK: Final = re.compile(r"Task-\d+\Z")
 
 
 _INSTALLED = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
@@ -72,25 +103,39 @@ class SiteCapture:
     or library (the standard library and the packages in :data:`LIBRARY_PACKAGES`: skipped).
     """
 
-    def __init__(self, limit: int, extra_library_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        limit: int,
+        extra_library_paths: Iterable[str] = (),
+        library_packages: Iterable[str] = (),
+    ) -> None:
         self.limit = limit
-        self._prefixes = _library_prefixes(LIBRARY_PACKAGES) + tuple(extra_library_paths)
+        #: Top-level packages whose frames are skipped.
+        self.packages = frozenset(LIBRARY_PACKAGES) | frozenset(library_packages)
+        self._prefixes = _library_prefixes(self.packages) + tuple(extra_library_paths)
         self._stdlib = sysconfig.get_paths()["stdlib"] + os.sep
         # Keyed by file name, not code object: a code object's hash is recomputed from its
         # contents on every lookup, while a string caches its hash.
         self._kinds: dict[str, int] = {}
 
-    def kind(self, code: CodeType) -> int:
-        """APP, THIRD_PARTY or LIBRARY for ``code`` (cached per file)."""
+    def kind(self, code: CodeType, module: object = None) -> int:
+        """APP, THIRD_PARTY or LIBRARY for ``code`` of ``module`` (its frame's ``__name__``),
+        cached per file."""
         filename = code.co_filename
         known = self._kinds.get(filename)
         if known is None:
-            known = self._classify(filename)
+            known = self._classify(filename, module)
             if len(self._kinds) < _MAX_CACHED_FILES:
                 self._kinds[filename] = known
         return known
 
-    def _classify(self, filename: str) -> int:
+    def kind_of(self, frame: FrameType) -> int:
+        """:meth:`kind` of a frame's code, its module read from the frame."""
+        return self.kind(frame.f_code, frame.f_globals.get("__name__"))
+
+    def _classify(self, filename: str, module: object = None) -> int:
+        if isinstance(module, str) and module.partition(".")[0] in self.packages:
+            return LIBRARY
         # "<...>": frozen modules and generated code (SQLAlchemy's decorators, dataclasses)
         if filename.startswith(self._prefixes) or filename.startswith("<"):
             return LIBRARY
@@ -142,7 +187,7 @@ class SiteCapture:
             code = frame.f_code
             kind = kinds.get(code.co_filename)
             if kind is None:
-                kind = self.kind(code)
+                kind = self.kind_of(frame)
             if kind == APP:
                 found.append((code, frame.f_lasti))
                 if len(found) >= limit:
@@ -166,7 +211,7 @@ class SiteCapture:
             code = frame.f_code
             kind = kinds.get(code.co_filename)
             if kind is None:
-                kind = self.kind(code)
+                kind = self.kind_of(frame)
             if kind == APP:
                 found.append((code, frame.f_lasti))
                 if len(found) >= limit:
@@ -175,6 +220,25 @@ class SiteCapture:
                 fallback.append((code, frame.f_lasti))
             frame = frame.f_back
         return tuple(found or fallback)
+
+
+def task_label(capture: SiteCapture, task: Any) -> str | None:
+    """How a holder's asyncio task is named: its own name, unless that is asyncio's
+    ``Task-N`` or a library's (AnyIO names tasks after the framework callable that started
+    them), in which case the outermost application coroutine it is running."""
+    if task is None:
+        return None
+    name: str = task.get_name()
+    if not (_AUTO_TASK.match(name) or name.partition(".")[0] in capture.packages) or task.done():
+        return name
+    fallback = None
+    for frame in awaiting(task.get_coro()):
+        kind = capture.kind_of(frame)
+        if kind == APP:
+            return frame.f_code.co_qualname
+        if kind == THIRD_PARTY and fallback is None:
+            fallback = frame.f_code.co_qualname
+    return fallback or name
 
 
 def awaiting(coroutine: Any) -> list[FrameType]:

@@ -16,6 +16,7 @@ from opentelemetry.semconv._incubating.attributes import db_attributes as _db_at
 from opentelemetry.semconv._incubating.attributes import thread_attributes as _thread
 from opentelemetry.semconv._incubating.metrics import db_metrics as _db
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import server_attributes as _server
 
 
 class Kind(enum.Enum):
@@ -46,6 +47,11 @@ def _standard(name: str, kind: Kind, unit: str, factory: object) -> Metric:
 
 POOL_NAME: Final = _db_attrs.DB_CLIENT_CONNECTION_POOL_NAME
 STATE: Final = _db_attrs.DB_CLIENT_CONNECTION_STATE
+# A pool's identity: constant per pool, on every pool metric point and checkout span.
+DB_SYSTEM: Final = _db_attrs.DB_SYSTEM_NAME
+DB_NAMESPACE: Final = _db_attrs.DB_NAMESPACE
+SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
+SERVER_PORT: Final = _server.SERVER_PORT
 STATE_IDLE: Final = "idle"
 STATE_USED: Final = "used"
 
@@ -59,6 +65,14 @@ POOL_USED: Final = "poolwatch.pool.used"
 POOL_IDLE: Final = "poolwatch.pool.idle"
 POOL_MAX: Final = "poolwatch.pool.max"
 POOL_PENDING: Final = "poolwatch.pool.pending_requests"
+#: Of the used connections, those being opened or pinged for a caller that has not got them yet.
+POOL_OPENING: Final = "poolwatch.pool.opening"
+POOL_PINGING: Final = "poolwatch.pool.pinging"
+#: The pool's configured checkout timeout (seconds), on timeout events.
+POOL_TIMEOUT: Final = "poolwatch.pool.timeout"
+#: Seconds of a timed-out checkout the caller spent opening or pinging connections itself.
+CHECKOUT_OPENING_TIME: Final = "poolwatch.checkout.opening_time"
+CHECKOUT_PINGING_TIME: Final = "poolwatch.checkout.pinging_time"
 WAIT_DURATION: Final = "poolwatch.checkout.wait_time"
 ERROR_TYPE: Final = _error.ERROR_TYPE
 DB_STATUS_CODE: Final = _db_attrs.DB_RESPONSE_STATUS_CODE
@@ -275,6 +289,13 @@ CONNECTION_NEVER_RETURNED: Final = Metric(
     UNIT_CONNECTION,
     "Connections garbage-collected while still checked out, never returned to the pool.",
 )
+CONNECTION_CREATE_ERRORS: Final = Metric(
+    "poolwatch.connection.create_errors",
+    Kind.COUNTER,
+    UNIT_ERROR,
+    "Attempts to open a database connection that failed (refused, rejected by the server, timed "
+    "out), by pool, error.type and the database's code where it gives one.",
+)
 SESSION_CONFLICTS: Final = Metric(
     "poolwatch.session.conflicts",
     Kind.COUNTER,
@@ -448,6 +469,11 @@ EVENT_RETURNED: Final = "poolwatch.connection.returned"
 EVENT_NEVER_RETURNED: Final = "poolwatch.connection.never_returned"
 EVENT_CONFLICT: Final = "poolwatch.session.conflict"
 EVENT_ORPHANED: Final = "poolwatch.connection.orphaned"
+EVENT_CREATE_FAILED: Final = "poolwatch.connection.create_failed"
+#: The server's message when opening a connection failed (passwords removed).
+ERROR_MESSAGE: Final = "poolwatch.error.message"
+#: Seconds without a failed open after which the next failure starts a new burst (and event).
+CREATE_BURST_GAP: Final = 10.0
 
 #: Every event poolwatch emits, for the Loki panel and the docs.
 EVENTS: Final = (
@@ -457,6 +483,7 @@ EVENTS: Final = (
     EVENT_NEVER_RETURNED,
     EVENT_CONFLICT,
     EVENT_ORPHANED,
+    EVENT_CREATE_FAILED,
 )
 
 INSTRUMENTATION_SCOPE: Final = "poolwatch"

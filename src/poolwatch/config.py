@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -88,6 +89,13 @@ class Config:
         "in 64 and for every checkout while half the pool is out; other connections held "
         "longer than a second get their holder's stack sampled instead.",
     )
+    library_packages: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated top-level packages whose frames are never the application's (wrappers "
+        "of your own, or ones poolwatch does not know), so borrow sites and holders name the "
+        "code that calls them; added to poolwatch's list (SQLAlchemy, Django, psycopg, SQLModel, "
+        "Flask-SQLAlchemy, FastAPI, Starlette, AnyIO, asgiref, ...).",
+    )
     conflict_window: float = _setting(
         60.0,
         "Seconds after a pool timeout during which a session conflict in the same thread or "
@@ -112,8 +120,8 @@ class Config:
     )
     django_application_name: bool = _setting(
         True,
-        "Set PostgreSQL's `application_name` to `<service>:<alias>` on Django connections that "
-        "do not set one, so `pg_stat_activity` rows match the metrics.",
+        "Set PostgreSQL's `application_name` to the pool name `<service>:<alias>` on Django "
+        "connections that do not set one, so `pg_stat_activity` rows match the metrics.",
     )
 
     def __post_init__(self) -> None:
@@ -190,6 +198,13 @@ def _parser(field: dataclasses.Field[Any]) -> Callable[[dataclasses.Field[Any], 
     return parser
 
 
+def _names(value: object) -> bool:
+    """Whether ``value`` is a list or tuple of names (kept as a tuple: ``Config`` is hashed)."""
+    return isinstance(value, list | tuple) and all(
+        isinstance(name, str) and "," not in name for name in value
+    )
+
+
 def _keyword(field: dataclasses.Field[Any], value: object) -> Any:
     """A keyword argument's value checked as strictly as the environment's (strings parsed)."""
     kind = _type_key(field)
@@ -201,7 +216,13 @@ def _keyword(field: dataclasses.Field[Any], value: object) -> Any:
         return value
     if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
         return _parse_float(field, repr(float(value)))
-    expected = {"bool": "True or False", "float": "a number of seconds"}.get(kind, "a string")
+    if kind == "tuple[str, ...]" and _names(value):
+        return _parse_packages(field, ",".join(value))  # type: ignore[arg-type]
+    expected = {
+        "bool": "True or False",
+        "float": "a number of seconds",
+        "tuple[str, ...]": "a list of package names",
+    }.get(kind, "a string")
     raise ValueError(f"expected {expected}, not {type(value).__name__}")
 
 
@@ -245,6 +266,17 @@ def _parse_choice(field: dataclasses.Field[Any], raw: str) -> str:
     return lowered
 
 
+_PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _parse_packages(_field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    bad = [name for name in names if not _PACKAGE.match(name)]
+    if bad:
+        raise ValueError(f"not a top-level package name: {', '.join(bad)}")
+    return names
+
+
 def _parse_bounds(field: dataclasses.Field[Any], raw: str) -> Bounds:
     return bounds(raw, field.name)
 
@@ -258,5 +290,6 @@ _PARSERS: dict[str, Callable[[dataclasses.Field[Any], str], Any]] = {
     "bool": _parse_bool,
     "float": _parse_float,
     "choice": _parse_choice,
+    "tuple[str, ...]": _parse_packages,
     "Bounds": _parse_bounds,
 }

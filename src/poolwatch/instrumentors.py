@@ -85,7 +85,7 @@ class SQLAlchemyPoolInstrumentor(_Instrumentor):
     def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.sqlalchemy import ADAPTER
 
-        ADAPTER.instrument_all(telemetry)
+        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
 
     def _stop(self) -> None:
         from poolwatch.integrations.sqlalchemy import ADAPTER

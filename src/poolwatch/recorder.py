@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Span, SpanContext
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _errors, _filling, _guard, _sites, catalog
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
 
 if TYPE_CHECKING:
@@ -100,7 +100,11 @@ class Loan:
     """A readable view of one checked-out connection, built only when it is reported."""
 
     def __init__(
-        self, entry: LoanEntry, leaked: bool = False, sampled: _Sample | None = None
+        self,
+        entry: LoanEntry,
+        leaked: bool = False,
+        sampled: _Sample | None = None,
+        sites: _sites.SiteCapture | None = None,
     ) -> None:
         self.started, self.owner, self.site, thread, task, span = entry
         #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
@@ -112,7 +116,11 @@ class Loan:
         self.thread_id = thread.ident
         # the name outlives the thread: a thread that died holding a connection is still named
         self.thread_name = thread.name
-        self.task: str | None = task.get_name() if task is not None else None
+        self.task: str | None = (
+            _sites.task_label(sites, task)
+            if sites is not None
+            else (task.get_name() if task is not None else None)
+        )
         context = span.get_span_context() if isinstance(span, Span) else None
         #: The borrower's span context, when the checkout was made inside a span.
         self.context: SpanContext | None = context if context and context.is_valid else None
@@ -145,16 +153,32 @@ class PoolRecorder:
     watchdog), or when a timeout lists the holders.
     """
 
-    def __init__(self, telemetry: Telemetry, name: str, read_state: StateReader) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        name: str,
+        read_state: StateReader,
+        identity: Mapping[str, str | int] | None = None,
+    ) -> None:
         self.telemetry = telemetry
-        self.name = name
         self.read_state = read_state
-        self.attributes: dict[str, str] = {catalog.POOL_NAME: name}
+        #: ``db.system.name``, ``db.namespace``, ``server.*``: constant for the pool's life.
+        self.identity: dict[str, str | int] = dict(identity or {})
+        self.name = name
+        #: The attributes of every metric point of this pool: its name and identity.
+        self.attributes: dict[str, str | int] = {catalog.POOL_NAME: name, **self.identity}
+        #: A copy for the SDK's own histograms (``standard`` mode), which keep the dict of a
+        #: series' first measurement: replaced, never changed, when the pool is renamed.
+        self._sdk_attributes = dict(self.attributes)
         #: When recording began (the start time of the cumulative histograms).
         self.started_ns = time.time_ns()
         self.timeouts = 0
         self.leaks = 0
         self.never_returned = 0
+        #: Failed opens by (error.type, database code or None).
+        self.create_errors: dict[tuple[str, str | None], int] = {}
+        #: When the last open failed (a burst ends after CREATE_BURST_GAP without one).
+        self._failed_open_at = -catalog.CREATE_BURST_GAP
         #: Connections out right now, by the adapter's key for the connection.
         self.loans: dict[object, LoanEntry] = {}
         #: Keys of loans already reported as leaked.
@@ -182,6 +206,33 @@ class PoolRecorder:
         self._standard = telemetry.standard_histograms
         self._sites = telemetry.sites
         self._capture_all = config.capture_stacks
+        #: The adapter's answer to "is this loan still out?" (None: it cannot tell). Asked
+        #: before a loan is reported as leaked, so a checkin poolwatch missed is no leak.
+        self.still_out: Callable[[object, LoanEntry], bool] | None = None
+
+    def after_fork(self) -> None:
+        """In a forked child: books of its own, from zero (the parent's loans, counts and locks
+        are the parent's)."""
+        still_out = self.still_out
+        PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state, self.identity)
+        self.still_out = still_out
+        #: Connections being opened or pinged for callers that have no loan yet.
+        self.filling = _filling.Filling()
+
+    def rename(self, name: str) -> None:
+        """Report under ``name`` from now on (the registry gave this pool's name to another)."""
+        self.name = name
+        # in place: the histogram bridge holds this very dict (same keys, so a reader iterating
+        # it meanwhile is safe)
+        self.attributes[catalog.POOL_NAME] = name
+        self._sdk_attributes = dict(self.attributes)
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name can move)."""
+        if not self.create.count:
+            return False
+        state = self.read_state()
+        return state is None or state.used + state.idle == 0
 
     @property
     def pending(self) -> int:
@@ -194,6 +245,10 @@ class PoolRecorder:
         """A caller asked the pool for a connection; returns the start time to hand back later."""
         self._waiting.append(None)
         return _perf()
+
+    def abandoned(self) -> None:
+        """A checkout ended in a way the adapter could not follow: the caller waits no more."""
+        self._waiting.pop()
 
     def trace(self) -> Traced:
         """Trace this checkout: the adapter calls it when :attr:`spans` is on and the current span
@@ -224,13 +279,7 @@ class PoolRecorder:
             tick = self._tick
             self._tick = tick + 1
             if not tick & _SITE_MASK or self._capture_all or len(loans) >= self._busy_at:
-                if self._busy_at < 0:
-                    self._busy_at = self._busy_threshold()
-                # the buffers are bounded here, at most once every SITE_EVERY checkouts: every
-                # value buffered comes from a checkout or the checkin of one
-                if len(self._waits) > _FOLD_AT:
-                    self.fold()
-                site = self._sites.capture(3)
+                site = self._upkeep_and_site(tick)
             else:
                 site = ()
             # who borrows it, from where: the LoanEntry tuple, built inline (a call is a tenth
@@ -244,37 +293,65 @@ class PoolRecorder:
                 parent,
             )
         if self._standard is not None:
-            self._standard.wait.record(waited, self.attributes)
+            self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
                 waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
             )
 
+    def _upkeep_and_site(self, tick: int) -> _sites.Site:
+        """What a checkout that records its site also does, then that site. Never raises: the
+        loan is recorded whatever fails here (without a site if the stack cannot be read)."""
+        try:
+            if not tick:  # this process's first checkout (a forked child starts at 0)
+                self.telemetry.first_checkout()
+            if self._busy_at < 0:
+                self._busy_at = self._busy_threshold()
+            # the buffers are bounded here, at most once every SITE_EVERY checkouts: every
+            # value buffered comes from a checkout or the checkin of one
+            if len(self._waits) > _FOLD_AT:
+                self.fold()
+            return self._sites.capture(4)
+        except Exception as exc:  # noqa: BLE001 - the loan matters more than its site
+            _guard.internal_error("recorder.checkout", exc)
+            return ()
+
     def failed(
-        self, started: float, traced: Traced | None, exc: BaseException, timed_out: bool
+        self,
+        started: float,
+        traced: Traced | None,
+        exc: BaseException,
+        timed_out: bool,
+        timeout: float | None = None,
     ) -> None:
-        """The caller got an exception instead of a connection (a pool timeout, or any other)."""
+        """The caller got an exception instead of a connection (a pool timeout, or any other);
+        ``timeout`` is the pool's configured checkout timeout, when the adapter knows it."""
         waited = _perf() - started
-        with self._lock:
-            self.wait.observe(waited)
-            if timed_out:
-                self.timeouts += 1
         state = None
-        if timed_out:
-            state = (
-                traced.state
-                if traced is not None
-                else self.state_attributes(self.state_now(), self.pending)
-            )
-        self._waiting.pop()
+        # the caller stops waiting whatever fails below; counts come before anything reported
+        try:
+            if timed_out:
+                with self._lock:
+                    self.timeouts += 1
+            with self._lock:
+                self.wait.observe(waited)
+            if timed_out:
+                state = (
+                    traced.state
+                    if traced is not None
+                    else self.state_attributes(self.state_now(), self.pending)
+                )
+        finally:
+            self._waiting.pop()
         if self._standard is not None:
-            self._standard.wait.record(waited, self.attributes)
+            self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
                 waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
             )
         if state is not None:
-            state[catalog.POOL_HOLDERS] = self.holders()
+            state[catalog.POOL_HOLDERS] = self.holders() + self.filling.listing(self._task_label)
+            state.update(self.filling.explain(started, timeout))
             self.telemetry.timed_out(self.name, state, waited, exc)
 
     def _exemplar(self, waited: float, context: SpanContext | None) -> None:
@@ -299,31 +376,36 @@ class PoolRecorder:
             return
         held = _perf() - entry[0]
         self._uses.append(held)
-        if self._standard is not None:
-            self._standard.use.record(held, self.attributes)
         owner = entry[1]
         # one test on the common path: nothing sampled or leaked, and the owner still alive
         if self._sampled or self._leaked or (owner is not None and owner() is None):
             sampled = self._sampled.pop(key, None)
             leaked = key in self._leaked
-            if leaked or (owner is not None and owner() is None):
-                self._came_back(key, Loan(entry, leaked, sampled), held)
+            self._leaked.discard(key)  # the books first: reporting below may fail
+            collected = owner is not None and owner() is None
+            if collected:
+                with self._lock:
+                    self.never_returned += 1
+            if leaked or collected:
+                self._came_back(Loan(entry, leaked, sampled, self._sites), held)
+        if self._standard is not None:
+            self._standard.use.record(held, self._sdk_attributes)
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
         entry = self.loans.pop(key, None)
         sampled = self._sampled.pop(key, None)
-        if entry is not None:
-            loan = Loan(entry, key in self._leaked, sampled)
-            if loan.collected():
-                self._came_back(key, loan, _perf() - loan.started)
-            self._leaked.discard(key)
-
-    def _came_back(self, key: object, loan: Loan, held: float) -> None:
-        self._leaked.discard(key)
-        if loan.collected():
+        leaked = key in self._leaked
+        self._leaked.discard(key)  # the books first: reporting below may fail
+        if entry is not None and entry[1] is not None and entry[1]() is None:
             with self._lock:
                 self.never_returned += 1
+            self._came_back(Loan(entry, leaked, sampled, self._sites), _perf() - entry[0])
+
+    def _came_back(self, loan: Loan, held: float) -> None:
+        """Report a loan that ended after a leak report, or with its handle collected (counted
+        already: this only reports)."""
+        if loan.collected():
             self.telemetry.never_returned(self, loan, held)
         elif loan.leaked:
             self.telemetry.returned(self, loan, held)
@@ -333,7 +415,20 @@ class PoolRecorder:
         with self._lock:
             self.create.observe(seconds)
         if self._standard is not None:
-            self._standard.create.record(seconds, self.attributes)
+            self._standard.create.record(seconds, self._sdk_attributes)
+
+    def connection_failed(self, error: BaseException) -> None:
+        """Opening a new database connection failed with ``error`` (the app may never see it:
+        a pool's background opener retries). The first failure of a burst is reported."""
+        key = (_errors.error_type(error), _errors.status_code(error))
+        now = _perf()
+        with self._lock:
+            self.create_errors[key] = self.create_errors.get(key, 0) + 1
+            starts = now - self._failed_open_at >= catalog.CREATE_BURST_GAP
+            self._failed_open_at = now
+        if starts:
+            state = self.state_attributes(self.state_now(), self.pending)
+            self.telemetry.connection_failed(self.name, state, error, key[1])
 
     def fold(self) -> None:
         """Move buffered waits and hold times into their buckets (collection calls this)."""
@@ -376,7 +471,7 @@ class PoolRecorder:
 
     def loan(self, key: object, entry: LoanEntry, leaked: bool = False) -> Loan:
         """The readable view of one loan, with its sampled site if it has one."""
-        return Loan(entry, leaked, self._sampled.get(key))
+        return Loan(entry, leaked, self._sampled.get(key), self._sites)
 
     # --- leaks ---------------------------------------------------------------------------------
 
@@ -388,12 +483,25 @@ class PoolRecorder:
             for key, entry in list(self.loans.items())
             if entry[0] <= cutoff and key not in self._leaked
         ]
+        if found and self.still_out is not None:
+            found = [(key, entry) for key, entry in found if self._confirm(key, entry)]
         if not found:
             return []
         with self._lock:
             self.leaks += len(found)
         self._leaked.update(key for key, _ in found)
         return [self.loan(key, entry, leaked=True) for key, entry in found]
+
+    def _confirm(self, key: object, entry: LoanEntry) -> bool:
+        """Whether the loan is really out; one whose checkin was missed leaves the books."""
+        assert self.still_out is not None
+        if self.still_out(key, entry):
+            return True
+        if self.loans.get(key) is entry:
+            self.loans.pop(key, None)
+            self._sampled.pop(key, None)
+            _guard.internal_error("recorder.missed_checkin", _MissedCheckin(self.name))
+        return False
 
     def leaked_now(self) -> int:
         """Connections held past the threshold right now."""
@@ -415,6 +523,9 @@ class PoolRecorder:
         ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
         return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
 
+    def _task_label(self, task: Any) -> str | None:
+        return _sites.task_label(self._sites, task)
+
     # --- reading -----------------------------------------------------------------------------
 
     def state_now(self) -> PoolState:
@@ -425,7 +536,7 @@ class PoolRecorder:
     def state_attributes(self, state: PoolState, pending: int) -> dict[str, Any]:
         """Span/event attributes describing ``state`` (and ``pending`` callers) for this pool."""
         attributes: dict[str, Any] = {
-            catalog.POOL_NAME: self.name,
+            **self.attributes,
             catalog.POOL_USED: state.used,
             catalog.POOL_IDLE: state.idle,
             catalog.POOL_PENDING: pending,
@@ -445,6 +556,13 @@ def _drain(values: deque[float], buckets: Histogram) -> None:
     """Observe the values in ``values`` now (others may append meanwhile; only one drains)."""
     take = values.popleft
     buckets.observe_many([take() for _ in range(len(values))])
+
+
+class _MissedCheckin(Exception):
+    """A connection came back to its pool without poolwatch seeing it (counted, not raised)."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(f"a connection of pool {pool} came back unseen; its loan was dropped")
 
 
 class _Holders:

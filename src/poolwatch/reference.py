@@ -22,13 +22,21 @@ MORE_END: Final = "<!-- poolwatch:reference-more:end -->"
 EVENT_DOCS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     catalog.EVENT_POOL_TIMEOUT: (
         "A checkout waited the whole pool timeout and failed. Carries the pool's state when "
-        "the wait began and who holds its connections, commonest borrow site first.",
+        "the wait began and who holds its connections, commonest borrow site first, then the "
+        "connections being opened or pre-pinged for callers that have none yet; the configured "
+        "timeout, and the time the caller spent opening or pinging itself (the body says where "
+        "a wait longer than the timeout went).",
         (
             catalog.POOL_USED,
             catalog.POOL_IDLE,
             catalog.POOL_MAX,
             catalog.POOL_PENDING,
+            catalog.POOL_OPENING,
+            catalog.POOL_PINGING,
             catalog.WAIT_DURATION,
+            catalog.POOL_TIMEOUT,
+            catalog.CHECKOUT_OPENING_TIME,
+            catalog.CHECKOUT_PINGING_TIME,
             catalog.POOL_HOLDERS,
         ),
     ),
@@ -46,6 +54,19 @@ EVENT_DOCS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
             catalog.SITE_SAMPLED_AFTER,
             catalog.THREAD_NAME,
             catalog.TASK_NAME,
+        ),
+    ),
+    catalog.EVENT_CREATE_FAILED: (
+        "Opening a connection failed, first of a burst (one event until the pool has gone "
+        f"{catalog.CREATE_BURST_GAP:g}s without a failure): the server's message and what the pool held.",
+        (
+            catalog.ERROR_TYPE,
+            catalog.DB_STATUS_CODE,
+            catalog.ERROR_MESSAGE,
+            catalog.POOL_USED,
+            catalog.POOL_IDLE,
+            catalog.POOL_MAX,
+            catalog.POOL_PENDING,
         ),
     ),
     catalog.EVENT_RETURNED: (
@@ -98,6 +119,7 @@ _POOL_METRICS: Final = (
     catalog.CONNECTION_LEAKED,
     catalog.CONNECTION_LEAKS,
     catalog.CONNECTION_NEVER_RETURNED,
+    catalog.CONNECTION_CREATE_ERRORS,
 )
 _OTHER_METRICS: Final = (catalog.SESSION_CONFLICTS, catalog.INTERNAL_ERRORS)
 _DJANGO_METRICS: Final = (
@@ -155,7 +177,8 @@ def more(level: int = 2) -> str:
             "",
             f"Each carries `{catalog.DJANGO_ALIAS}`; `{catalog.DJANGO_CONNECTIONS.name}` also "
             f"`{catalog.DJANGO_STATE}`, `{catalog.DJANGO_CLOSED.name}` `{catalog.CLOSE_REASON}`. "
-            "Each alias is also reported as pool `django:<alias>` in the pool metrics above.",
+            "Each alias is also reported as pool `<service>:<alias>` (`django:<alias>` without a "
+            "service name) in the pool metrics above.",
             "",
             *_metric_table(_DJANGO_METRICS),
             f"{heading} PostgreSQL's view",
@@ -187,7 +210,10 @@ def _metric_table(metrics: tuple[catalog.Metric, ...]) -> list[str]:
 def _metric_lines() -> list[str]:
     lines = [
         "",
-        f"Every pool metric carries `{catalog.POOL_NAME}`; `{catalog.CONNECTION_COUNT.name}` "
+        f"Every pool metric carries `{catalog.POOL_NAME}` and the pool's identity, "
+        f"`{catalog.DB_SYSTEM}`, `{catalog.DB_NAMESPACE}`, `{catalog.SERVER_ADDRESS}` and "
+        f"`{catalog.SERVER_PORT}` (when known; constant per pool, so no extra series); "
+        f"`{catalog.CONNECTION_COUNT.name}` "
         f"also `{catalog.STATE}` (`{catalog.STATE_USED}`/`{catalog.STATE_IDLE}`), the "
         f"`.bucket` series `{catalog.LE}`. Standard names are OpenTelemetry's database "
         "connection-pool conventions. The three standard histograms are OTLP histograms in the "

@@ -9,12 +9,11 @@ the active span). A daemon thread looks for connections held past the leak thres
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -36,7 +35,16 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _guard, _instance, _otlp_histograms, _sites, catalog
+from poolwatch import (
+    _errors,
+    _filling,
+    _guard,
+    _instance,
+    _otlp_histograms,
+    _process,
+    _sites,
+    catalog,
+)
 from poolwatch._histogram import Buckets
 from poolwatch._version import __version__
 from poolwatch.config import Config
@@ -183,7 +191,9 @@ class Telemetry:
         self.active = True
         self._pools: list[PoolRecorder] = []
         self._lock = threading.Lock()
-        self.sites = _sites.SiteCapture(limit=64 if config.capture_stacks else 3)
+        self.sites = _sites.SiteCapture(
+            limit=64 if config.capture_stacks else 3, library_packages=config.library_packages
+        )
         self.conflicts: Counter[str] = Counter()
         self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
         self._meter_provider = meter_provider
@@ -205,6 +215,7 @@ class Telemetry:
         )
         self.bridged = _Bridged(meter, config) if self.histogram_mode == "otlp" else None
         _register_observables(meter, self)
+        _LIVE.add(self)
 
     def meter_provider(self) -> MeterProvider:
         """The provider poolwatch's meter comes from (the global one unless one was passed)."""
@@ -212,14 +223,34 @@ class Telemetry:
 
     # --- pools ----------------------------------------------------------------------------
 
-    def pool(self, name: str, read_state: StateReader) -> PoolRecorder:
-        """A recorder for a newly seen pool (starts the leak watchdog with the first one)."""
-        recorder = PoolRecorder(self, name, read_state)
+    def pool(
+        self,
+        name: str,
+        read_state: StateReader,
+        identity: Mapping[str, str | int] | None = None,
+    ) -> PoolRecorder:
+        """A recorder for a newly seen pool (starts the leak watchdog with the first one);
+        ``identity`` (:meth:`poolwatch.naming.Target.attributes`) goes on all its points."""
+        recorder = PoolRecorder(self, name, read_state, identity)
         with self._lock:
             self._pools.append(recorder)
         if self.config.leak_threshold > 0:
             WATCHDOG.watch(self)
         return recorder
+
+    def first_checkout(self) -> None:
+        """A pool's first checkout in this process: the watchdog runs here too (a forked child
+        starts one now, not at the fork)."""
+        if self.active and self.config.leak_threshold > 0:
+            WATCHDOG.watch(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks, and books (conflicts, pools) of the child's own."""
+        self._lock = threading.Lock()
+        self.conflicts.clear()
+        self._recent.clear()
+        for recorder in self._pools:
+            recorder.after_fork()
 
     def drop(self, recorder: PoolRecorder) -> None:
         """Stop reporting a pool."""
@@ -250,9 +281,10 @@ class Telemetry:
         sample_after = min(SAMPLE_AFTER, threshold)
         for recorder in self.pools():
             if not self.config.capture_stacks:
-                recorder.sample_sites(sample_after)
+                # without a site the leak is still reported
+                _guard.guarded("leak-watchdog", recorder.sample_sites, sample_after)
             for loan in recorder.find_leaks(threshold):
-                self._leaked(recorder, loan)
+                _guard.guarded("leak-watchdog", self._leaked, recorder, loan)
 
     # --- spans and events ---------------------------------------------------------------------
 
@@ -294,12 +326,31 @@ class Telemetry:
         holders = attributes.get(catalog.POOL_HOLDERS) or []
         body = (
             f"pool {pool} timed out after {waited:.3f}s: "
-            f"{state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"{state[catalog.POOL_USED]} used{_filling.describe_used(state)}, "
+            f"{state[catalog.POOL_IDLE]} idle, "
             f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
             f"{state[catalog.POOL_PENDING]} waiting"
-            + (f"; held by {holders[0]}" if holders else "")
+            + _filling.describe(state, waited)
+            + (f"; held by {'; '.join(holders)}" if holders else "")
         )
         self.emit_event(catalog.EVENT_POOL_TIMEOUT, body, attributes)
+
+    def connection_failed(
+        self, pool: str, state: dict[str, Any], error: BaseException, code: str | None
+    ) -> None:
+        """Opening a connection failed, first of a burst: the server's message and the pool."""
+        attributes = dict(state)
+        attributes[catalog.ERROR_TYPE] = _errors.error_type(error)
+        attributes[catalog.ERROR_MESSAGE] = message = _errors.message(error)
+        if code is not None:
+            attributes[catalog.DB_STATUS_CODE] = code
+        body = (
+            f"pool {pool} could not open a connection: {message} "
+            f"({state[catalog.POOL_USED]} used, {state[catalog.POOL_IDLE]} idle, "
+            f"max {state.get(catalog.POOL_MAX, 'unlimited')}, "
+            f"{state[catalog.POOL_PENDING]} waiting)"
+        )
+        self.emit_event(catalog.EVENT_CREATE_FAILED, body, attributes)
 
     def _leaked(self, recorder: PoolRecorder, loan: Loan) -> None:
         age = time.perf_counter() - loan.started
@@ -399,7 +450,7 @@ class Telemetry:
 
 def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:
     attributes: dict[str, Any] = {
-        catalog.POOL_NAME: recorder.name,
+        **recorder.attributes,
         catalog.THREAD_NAME: loan.thread_name,
     }
     if loan.thread_id is not None:
@@ -437,9 +488,8 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._watched: weakref.WeakSet[Telemetry] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
-        if hasattr(os, "register_at_fork"):
-            # a forked child has no copy of the thread; the next watch() starts one
-            os.register_at_fork(after_in_child=self._forget_thread)
+        # a forked child has no copy of the thread; its first checkout starts one
+        _process.on_fork("watchdog", self._forget_thread)
 
     def watch(self, telemetry: Telemetry) -> None:
         """Look for leaks in ``telemetry``'s pools from now on."""
@@ -476,6 +526,18 @@ class _Watchdog:
 
 
 WATCHDOG = _Watchdog()
+#: Every telemetry of this process (reset in a forked child).
+_LIVE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    global _shared_lock  # noqa: PLW0603 - the registry's lock, replaced in a forked child
+    _shared_lock = threading.Lock()
+    for telemetry in list(_LIVE):
+        telemetry.after_fork()
+
+
+_process.on_fork("telemetry", _after_fork)
 
 
 # --- collection-time instruments ---------------------------------------------------------------
@@ -539,9 +601,9 @@ def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:
 
 def _read_count(telemetry: Telemetry) -> Iterator[Observation]:
     for recorder, state in _states(telemetry):
-        name = recorder.name
-        yield Observation(state.used, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_USED})
-        yield Observation(state.idle, {catalog.POOL_NAME: name, catalog.STATE: catalog.STATE_IDLE})
+        pool = recorder.attributes
+        yield Observation(state.used, {**pool, catalog.STATE: catalog.STATE_USED})
+        yield Observation(state.idle, {**pool, catalog.STATE: catalog.STATE_IDLE})
 
 
 def _state_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
@@ -575,7 +637,7 @@ def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
             with recorder._lock:
                 pairs = list(buckets.cumulative())
             for le, count in pairs:
-                yield Observation(count, {catalog.POOL_NAME: recorder.name, catalog.LE: le})
+                yield Observation(count, {**recorder.attributes, catalog.LE: le})
 
     return read
 
@@ -587,6 +649,17 @@ def _sums(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
             yield Observation(getattr(recorder, field).total, recorder.attributes)
 
     return read
+
+
+def _create_errors(telemetry: Telemetry) -> Iterator[Observation]:
+    for recorder in telemetry.pools():
+        with recorder._lock:
+            counts = sorted(recorder.create_errors.items(), key=lambda item: str(item[0]))
+        for (kind, code), count in counts:
+            attributes = {catalog.POOL_NAME: recorder.name, catalog.ERROR_TYPE: kind}
+            if code is not None:
+                attributes[catalog.DB_STATUS_CODE] = code
+            yield Observation(count, attributes)
 
 
 def _conflicts(telemetry: Telemetry) -> Iterator[Observation]:
@@ -623,6 +696,7 @@ _OBSERVED: tuple[tuple[catalog.Metric, Callable[[Telemetry], Iterable[Observatio
     (catalog.CONNECTION_LEAKED, _leaked_now),
     (catalog.CONNECTION_LEAKS, _recorder_field("leaks")),
     (catalog.CONNECTION_NEVER_RETURNED, _recorder_field("never_returned")),
+    (catalog.CONNECTION_CREATE_ERRORS, _create_errors),
     (catalog.SESSION_CONFLICTS, _conflicts),
     (catalog.INTERNAL_ERRORS, _internal_errors),
 )

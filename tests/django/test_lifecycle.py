@@ -62,7 +62,11 @@ def probe() -> Iterator[list[Any]]:
 
 
 def test_connection_in_a_request_counts_in_request_then_idle(
-    instrument: Instrument, telemetry: Capture, probe: list[Any], wsgi_server: tuple[str, int]
+    instrument: Instrument,
+    telemetry: Capture,
+    probe: list[Any],
+    wsgi_server: tuple[str, int],
+    service: str,
 ) -> None:
     """Under CONN_MAX_AGE > 0 a request's connection is in_request, then idle once it ended."""
     instrument()
@@ -76,18 +80,18 @@ def test_connection_in_a_request_counts_in_request_then_idle(
     # the server closes the response (ending the request) after the client has read it
     wait_for(lambda: django_states(telemetry, "persistent") == IDLE, timeout=30)
     assert django_opened(telemetry, "persistent") == 1
-    assert counts(telemetry, "django:persistent") == (0, 1)
+    assert counts(telemetry, f"{service}:persistent") == (0, 1)
 
 
 def test_connection_inside_atomic_counts_in_transaction(
-    instrument: Instrument, telemetry: Capture
+    instrument: Instrument, telemetry: Capture, service: str
 ) -> None:
     """A connection inside ``transaction.atomic()`` is in_transaction (used), then idle."""
     instrument()
     with transaction.atomic(using="persistent"):
         backend_pid("persistent")
         inside = django_states(telemetry, "persistent")
-        used_idle = counts(telemetry, "django:persistent")
+        used_idle = counts(telemetry, f"{service}:persistent")
     assert inside == {**IDLE, catalog.DJANGO_IDLE: 0, catalog.DJANGO_IN_TRANSACTION: 1}
     assert used_idle == (1, 0)
     assert django_states(telemetry, "persistent") == IDLE
@@ -174,14 +178,29 @@ def test_age_and_idle_time_of_the_oldest_connection(
     assert idle < age
 
 
-def test_postgres_sees_service_and_alias_as_application_name(
-    instrument: Instrument, postgres: PostgresCluster, service: str
+def test_postgres_sees_the_pool_name_as_application_name(
+    instrument: Instrument, telemetry: Capture, postgres: PostgresCluster, service: str
 ) -> None:
-    """Connections poolwatch sees are named ``<service>:<alias>`` in pg_stat_activity."""
+    """``pg_stat_activity.application_name`` is the pool name of the metrics,
+    ``<service>:<alias>``, and the pool's points carry its identity."""
     instrument()
     pid = backend_pid("persistent")
     (row,) = [row for row in postgres.server_connections() if row.pid == pid]
     assert row.application_name == f"{service}:persistent"
+    (point,) = [
+        p
+        for p in telemetry.metrics()[catalog.CONNECTION_COUNT.name]
+        if p.attributes[catalog.POOL_NAME] == row.application_name
+        and p.attributes[catalog.STATE] == catalog.STATE_USED
+    ]
+    assert {k: v for k, v in point.attributes.items() if k.startswith(("db.", "server."))} == {
+        catalog.POOL_NAME: row.application_name,
+        catalog.STATE: catalog.STATE_USED,
+        catalog.DB_SYSTEM: "postgresql",
+        catalog.DB_NAMESPACE: postgres.database,
+        catalog.SERVER_ADDRESS: postgres.host,
+        catalog.SERVER_PORT: postgres.port,
+    }
 
 
 def test_application_name_opt_out_leaves_it_unset(

@@ -257,3 +257,33 @@ def test_requests_that_finish_under_uvicorn_leave_no_orphan(
 
     assert orphan_events(telemetry) == []
     assert wait_until(lambda: postgres.server_connections(f"{service}:default") == [], timeout=30)
+
+
+@pytest.mark.usefixtures("gc_off")
+def test_a_closed_connection_among_orphans_costs_only_its_backend_pid(
+    instrument: Instrument, telemetry: Capture, postgres: PostgresCluster, service: str
+) -> None:
+    """Three threads end without closing; the middle one's driver connection was closed behind
+    Django's back. One orphan pass reports all three, the closed one without a backend pid."""
+    instrument()
+    pids: dict[str, int] = {}
+
+    def job(close_driver_connection: bool) -> None:
+        wrapper = connections["default"]
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids[threading.current_thread().name] = cursor.fetchone()[0]
+        if close_driver_connection:
+            wrapper.connection.close()
+
+    for name, closing in (("job-1", False), ("job-closed", True), ("job-3", False)):
+        worker = threading.Thread(target=job, args=(closing,), name=name)
+        worker.start()
+        worker.join()
+    ADAPTER.tracker.check()  # type: ignore[union-attr]
+
+    events = {event.attributes[catalog.THREAD_NAME]: event for event in orphan_events(telemetry)}
+    assert sorted(events) == ["job-1", "job-3", "job-closed"]
+    assert catalog.BACKEND_PID not in events["job-closed"].attributes
+    reported = {events[name].attributes[catalog.BACKEND_PID] for name in ("job-1", "job-3")}
+    assert reported == {pids["job-1"], pids["job-3"]} == idle_pids(postgres, f"{service}:default")

@@ -58,6 +58,10 @@ POOL_MAX = 2
 #: Checkouts each app makes: two it holds, one that times out, three afterwards.
 CHECKOUTS = 6
 
+#: The pool's identity, on every one of its points (checked once, then left out of the keys).
+IDENTITY = frozenset(
+    {catalog.DB_SYSTEM, catalog.DB_NAMESPACE, catalog.SERVER_ADDRESS, catalog.SERVER_PORT}
+)
 #: Every metric name poolwatch can export.
 POOLWATCH_METRICS = frozenset(metric.name for metric in names.all_metrics())
 
@@ -214,7 +218,9 @@ def for_pool(points: Points, **attributes: str) -> dict[tuple[tuple[str, Any], .
     found: dict[tuple[tuple[str, Any], ...], Any] = {}
     for point_attributes, value in points:
         if all(point_attributes.get(key) == want for key, want in wanted.items()):
-            rest = {k: v for k, v in point_attributes.items() if k not in wanted}
+            rest = {
+                k: v for k, v in point_attributes.items() if k not in wanted and k not in IDENTITY
+            }
             found[tuple(sorted(rest.items()))] = value
     return found
 
@@ -230,6 +236,11 @@ def assert_pool_story(receiver: OtlpReceiver, run: Run, points: Callable[[str], 
     """The pool's metrics and timeout event tell what the app did; ``points(name)`` reads one."""
     assert run.result["attempts"] == CHECKOUTS
     assert single(points(catalog.CONNECTION_TIMEOUTS.name)) == 1
+    identities = {
+        point_attributes.get(catalog.DB_SYSTEM)
+        for point_attributes, _ in points(catalog.CONNECTION_COUNT.name)
+    }
+    assert identities == {"sqlite"}
     assert single(points(catalog.CONNECTION_MAX.name)) == POOL_MAX
     assert single(points(catalog.CONNECTION_PENDING_REQUESTS.name)) == 0
     count = points(catalog.CONNECTION_COUNT.name)

@@ -33,6 +33,8 @@ def test_checkout_inside_a_trace_makes_a_child_span_with_the_pool_state(
     assert 0 <= wait < 0.5
     assert attributes == {
         catalog.POOL_NAME: "app",
+        catalog.DB_SYSTEM: "sqlite",
+        catalog.DB_NAMESPACE: engine.url.database,
         catalog.POOL_USED: 1,
         catalog.POOL_IDLE: 0,
         catalog.POOL_MAX: 3,

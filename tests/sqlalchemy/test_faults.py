@@ -104,13 +104,21 @@ def test_the_pool_timeout_reaches_the_app_unchanged_when_the_event_exporter_rais
 def test_connection_errors_pass_through_and_are_not_counted_as_timeouts(
     instrumented: Callable[..., sa.Engine], telemetry: Capture, tmp_path: Any
 ) -> None:
-    """A database that cannot be opened raises the driver's error, counted as a wait, not a timeout."""
+    """A database that cannot be opened raises the driver's error, counted as a failed open,
+    not a timeout."""
     engine = instrumented(url=f"sqlite:///{tmp_path}/missing/dir/app.db")
     with pytest.raises(sa.exc.OperationalError):
         engine.connect()
     assert gauge(telemetry, catalog.CONNECTION_TIMEOUTS, "app") == 0
     assert _guard.error_counts() == {}
-    assert telemetry.events() == []
+    assert [event.event_name for event in telemetry.events()] == [catalog.EVENT_CREATE_FAILED]
+    assert (
+        telemetry.value(
+            catalog.CONNECTION_CREATE_ERRORS.name,
+            attributes={catalog.POOL_NAME: "app", catalog.ERROR_TYPE: "OperationalError"},
+        )
+        == 1
+    )
 
 
 def test_a_failing_metric_callback_does_not_break_collection(

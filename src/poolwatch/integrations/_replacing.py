@@ -8,6 +8,7 @@ builds a bound wrapper object on each attribute access before making the call.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,11 +19,70 @@ Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def mark(replacement: F, original: Callable[..., Any]) -> F:
-    """Give ``replacement`` the name, docstring and ``__wrapped__`` of ``original``, and the mark
-    :func:`is_replacement` reads."""
+    """``replacement`` marked for :func:`is_replacement`, with the name, docstring, ``__wrapped__``
+    and parameters of ``original``.
+
+    Libraries read a method's parameters from its code object (SQLAlchemy's
+    ``inspect_getfullargspec``, used by its own tests, does), not from ``__wrapped__``: a
+    replacement whose parameters differ is put behind a forwarder with exactly the original's.
+    """
+    if inspect.isfunction(original) and _parameters(replacement) != _parameters(original):
+        replacement = _forwarder(original, replacement)  # type: ignore[assignment]
     functools.update_wrapper(replacement, original)
     replacement._poolwatch = True  # type: ignore[attr-defined]
     return replacement
+
+
+def _parameters(function: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
+    signature = inspect.signature(function, follow_wrapped=False)
+    return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+
+
+def _forwarder(original: Callable[..., Any], target: Callable[..., Any]) -> Callable[..., Any]:
+    """A function with ``original``'s parameters (names, kinds, defaults) that calls ``target``."""
+    kinds = inspect.Parameter
+    declared: list[str] = []
+    passed: list[str] = []
+    star = False
+    parameters = inspect.signature(original, follow_wrapped=False).parameters.values()
+    for parameter in parameters:
+        name, kind = parameter.name, parameter.kind
+        if kind is kinds.VAR_POSITIONAL:
+            declared.append(f"*{name}")
+            passed.append(f"*{name}")
+            star = True
+        elif kind is kinds.KEYWORD_ONLY:
+            if not star:
+                declared.append("*")
+                star = True
+            declared.append(name)
+            passed.append(f"{name}={name}")
+        elif kind is kinds.VAR_KEYWORD:
+            declared.append(f"**{name}")
+            passed.append(f"**{name}")
+        else:
+            declared.append(name)
+            passed.append(name)
+            if kind is kinds.POSITIONAL_ONLY and parameter is _last_positional_only(parameters):
+                declared.append("/")
+    asynchronous = inspect.iscoroutinefunction(original)
+    name = original.__name__ if original.__name__.isidentifier() else "forwarder"
+    source = (
+        f"{'async ' if asynchronous else ''}def {name}({', '.join(declared)}):\n"
+        f"    return {'await ' if asynchronous else ''}_target({', '.join(passed)})\n"
+    )
+    namespace: dict[str, Any] = {"_target": target}
+    # the source is made from the original's parameter names only
+    exec(compile(source, f"<poolwatch forwarder of {original.__qualname__}>", "exec"), namespace)
+    forwarder: Callable[..., Any] = namespace[name]
+    forwarder.__defaults__ = original.__defaults__
+    forwarder.__kwdefaults__ = original.__kwdefaults__
+    return forwarder
+
+
+def _last_positional_only(parameters: Any) -> inspect.Parameter | None:
+    found = [p for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    return found[-1] if found else None
 
 
 def is_replacement(function: object) -> bool:

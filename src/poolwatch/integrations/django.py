@@ -1,7 +1,8 @@
 """Django adapter: database connections and the requests that open them, as tracker facts.
 
-``BaseDatabaseWrapper.connect``/``close`` (the close reason read from the caller: end of request,
-CONN_MAX_AGE, health check, error), ``CursorWrapper`` (the last query's location) and the request
+``BaseDatabaseWrapper.connect``/``close`` (the close reason set by the Django method that decided
+to close: end of request, CONN_MAX_AGE, health check, error), ``CursorWrapper`` (the last query's
+location) and the request
 lifecycle are replaced at class level by plain functions that :meth:`DjangoAdapter.uninstrument`
 puts back. A request starts where Django sends ``request_started`` (``WSGIHandler.__call__``,
 ``ASGIHandler.handle``) and ends where it sends ``request_finished`` (``HttpResponseBase.close``)
@@ -9,24 +10,23 @@ or, under ASGI, when ``handle`` returns or raises even though ``request_finished
 Hooking those methods is cheaper per request than receivers, which every signal sent walks.
 ``BaseHandler.resolve_request`` gives the route and view. Each Django module is patched once the
 application imports it, so neither instrumenting nor importing this module imports Django or
-reads a setting.
+reads a setting. :data:`COMPATIBILITY` lists the internal methods used.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import wrapt
 
-from poolwatch import _guard, catalog
+from poolwatch import _guard, _process, catalog
+from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
@@ -58,6 +58,12 @@ class DjangoAdapter:
         self._pools: list[weakref.ref[Any]] = []
         #: Telemetries whose meter has the Django instruments already (made once per meter).
         self._metered: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        _process.on_fork("django", self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        if self.tracker is not None:
+            self.tracker.after_fork()
 
     def _tracker_of(self, telemetry: Telemetry) -> Tracker | None:
         """The live tracker reporting into ``telemetry``, if any (read by its instruments)."""
@@ -89,6 +95,8 @@ class DjangoAdapter:
         with self._lock:
             if self.tracker is not tracker:
                 return  # uninstrumented, or instrumented again, before the module was imported
+            COMPATIBILITY.check(module.__name__)
+            tracker.queries_seen = not COMPATIBILITY.off(LAST_QUERY)
             for (module_name, class_name, name), make in _REPLACEMENTS.items():
                 cls = getattr(module, class_name, None) if module_name == module.__name__ else None
                 if cls is not None:
@@ -173,29 +181,16 @@ def _opened(tracker: Tracker, wrapper: Any, seconds: float, pooled: bool) -> Non
     wrapper.__dict__[_ATTR] = tracker.connection_opened(wrapper, seconds, pooled)
 
 
-#: Django's methods that close a connection for a reason of their own, by function name.
-_CLOSERS = {
-    "close_if_unusable_or_obsolete": "recycle",
-    "close_if_health_check_failed": catalog.CLOSE_HEALTH_CHECK,
-}
-#: How many callers up ``close`` looks for one of them (past Django's ``async_unsafe``).
-_CLOSER_DEPTH = 4
+#: Where a wrapper keeps, while one of Django's closing methods runs, why it may close.
+_CLOSING = "_poolwatch_closing"
+_RECYCLE = "recycle"
 
 
-def _close_reason(wrapper: Any, frame: FrameType | None) -> str:
-    """Why Django is closing the wrapper's connection: read from ``close``'s callers, so the
-    paths that decide to close cost nothing on the paths that do not."""
-    closing = None
-    for _ in range(_CLOSER_DEPTH):
-        if frame is None:
-            break
-        closing = _CLOSERS.get(frame.f_code.co_name)
-        if closing is not None:
-            break
-        frame = frame.f_back
+def _close_reason(wrapper: Any, closing: str | None) -> str:
+    """Why Django is closing the wrapper's connection, given the closing method running."""
     if closing is None:
         return catalog.CLOSE_EXPLICIT
-    if closing != "recycle":
+    if closing != _RECYCLE:
         return closing
     autocommit = wrapper.settings_dict.get("AUTOCOMMIT", True)
     if wrapper.errors_occurred or wrapper.autocommit != autocommit:
@@ -222,6 +217,13 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
         started = _perf()
         try:
             original(self)
+        except Exception as failure:
+            # Django's pool (5.1+) opens connections itself: counted by its adapter, per attempt
+            if not pooled:
+                _guard.guarded(
+                    "django.connect", tracker.connection_failed, self.alias, self, failure
+                )
+            raise
         finally:
             if postgresql:
                 _unshadow(self)
@@ -242,13 +244,36 @@ def _close(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             if self.connection is None or self.closed_in_transaction:
                 self.__dict__.pop(_ATTR, None)  # uninstrument may have taken it already
-                _guard.guarded("django.close", _closed, record, self, sys._getframe(1))
+                closing = self.__dict__.get(_CLOSING)
+                _guard.guarded("django.close", _closed, record, self, closing)
 
     return close
 
 
-def _closed(record: ConnectionRecord, wrapper: Any, caller: FrameType) -> None:
-    record.tracker.connection_closed(record, _close_reason(wrapper, caller))
+def _closed(record: ConnectionRecord, wrapper: Any, closing: str | None) -> None:
+    record.tracker.connection_closed(record, _close_reason(wrapper, closing))
+
+
+def _closer(reason: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A replacement for a Django method that closes the connection for ``reason`` if it must:
+    ``close`` reads the reason while it runs."""
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def closing_method(self: Any) -> Any:
+            state = self.__dict__
+            outer = state.get(_CLOSING)
+            state[_CLOSING] = reason
+            try:
+                return original(self)
+            finally:
+                if outer is None:
+                    state.pop(_CLOSING, None)
+                else:
+                    state[_CLOSING] = outer
+
+        return closing_method
+
+    return make
 
 
 def _execute_with_wrappers(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -333,13 +358,63 @@ def _response_close(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _DB = "django.db.backends.base.base"
+_UTILS = "django.db.backends.utils"
 _HANDLERS = "django.core.handlers"
+LAST_QUERY = "last-query tracking"
+_CLOSE_REASONS = "close reasons"
+#: Every internal Django method poolwatch replaces, with what breaks without it; checked as
+#: each module is imported (public methods Django documents are not listed).
+COMPATIBILITY = Table(
+    "Django",
+    "django",
+    (
+        Hook(
+            _UTILS,
+            "CursorWrapper",
+            "_execute_with_wrappers",
+            LAST_QUERY,
+            "last query locations are unknown and idle orphans are not reported",
+        ),
+        Hook(
+            _DB,
+            "BaseDatabaseWrapper",
+            "close_if_unusable_or_obsolete",
+            _CLOSE_REASONS,
+            "closes at request end, CONN_MAX_AGE and after errors are counted as explicit",
+        ),
+        Hook(
+            _DB,
+            "BaseDatabaseWrapper",
+            "close_if_health_check_failed",
+            _CLOSE_REASONS,
+            "closes after a failed health check are counted as explicit",
+        ),
+        Hook(
+            f"{_HANDLERS}.base",
+            "BaseHandler",
+            "resolve_request",
+            "request routes",
+            "orphan events name no route or view",
+        ),
+        Hook(
+            f"{_HANDLERS}.asgi",
+            "ASGIHandler",
+            "handle",
+            "ASGI request ends",
+            "under ASGI, a request that never sends request_finished is not seen ending",
+        ),
+    ),
+)
 #: ``(module, class, method)`` to replace, and how. Each module is patched when it is imported
 #: (hooking ``django.db`` alone would import the handlers while they are half imported).
 _REPLACEMENTS: dict[tuple[str, str, str], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     (_DB, "BaseDatabaseWrapper", "connect"): _connect,
     (_DB, "BaseDatabaseWrapper", "close"): _close,
-    ("django.db.backends.utils", "CursorWrapper", "_execute_with_wrappers"): _execute_with_wrappers,
+    (_DB, "BaseDatabaseWrapper", "close_if_unusable_or_obsolete"): _closer(_RECYCLE),
+    (_DB, "BaseDatabaseWrapper", "close_if_health_check_failed"): _closer(
+        catalog.CLOSE_HEALTH_CHECK
+    ),
+    (_UTILS, "CursorWrapper", "_execute_with_wrappers"): _execute_with_wrappers,
     (f"{_HANDLERS}.wsgi", "WSGIHandler", "__call__"): _wsgi_call,
     (f"{_HANDLERS}.asgi", "ASGIHandler", "handle"): _asgi_handle,
     (f"{_HANDLERS}.base", "BaseHandler", "resolve_request"): _resolve_request,

@@ -17,24 +17,15 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
-from poolwatch import _guard, _sites, catalog
+from poolwatch import _guard, _process, _sites, catalog, naming
+from poolwatch.naming import REGISTRY
 from poolwatch.recorder import PoolRecorder, PoolState
 from poolwatch.telemetry import Telemetry
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
 _MISSING = object()
-#: Counts forks: a child process has no checker thread, and starts one on its next connection.
-_generation = 0
-
-
-def _forked() -> None:
-    global _generation  # noqa: PLW0603 - one counter for the whole process
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
+_LIBRARY = "django"
 
 
 def _append(queue: deque[int], key: int, _ref: object) -> None:
@@ -132,6 +123,17 @@ def backend_pid(connection: Any) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
+def _read_backend(record: ConnectionRecord, connection: Any) -> None:
+    """The server process and ``application_name`` of an orphan, if its connection can say."""
+    if connection is None:
+        return
+    try:
+        record.backend_pid = backend_pid(connection)
+        record.application_name = server_application_name(connection)
+    except Exception:  # noqa: BLE001 - a closed or broken connection names no backend
+        pass
+
+
 def server_application_name(connection: Any) -> str | None:
     """The ``application_name`` PostgreSQL reports for a psycopg 3 connection, else None."""
     info = getattr(connection, "info", None)
@@ -168,11 +170,18 @@ class Tracker:
         self._aliases: dict[str, PoolRecorder | None] = {}
         #: Opening and last-query sites: the innermost application frame is what is reported
         #: (the whole stack with ``capture_stacks``), and walking less of the stack is cheaper.
-        self.sites = telemetry.sites if self.config.capture_stacks else _sites.SiteCapture(1)
-        self.query_sites = _sites.SiteCapture(limit=1)
+        packages = self.config.library_packages
+        self.sites = (
+            telemetry.sites
+            if self.config.capture_stacks
+            else _sites.SiteCapture(1, library_packages=packages)
+        )
+        self.query_sites = _sites.SiteCapture(limit=1, library_packages=packages)
         self._checker: threading.Thread | None = None
         self._checker_generation = -1
         self._stop = threading.Event()
+        #: Whether queries are seen (set by the adapter): idle orphans need the last query time.
+        self.queries_seen = True
 
     # --- facts from the hooks -------------------------------------------------------------------
 
@@ -185,12 +194,18 @@ class Tracker:
         with self._lock:
             self._records[key] = record
             self.opened[alias] = self.opened.get(alias, 0) + 1
-        standard = self._standard_recorder(alias, pooled)
+        standard = self._standard_recorder(alias, pooled, wrapper)
         if standard is not None:
             standard.connection_created(seconds)
-        if self._checker_generation != _generation:
+        if self._checker_generation != _process.generation():
             self.ensure_checker()
         return record
+
+    def connection_failed(self, alias: str, wrapper: Any, error: Exception) -> None:
+        """Opening a connection for ``alias`` (without Django's pool) failed with ``error``."""
+        recorder = self._standard_recorder(alias, False, wrapper)
+        if recorder is not None:
+            recorder.connection_failed(error)
 
     def connection_closed(self, record: ConnectionRecord, reason: str) -> None:
         """The connection of ``record`` was closed (or handed back to Django's pool)."""
@@ -201,7 +216,7 @@ class Tracker:
             self.closed[key] = self.closed.get(key, 0) + 1
         record.ref = None
 
-    def _standard_recorder(self, alias: str, pooled: bool) -> PoolRecorder | None:
+    def _standard_recorder(self, alias: str, pooled: bool, wrapper: Any) -> PoolRecorder | None:
         """The ``db.client.connection.*`` recorder for ``alias`` (none when Django's pool,
         recorded by the psycopg_pool adapter, stands behind it)."""
         found = self._aliases.get(alias, _MISSING)
@@ -209,10 +224,15 @@ class Tracker:
             return found  # type: ignore[return-value]
         with self._lock:
             if alias not in self._aliases:
-                self._aliases[alias] = (
-                    None if pooled else self.telemetry.pool(pool_name(alias), self._reader(alias))
-                )
+                self._aliases[alias] = None if pooled else self._claim(alias, wrapper)
             return self._aliases[alias]
+
+    def _claim(self, alias: str, wrapper: Any) -> PoolRecorder:
+        """A recorder for ``alias``, named through the registry every adapter shares."""
+        target = settings_target(wrapper.vendor, wrapper.settings_dict)
+        recorder = self.telemetry.pool(pool_name(alias), self._reader(alias), target.attributes())
+        recorder.rename(REGISTRY.claim(recorder.name, recorder, _LIBRARY, explicit=True))
+        return recorder
 
     def _reader(self, alias: str) -> Any:
         def read_state() -> PoolState | None:
@@ -282,20 +302,24 @@ class Tracker:
             self._check(_monotonic())
 
     def _check(self, now: float) -> None:
+        # one connection at a time: a broken or closed one costs only its own report
         for record, wrapper in self.live():
-            if record.orphaned is None:
-                reason = self._orphan_reason(record, wrapper, now)
-                if reason is None:
-                    continue
+            try:
+                self._check_one(record, wrapper, now)
+            except Exception as exc:  # noqa: BLE001 - the next connection is still checked
+                _guard.internal_error("django.orphans", exc)
+
+    def _check_one(self, record: ConnectionRecord, wrapper: Any, now: float) -> None:
+        if record.orphaned is None:
+            reason = self._orphan_reason(record, wrapper, now)
+            if reason is not None:
                 record.orphaned = reason
                 with self._lock:
                     self.orphans[record.alias] = self.orphans.get(record.alias, 0) + 1
-                if wrapper.connection is not None:
-                    record.backend_pid = backend_pid(wrapper.connection)
-                    record.application_name = server_application_name(wrapper.connection)
+                _read_backend(record, wrapper.connection)
                 self._report(record, reason, now)
-            if self.config.close_orphans and not record.thread.is_alive():
-                self._close_orphan(record, wrapper)
+        if self.config.close_orphans and not record.thread.is_alive():
+            self._close_orphan(record, wrapper)
 
     def _orphan_reason(self, record: ConnectionRecord, wrapper: Any, now: float) -> str | None:
         """Why the connection is an orphan now, or None: a request that ended without closing
@@ -312,6 +336,8 @@ class Tracker:
             return catalog.ORPHAN_REQUEST_ENDED
         if thread_dead:
             return catalog.ORPHAN_THREAD_DEAD
+        if not self.queries_seen:
+            return None  # idle since when? unknown: no idle orphan rather than a false one
         idle = now - record.last_query_at
         threshold = self.config.django_idle_in_transaction
         if threshold > 0 and idle >= threshold and in_transaction(wrapper):
@@ -358,13 +384,27 @@ class Tracker:
     def ensure_checker(self) -> None:
         """Start the orphan checker unless it runs in this process (a fork has none)."""
         with self._lock:
-            if self._checker_generation == _generation or not self.active:
+            if self._checker_generation == _process.generation() or not self.active:
                 return
-            self._checker_generation = _generation
+            self._checker_generation = _process.generation()
             self._checker = threading.Thread(
                 target=self._run, name="poolwatch-django-orphans", daemon=True
             )
             self._checker.start()
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks, no checker yet (the next connection starts one), and
+        counts of the child's own; the parent's open connections are the parent's."""
+        self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self._records.clear()
+        self._collected.clear()
+        self.opened.clear()
+        self.closed.clear()
+        self.orphans.clear()
+        self._checker = None
+        if self.active:
+            self._stop = threading.Event()  # its lock may have been held by the parent's checker
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_INTERVAL):
@@ -380,11 +420,14 @@ class Tracker:
         for recorder in self._aliases.values():
             if recorder is not None:
                 self.telemetry.drop(recorder)
+                REGISTRY.release(recorder)
 
 
 def pool_name(alias: str) -> str:
-    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool)."""
-    return f"django:{alias}"
+    """The ``db.client.connection.pool.name`` of a Django alias (and of its psycopg pool):
+    ``<service>:<alias>``, or ``django:<alias>`` with no service name. Also the connections'
+    ``application_name``, so the service is seen in ``pg_stat_activity`` too."""
+    return f"{service_name() or 'django'}:{alias}"
 
 
 def service_name() -> str | None:
@@ -400,10 +443,28 @@ def service_name() -> str | None:
 
 
 def application_name(alias: str) -> str:
-    """``<service>:<alias>`` (``django:<alias>`` with no service name), within PostgreSQL's 63 bytes."""
-    service = service_name()
-    name = f"{service}:{alias}" if service else pool_name(alias)
-    return name.encode()[:63].decode(errors="ignore")
+    """The alias's pool name, within PostgreSQL's 63 bytes: the join key between
+    ``pg_stat_activity`` and the metrics."""
+    return naming.application_name(naming.APPLICATION_NAME, pool_name(alias))
+
+
+#: ``db.system.name`` of Django's database vendors, where the convention spells it differently.
+_VENDOR_SYSTEMS = {"oracle": "oracle.db", "microsoft": "microsoft.sql_server"}
+
+
+def settings_target(vendor: str, settings: dict[str, Any]) -> naming.Target:
+    """What a Django alias connects to, from its ``DATABASES`` entry."""
+    system = _VENDOR_SYSTEMS.get(vendor, vendor)
+    host = str(settings.get("HOST") or "") or None
+    if system == "sqlite":
+        host = None
+    port = str(settings.get("PORT") or "")
+    return naming.Target(
+        system,
+        str(settings.get("NAME") or "") or None,
+        host,
+        int(port) if port.isdigit() else (naming.default_port(system) if host else None),
+    )
 
 
 _WHY = {

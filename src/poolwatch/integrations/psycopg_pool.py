@@ -4,7 +4,9 @@ psycopg_pool has no hooks, so ``getconn``, ``putconn`` and ``_connect`` are repl
 by plain functions (sync and async); counts are read from the pool's ``get_stats()`` at collection
 time. A loan is keyed by a weak reference to the connection, so a connection the application
 drops without ``putconn`` is reported as never returned. Connections opened after attaching get an
-``application_name`` (the pool's name by default) unless the user set one.
+``application_name`` (the pool's name by default) unless the user set one. Every attempt to
+open a connection goes through ``_connect`` (private: see :data:`COMPATIBILITY`), timed there,
+its failures counted.
 """
 
 from __future__ import annotations
@@ -22,15 +24,24 @@ from opentelemetry.trace import Span
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from poolwatch import _guard
+from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch._filling import OPENING, Filling, Work
+from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
-from poolwatch.naming import APPLICATION_NAME, NameRegistry, application_name, dsn_pool_name
+from poolwatch.naming import (
+    APPLICATION_NAME,
+    REGISTRY,
+    Target,
+    application_name,
+    dsn_target,
+)
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_binding"
+_LIBRARY = "psycopg_pool"
 _perf = time.perf_counter
 _weakref = weakref.ref
 
@@ -41,6 +52,28 @@ _NAME_PARAMETERS = ("user", "host", "port", "dbname")
 #: The methods replaced on each class: checkout, checkin, and the opening of a connection.
 _METHODS = ("getconn", "putconn", "_connect")
 _CLASSES: tuple[type[Any], ...] = (ConnectionPool, AsyncConnectionPool)
+_WITHOUT_CONNECT = "create time and failed connection opens are not recorded"
+#: Every private attribute of psycopg_pool that poolwatch uses, checked when instrumenting.
+COMPATIBILITY = Table(
+    "psycopg_pool",
+    "psycopg-pool",
+    (
+        Hook(
+            "psycopg_pool.pool",
+            "ConnectionPool",
+            "_connect",
+            "connection opening",
+            _WITHOUT_CONNECT,
+        ),
+        Hook(
+            "psycopg_pool.pool_async",
+            "AsyncConnectionPool",
+            "_connect",
+            "connection opening",
+            _WITHOUT_CONNECT,
+        ),
+    ),
+)
 
 
 class _Binding:
@@ -54,6 +87,24 @@ class _Binding:
         self.collected: deque[weakref.ref[Any]] = deque()
         #: The pool's ``kwargs`` before and after poolwatch added ``application_name``.
         self.kwargs_swap: tuple[Any, dict[str, Any]] | None = None
+        #: The ``application_name`` template, while poolwatch names the pool's connections.
+        self.template: str | None = None
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name may move)."""
+        return self.recorder is not None and self.recorder.drained()
+
+    def rename(self, name: str) -> None:
+        """Report, and name new connections, under ``name`` from now on."""
+        if self.recorder is not None:
+            self.recorder.rename(name)
+        pool = self.pool_ref()
+        if pool is not None and self.kwargs_swap is not None and self.template is not None:
+            before, after = self.kwargs_swap
+            if pool.kwargs is after:
+                renamed = {**after, "application_name": application_name(self.template, name)}
+                pool.kwargs = renamed
+                self.kwargs_swap = (before, renamed)
 
     def read_state(self) -> PoolState | None:
         self.reap()
@@ -110,19 +161,24 @@ def name_connections(binding: _Binding, pool: Any, template: str | None, name: s
     after = {**(before or {}), "application_name": application_name(template, name)}
     pool.kwargs = after
     binding.kwargs_swap = (before, after)
+    binding.template = template
 
 
-def default_name(pool: Any) -> str:
-    """The pool's own ``name`` if the user chose one, else its target without the password."""
+def chosen_name(pool: Any) -> str | None:
+    """The pool's own ``name`` if the user chose one (not one psycopg_pool made up)."""
     chosen = getattr(pool, "name", None)
-    if chosen and not _AUTO_NAME.match(str(chosen)):
-        return str(chosen)
+    return str(chosen) if chosen and not _AUTO_NAME.match(str(chosen)) else None
+
+
+def pool_target(pool: Any) -> Target:
+    """What the pool connects to, from its conninfo and connection ``kwargs``."""
     conninfo = getattr(pool, "conninfo", "")
     if not isinstance(conninfo, str):
-        return type(pool).__name__  # a callable resolved per connection: no stable target
+        # a callable resolved per connection: no stable server, but still PostgreSQL
+        return Target("postgresql")
     kwargs = pool.kwargs if isinstance(getattr(pool, "kwargs", None), dict) else {}
     extra = {key: kwargs[key] for key in _NAME_PARAMETERS if kwargs.get(key)}
-    return dsn_pool_name(make_conninfo(conninfo, **extra) if extra else conninfo)
+    return dsn_target(make_conninfo(conninfo, **extra) if extra else conninfo)
 
 
 class PsycopgPoolAdapter:
@@ -136,7 +192,12 @@ class PsycopgPoolAdapter:
         self._bindings: dict[int, _Binding] = {}
         self._replaced = Replacements()
         self._graveyard = Graveyard()
-        self.names = NameRegistry()
+        _process.on_fork("psycopg_pool", self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        for binding in self._bindings.values():
+            binding.collected.clear()  # the parent's loans: the recorder forgot them
 
     @property
     def installed(self) -> bool:
@@ -202,8 +263,15 @@ class PsycopgPoolAdapter:
     ) -> PoolRecorder:
         self._reap()
         binding = _Binding(pool)
-        name = self.names.claim(pool_name or default_name(pool), owner=binding)
-        binding.recorder = recorder = telemetry.pool(name, binding.read_state)
+        chosen = pool_name or chosen_name(pool)
+        target = pool_target(pool)
+        name = REGISTRY.claim(
+            chosen or target.derived_name(_LIBRARY),
+            owner=binding,
+            library=_LIBRARY,
+            explicit=bool(chosen),
+        )
+        binding.recorder = recorder = telemetry.pool(name, binding.read_state, target.attributes())
         name_connections(binding, pool, app_name, name)
         setattr(pool, _ATTR, binding)
         self._bindings[id(binding)] = binding
@@ -224,11 +292,12 @@ class PsycopgPoolAdapter:
                 pool.kwargs = before
         if binding.recorder is not None:
             binding.recorder.telemetry.drop(binding.recorder)
-        self.names.release(binding)
+        REGISTRY.release(binding)
 
     def _install(self) -> None:
         if self._installed:
             return
+        COMPATIBILITY.check()
         for cls in _CLASSES:
             asynchronous = cls is AsyncConnectionPool
             for method in _METHODS:
@@ -262,8 +331,8 @@ def _begin(pool: Any) -> _Begun | None:
     recorder = binding.recorder
     try:
         assert recorder is not None
-        started = recorder.begin()
         parent = current_context().get(SPAN_KEY)
+        started = recorder.begin()
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
         return None
@@ -280,16 +349,26 @@ def _succeeded(begun: _Begun, connection: Any) -> None:
     binding, started, parent, traced = begun
     try:
         key = binding.key(connection)
+    except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
+        _guard.internal_error("psycopg_pool.checkout", error)
+        _guard.guarded("psycopg_pool.checkout", binding.recorder.abandoned)  # type: ignore[union-attr]
+        return
+    try:
         binding.recorder.succeeded(started, traced, key, key, parent)  # type: ignore[union-attr]
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
 
 
-def _failed(begun: _Begun, failure: BaseException) -> None:
+def _failed(begun: _Begun, failure: BaseException, timeout: float | None = None) -> None:
     binding, started, _parent, traced = begun
     try:
         timed_out = isinstance(failure, PoolTimeout)
-        binding.recorder.failed(started, traced, failure, timed_out)  # type: ignore[union-attr]
+        if timeout is None:
+            pool = binding.pool_ref()
+            timeout = getattr(pool, "timeout", None) if pool is not None else None
+        binding.recorder.failed(  # type: ignore[union-attr]
+            started, traced, failure, timed_out, timeout
+        )
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
 
@@ -316,19 +395,29 @@ def _created(pool: Any, started: float) -> None:
         _guard.internal_error("psycopg_pool.connect", error)
 
 
+def _open_failed(pool: Any, failure: Exception) -> None:
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None:
+        return
+    try:
+        binding.recorder.connection_failed(failure)  # type: ignore[union-attr]
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.connect", error)
+
+
 def _sync_getconn(original: Callable[..., Any]) -> Any:
-    def getconn(pool: Any, timeout: float | None = None) -> Any:
+    def getconn(self: Any, timeout: float | None = None) -> Any:
         # _begin and _succeeded inlined: two calls and a tuple are a tenth of the overhead
-        binding: _Binding | None = pool.__dict__.get(_ATTR)
+        binding: _Binding | None = self.__dict__.get(_ATTR)
         if binding is None or binding.recorder is None:
-            return _getconn_first_sight(original, pool, timeout)
+            return _getconn_first_sight(original, self, timeout)
         recorder = binding.recorder
         try:
-            started = recorder.begin()
             parent = current_context().get(SPAN_KEY)
+            started = recorder.begin()
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)
-            return original(pool, timeout)
+            return original(self, timeout)
         traced = (
             _guard.guarded("psycopg_pool.checkout", recorder.trace)
             if recorder.spans
@@ -336,12 +425,17 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             else None
         )
         try:
-            connection = original(pool, timeout)
+            connection = original(self, timeout)
         except BaseException as failure:
-            _failed((binding, started, parent, traced), failure)
+            _failed((binding, started, parent, traced), failure, timeout)
             raise
         try:
             key = _weakref(connection, binding.collected.append)
+        except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
+            _guard.internal_error("psycopg_pool.checkout", error)
+            _guard.guarded("psycopg_pool.checkout", recorder.abandoned)
+            return connection
+        try:
             recorder.succeeded(started, traced, key, key, parent)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("psycopg_pool.checkout", error)
@@ -358,21 +452,21 @@ def _getconn_first_sight(original: Callable[..., Any], pool: Any, timeout: float
     try:
         connection = original(pool, timeout)
     except BaseException as failure:
-        _failed(begun, failure)
+        _failed(begun, failure, timeout)
         raise
     _succeeded(begun, connection)
     return connection
 
 
 def _async_getconn(original: Callable[..., Any]) -> Any:
-    async def getconn(pool: Any, timeout: float | None = None) -> Any:
-        begun = _begin(pool)
+    async def getconn(self: Any, timeout: float | None = None) -> Any:
+        begun = _begin(self)
         if begun is None:
-            return await original(pool, timeout)
+            return await original(self, timeout)
         try:
-            connection = await original(pool, timeout)
+            connection = await original(self, timeout)
         except BaseException as failure:  # cancellation included: a failed wait, not a timeout
-            _failed(begun, failure)
+            _failed(begun, failure, timeout)
             raise
         _succeeded(begun, connection)
         return connection
@@ -381,25 +475,50 @@ def _async_getconn(original: Callable[..., Any]) -> Any:
 
 
 def _sync_putconn(original: Callable[..., Any]) -> Any:
-    def putconn(pool: Any, conn: Any) -> None:
-        _returned(pool, conn)
-        original(pool, conn)
+    def putconn(self: Any, conn: Any) -> None:
+        _returned(self, conn)
+        original(self, conn)
 
     return putconn
 
 
 def _async_putconn(original: Callable[..., Any]) -> Any:
-    async def putconn(pool: Any, conn: Any) -> None:
-        _returned(pool, conn)
-        await original(pool, conn)
+    async def putconn(self: Any, conn: Any) -> None:
+        _returned(self, conn)
+        await original(self, conn)
 
     return putconn
+
+
+def _opening(pool: Any) -> tuple[Filling, Work] | None:
+    """List a connection being opened by the pool (a worker, or the caller) as opening."""
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    if binding is None or binding.recorder is None:
+        return None
+    try:
+        filling = binding.recorder.filling
+        return filling, filling.begin(OPENING)
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("psycopg_pool.connect", error)
+        return None
+
+
+def _opened(work: tuple[Filling, Work] | None) -> None:
+    if work is not None:
+        work[0].end(work[1])
 
 
 def _sync_connect(original: Callable[..., Any]) -> Any:
     def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
         started = _perf()
-        connection = original(pool, *args, **kwargs)
+        work = _opening(pool)
+        try:
+            connection = original(pool, *args, **kwargs)
+        except Exception as failure:
+            _open_failed(pool, failure)
+            raise
+        finally:
+            _opened(work)
         _created(pool, started)
         return connection
 
@@ -409,7 +528,14 @@ def _sync_connect(original: Callable[..., Any]) -> Any:
 def _async_connect(original: Callable[..., Any]) -> Any:
     async def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
         started = _perf()
-        connection = await original(pool, *args, **kwargs)
+        work = _opening(pool)
+        try:
+            connection = await original(pool, *args, **kwargs)
+        except Exception as failure:
+            _open_failed(pool, failure)
+            raise
+        finally:
+            _opened(work)
         _created(pool, started)
         return connection
 

@@ -4,12 +4,17 @@ SQLAlchemy fires no event before a checkout waits nor on a pool timeout, so ``Po
 replaced at class level. Checkins are seen by replacing ``_ConnectionRecord.checkin`` at class
 level too: it is what fires the ``checkin`` pool event, unchanged from SQLAlchemy 2.0 to 2.1, and
 a plain function there costs a third of an event listener on a path every checkout takes.
-Detaches and new connections come from pool events. Counts are read from the pool itself at
-collection time, so they cannot drift.
+Opening a connection is timed, and its failures counted, around each pool's ``_invoke_creator``
+(the driver's connect alone; a ``connect`` listener would also switch an asyncio pool's
+first-connect lock to the asyncio one). Detaches come from a pool event. Counts are read from the
+pool itself at collection time, so they cannot drift. :data:`COMPATIBILITY` lists every private
+attribute used.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 import weakref
@@ -30,16 +35,74 @@ from sqlalchemy.pool import (
 )
 from sqlalchemy.pool.base import _ConnectionRecord
 
-from poolwatch import _guard
+from poolwatch import _guard, _process
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch._filling import OPENING, PINGING
+from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import Replacements
-from poolwatch.integrations.sqlalchemy_orm import SessionConflicts
-from poolwatch.naming import NameRegistry, url_pool_name
+from poolwatch.integrations._replacing import Replacements, is_replacement
+from poolwatch.integrations.sqlalchemy_orm import (
+    BEFORE_ATTACH,
+    HANDLE_DBAPI_EXCEPTION,
+    SessionConflicts,
+)
+from poolwatch.naming import (
+    APPLICATION_NAME,
+    REGISTRY,
+    Target,
+    application_name,
+    url_target,
+)
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
+_perf = time.perf_counter
+_BASE = "sqlalchemy.pool.base"
+_LOANS = "leak detection"
+_WITHOUT_LOANS = "no loans are kept: leaks, never-returned connections and holders go unreported"
+
+CHECKIN = Hook(
+    _BASE,
+    "_ConnectionRecord",
+    "checkin",
+    "fast checkins",
+    "checkins are seen through the public `checkin` pool event instead (slower)",
+)
+RECORD_POOL = Hook(
+    _BASE,
+    "_ConnectionRecord",
+    "_ConnectionRecord__pool",
+    "fast checkins",
+    "checkins are seen through the public `checkin` pool event instead (slower)",
+    instance=True,
+)
+FAIRY_RECORD = Hook(
+    _BASE, "_ConnectionFairy", "_connection_record", _LOANS, _WITHOUT_LOANS, instance=True
+)
+FAIRY_REF = Hook(_BASE, "_ConnectionRecord", "fairy_ref", _LOANS, _WITHOUT_LOANS, instance=True)
+INVOKE_CREATOR = Hook(
+    _BASE,
+    "Pool",
+    "_invoke_creator",
+    "connection opening",
+    "create time and failed connection opens are not recorded",
+    instance=True,
+)
+#: Every private attribute of SQLAlchemy that poolwatch uses, checked when instrumenting.
+COMPATIBILITY = Table(
+    "SQLAlchemy",
+    "sqlalchemy",
+    (CHECKIN, RECORD_POOL, FAIRY_RECORD, FAIRY_REF, INVOKE_CREATOR, BEFORE_ATTACH,
+     HANDLE_DBAPI_EXCEPTION),
+)  # fmt: skip
+_LIBRARY = "sqlalchemy"
+#: Private names (SQLAlchemy 2.0 and 2.1): the record's connect and its pool, and the pre-ping.
+_RECORD_CONNECT = "_ConnectionRecord__connect"
+_RECORD_POOL = "_ConnectionRecord__pool"
+_PING = "_do_ping_w_event"
+#: PostgreSQL drivers that take ``application_name`` as a keyword argument of ``connect``.
+_APPNAME_KEYWORD = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "pg8000"})
 
 
 class _Binding:
@@ -50,6 +113,20 @@ class _Binding:
         self.engine_ref = weakref.ref(engine) if engine is not None else None
         self.recorder: PoolRecorder | None = None
         self.listeners: list[tuple[str, Callable[..., None]]] = []
+        #: Pools whose ``_invoke_creator`` poolwatch wrapped (weakly).
+        self.timed: list[weakref.ref[Pool]] = []
+        #: The dialect whose ``connect`` poolwatch shadows to set ``application_name``.
+        self.named_dialect: Any = None
+        #: The dialect whose pre-ping poolwatch shadows to list pings in timeouts.
+        self.pinged_dialect: Any = None
+
+    def drained(self) -> bool:
+        """Whether the pool opened connections and has none open now (its name may move)."""
+        return self.recorder is not None and self.recorder.drained()
+
+    def rename(self, name: str) -> None:
+        if self.recorder is not None:
+            self.recorder.rename(name)
 
     def pool(self) -> Pool | None:
         if self.engine_ref is not None:
@@ -104,21 +181,32 @@ class SQLAlchemyAdapter:
         self._auto: Telemetry | None = None
         self._latest: Telemetry | None = None
         self._bindings: dict[int, _Binding] = {}
-        self.names = NameRegistry()
+        self._application_name: str | None = APPLICATION_NAME
         self.conflicts = SessionConflicts(self.telemetry_of)
         self._graveyard = Graveyard()
         self._replaced = Replacements()
+        _process.on_fork("sqlalchemy", self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
 
     # --- public ------------------------------------------------------------------------------
 
-    def instrument_all(self, telemetry: Telemetry) -> None:
+    def instrument_all(
+        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+    ) -> None:
         """Record every pool from now on (and every engine already attached stays attached)."""
         with self._lock:
             self._install()
             self._auto = self._latest = telemetry
+            self._application_name = application_name
 
     def instrument_engine(
-        self, engine: Any, telemetry: Telemetry, pool_name: str | None = None
+        self,
+        engine: Any,
+        telemetry: Telemetry,
+        pool_name: str | None = None,
+        application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
         """Record one engine's pool (an ``AsyncEngine`` is unwrapped to its sync engine)."""
         sync_engine: Engine = getattr(engine, "sync_engine", engine)
@@ -127,7 +215,9 @@ class SQLAlchemyAdapter:
             existing = getattr(sync_engine.pool, _ATTR, None)
             if existing is not None:
                 return existing  # type: ignore[no-any-return]
-            return self._attach(sync_engine.pool, sync_engine, telemetry, pool_name)
+            return self._attach(
+                sync_engine.pool, sync_engine, telemetry, pool_name, application_name
+            )
 
     def instrument_pool(
         self, pool: Pool, telemetry: Telemetry, pool_name: str | None = None
@@ -138,7 +228,7 @@ class SQLAlchemyAdapter:
             existing = getattr(pool, _ATTR, None)
             if existing is not None:
                 return existing  # type: ignore[no-any-return]
-            return self._attach(pool, None, telemetry, pool_name)
+            return self._attach(pool, None, telemetry, pool_name, None)
 
     def uninstrument_engine(self, engine: Any) -> None:
         """Stop recording one engine's pool."""
@@ -155,8 +245,9 @@ class SQLAlchemyAdapter:
         bind = getattr(target, "bind", target)
         engine = getattr(bind, "engine", bind)
         recorder = getattr(getattr(engine, "pool", None), _ATTR, None)
-        if recorder is not None and recorder.telemetry.active:
-            return recorder.telemetry  # type: ignore[no-any-return]
+        # anything may stand in for a bind (a mock in a test): only poolwatch's own recorder counts
+        if isinstance(recorder, PoolRecorder) and recorder.telemetry.active:
+            return recorder.telemetry
         for candidate in (self._auto, self._latest):
             if candidate is not None and candidate.active:
                 return candidate
@@ -179,14 +270,31 @@ class SQLAlchemyAdapter:
     # --- attaching ----------------------------------------------------------------------------
 
     def _attach(
-        self, pool: Pool, engine: Engine | None, telemetry: Telemetry, pool_name: str | None
+        self,
+        pool: Pool,
+        engine: Engine | None,
+        telemetry: Telemetry,
+        pool_name: str | None,
+        app_name: str | None,
     ) -> PoolRecorder:
         self._reap()
         self._latest = telemetry
         binding = _Binding(pool, engine)
-        name = self.names.claim(pool_name or _default_name(pool, engine), owner=binding)
-        recorder = telemetry.pool(name, binding.read_state)
+        chosen = pool_name or getattr(pool, "logging_name", None)
+        target = url_target(engine.url) if engine is not None else Target.unknown()
+        name = REGISTRY.claim(
+            str(chosen) if chosen else target.derived_name(_LIBRARY),
+            owner=binding,
+            library=_LIBRARY,
+            explicit=bool(chosen),
+        )
+        recorder = telemetry.pool(name, binding.read_state, target.attributes())
+        recorder.still_out = still_out
         binding.recorder = recorder
+        if engine is not None and app_name is not None:
+            _name_connections(binding, engine, app_name)
+        if engine is not None and getattr(pool, "_pre_ping", False):
+            _watch_pings(binding, engine)
         self._listen(binding, pool)
         setattr(pool, _ATTR, recorder)
         self._bindings[id(binding)] = binding
@@ -201,12 +309,15 @@ class SQLAlchemyAdapter:
         # SQLAlchemy's ``_has_events`` flag and make every execution dispatch those events.
         assert binding.recorder is not None
         hooks = _PoolHooks(binding.recorder)
-        for name in ("detach", "connect"):
+        names = ["detach"]
+        if not (COMPATIBILITY.has(CHECKIN) and COMPATIBILITY.has(RECORD_POOL)):
+            names.append("checkin")
+        for name in names:
             fn = getattr(hooks, name)
-            # first among the connect listeners: the engine's own runs the dialect's
-            # first-connection setup, which is not part of opening the connection
-            event.listen(pool, name, fn, insert=True)
+            event.listen(pool, name, fn)
             binding.listeners.append((name, fn))
+        # a failure here costs create time and failed opens only, not the pool's other metrics
+        _guard.guarded("sqlalchemy.attach", _time_creator, binding, pool)
 
     def _detach(self, key: int, binding: _Binding) -> None:
         del self._bindings[key]
@@ -214,12 +325,20 @@ class SQLAlchemyAdapter:
         for name, fn in binding.listeners:
             if pool is not None and event.contains(pool, name, fn):
                 event.remove(pool, name, fn)
+        _untime_creators(binding)
         for candidate in (pool, binding.pool_ref()):
             if candidate is not None and _ATTR in vars(candidate):
                 delattr(candidate, _ATTR)
         if binding.recorder is not None:
             binding.recorder.telemetry.drop(binding.recorder)
-        self.names.release(binding)
+        dialect = binding.named_dialect
+        if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
+            del dialect.connect
+        dialect = binding.pinged_dialect
+        shadow = vars(dialect).get(_PING) if dialect is not None else None
+        if isinstance(shadow, functools.partial) and shadow.func is _pinging:
+            delattr(dialect, _PING)
+        REGISTRY.release(binding)
 
     def auto_attach(self, pool: Pool, engine: Engine | None = None) -> PoolRecorder | None:
         """Attach a pool first seen after :meth:`instrument_all` (zero-code mode), else None."""
@@ -230,7 +349,7 @@ class SQLAlchemyAdapter:
             existing = getattr(pool, _ATTR, None)
             if existing is not None or self._auto is None:
                 return existing
-            return self._attach(pool, engine, telemetry, None)
+            return self._attach(pool, engine, telemetry, None, self._application_name)
 
     def rebind(self, old: Pool, new: Pool) -> None:
         """``Pool.recreate()`` made ``new`` to replace ``old``: keep recording under the same name."""
@@ -239,19 +358,33 @@ class SQLAlchemyAdapter:
             return
         setattr(new, _ATTR, recorder)
         for binding in self._bindings.values():
-            if binding.recorder is recorder and binding.engine_ref is None:
-                binding.pool_ref = weakref.ref(new)
+            if binding.recorder is recorder:
+                _guard.guarded("sqlalchemy.recreate", _time_creator, binding, new)
+                if binding.engine_ref is None:
+                    binding.pool_ref = weakref.ref(new)
 
     # --- class-level wrappers -------------------------------------------------------------------
 
     def _install(self) -> None:
         if self._installed:
             return
+        COMPATIBILITY.check()
         for cls in _pool_classes():
             self._replaced.replace(cls, "connect", _make_connect)
             if "recreate" in vars(cls):
                 wrapt.wrap_function_wrapper(cls, "recreate", _wrap_recreate)
-        self._replaced.replace(_ConnectionRecord, "checkin", _make_checkin)
+        if COMPATIBILITY.has(RECORD_POOL):
+            self._replaced.replace(_ConnectionRecord, CHECKIN.attribute, _make_checkin)
+        # private (name-mangled): without it, connections being opened go unlisted in timeouts
+        if _RECORD_CONNECT not in vars(_ConnectionRecord):
+            _guard.internal_error(
+                "sqlalchemy.connect",
+                AttributeError(
+                    f"_ConnectionRecord.{_RECORD_CONNECT} is missing in this SQLAlchemy: "
+                    "connections being opened are not listed in pool-timeout events"
+                ),
+            )
+        self._replaced.replace(_ConnectionRecord, _RECORD_CONNECT, _make_record_connect)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
         self._installed = True
@@ -281,15 +414,68 @@ class _PoolHooks:
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.detach", error)
 
-    def connect(self, _dbapi_connection: Any, record: Any) -> None:
-        """A new DBAPI connection: SQLAlchemy stamped ``record.starttime`` (``time.time()``)
-        just before calling the driver, so the time since then is what opening it took."""
+    def checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        """The public checkin event: used when ``_ConnectionRecord.checkin`` cannot be replaced."""
         try:
-            started = getattr(record, "starttime", None)
-            if isinstance(started, float) and started > 0:
-                self.recorder.connection_created(max(time.time() - started, 0.0))
+            self.recorder.checked_in(record)
         except Exception as error:  # noqa: BLE001
-            _guard.internal_error("sqlalchemy.connect", error)
+            _guard.internal_error("sqlalchemy.checkin", error)
+
+
+def _time_creator(binding: _Binding, pool: Pool) -> None:
+    """Time each connection ``pool`` opens, and count those that fail, around the pool's own
+    ``_invoke_creator`` (the driver's connect, without any ``connect`` listener)."""
+    original = vars(pool).get(INVOKE_CREATOR.attribute)
+    if original is None or is_replacement(original):
+        return
+    pool_ref = weakref.ref(pool)
+
+    def _invoke_creator(record: Any) -> Any:
+        started = _perf()
+        try:
+            connection = original(record)
+        except Exception as failure:
+            _opened(pool_ref, 0.0, failure)
+            raise
+        _opened(pool_ref, _perf() - started, None)
+        return connection
+
+    # marked by hand: an instance attribute nothing introspects, and a forwarder would cost a
+    # call per connection opened
+    _invoke_creator.__wrapped__ = original  # type: ignore[attr-defined]
+    _invoke_creator._poolwatch = True  # type: ignore[attr-defined]
+    setattr(pool, INVOKE_CREATOR.attribute, _invoke_creator)
+    # pools replaced by dispose() are gone: keep the list as long as the live ones
+    binding.timed = [ref for ref in binding.timed if ref() is not None] + [pool_ref]
+
+
+def _untime_creators(binding: _Binding) -> None:
+    for ref in binding.timed:
+        pool = ref()
+        timed = vars(pool).get(INVOKE_CREATOR.attribute) if pool is not None else None
+        if timed is not None and is_replacement(timed):
+            setattr(pool, INVOKE_CREATOR.attribute, timed.__wrapped__)
+    binding.timed.clear()
+
+
+def _opened(pool_ref: weakref.ref[Pool], seconds: float, failure: Exception | None) -> None:
+    pool = pool_ref()
+    recorder = getattr(pool, _ATTR, None) if pool is not None else None
+    if not isinstance(recorder, PoolRecorder):
+        return
+    try:
+        if failure is None:
+            recorder.connection_created(seconds)
+        else:
+            recorder.connection_failed(failure)
+    except Exception as error:  # noqa: BLE001 - the hook boundary
+        _guard.internal_error("sqlalchemy.connect", error)
+
+
+def still_out(record: Any, entry: Any) -> bool:
+    """Whether the connection record lent in ``entry`` is still checked out: SQLAlchemy clears
+    ``fairy_ref`` when the connection comes back, and makes a new one on the next checkout."""
+    return record.fairy_ref is not None and record.fairy_ref is entry[1]
 
 
 def _pool_classes() -> list[type[Pool]]:
@@ -304,13 +490,59 @@ def _pool_classes() -> list[type[Pool]]:
     return found
 
 
-def _default_name(pool: Pool, engine: Engine | None) -> str:
-    chosen = getattr(pool, "logging_name", None)
-    if chosen:
-        return str(chosen)
-    if engine is not None:
-        return url_pool_name(engine.url)
-    return type(pool).__name__
+def _name_connections(binding: _Binding, engine: Engine, template: str) -> None:
+    """Give the PostgreSQL connections ``engine`` opens from now on an ``application_name``
+    (``template`` with the pool's current name), unless the URL, ``connect_args`` or
+    ``PGAPPNAME`` set one. ``Dialect.connect`` is shadowed on this engine's dialect alone."""
+    dialect = engine.dialect
+    driver = getattr(dialect, "driver", "")
+    if dialect.name != "postgresql" or (driver not in _APPNAME_KEYWORD and driver != "asyncpg"):
+        return
+    if "connect" in vars(dialect):
+        return  # shadowed already (another engine on this dialect, or the user)
+    dialect.connect = functools.partial(  # type: ignore[method-assign]
+        _named_connect, type(dialect).connect, dialect, weakref.ref(binding), template
+    )
+    binding.named_dialect = dialect
+
+
+def _named_connect(
+    original: Callable[..., Any],
+    dialect: Any,
+    binding_ref: weakref.ref[_Binding],
+    template: str,
+    *cargs: Any,
+    **cparams: Any,
+) -> Any:
+    binding = binding_ref()
+    recorder = binding.recorder if binding is not None else None
+    if recorder is not None:
+        try:
+            _add_application_name(
+                dialect.driver, cparams, application_name(template, recorder.name)
+            )
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.application_name", error)
+    return original(dialect, *cargs, **cparams)
+
+
+def _add_application_name(driver: str, cparams: dict[str, Any], name: str) -> None:
+    if driver == "asyncpg":
+        settings = dict(cparams.get("server_settings") or {})
+        if "application_name" not in settings:
+            settings["application_name"] = name
+            cparams["server_settings"] = settings
+        return
+    if "application_name" in cparams or "PGAPPNAME" in os.environ:
+        return
+    dsn = cparams.get("dsn") or cparams.get("conninfo")
+    if isinstance(dsn, str) and "application_name" in dsn:
+        return
+    cparams["application_name"] = name
+
+
+def _is_named_connect(candidate: Any) -> bool:
+    return isinstance(candidate, functools.partial) and candidate.func is _named_connect
 
 
 ADAPTER = SQLAlchemyAdapter()
@@ -326,18 +558,20 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     call costs about 0.6 us, a tenth of a bare SQLite checkout+checkin.
     """
 
-    def connect(pool: Any) -> Any:
-        recorder: PoolRecorder | None = getattr(pool, _ATTR, None)
+    def connect(self: Any) -> Any:
+        recorder: PoolRecorder | None = getattr(self, _ATTR, None)
         if recorder is None:
-            recorder = _guard.guarded("sqlalchemy.attach", ADAPTER.auto_attach, pool)
-            if recorder is None:
-                return original(pool)
+            return _first_sight(connect, original, self)
         try:
-            started = recorder.begin()
             parent = current_context().get(SPAN_KEY)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkout", error)
-            return original(pool)
+            parent = None
+        try:
+            started = recorder.begin()
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.checkout", error)
+            return original(self)
         traced = (
             _guard.guarded("sqlalchemy.checkout", recorder.trace)
             if recorder.spans
@@ -345,14 +579,19 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             else None
         )
         try:
-            fairy = original(pool)
+            fairy = original(self)
         except BaseException as failure:
-            _checkout_failed(recorder, started, traced, failure)
+            _checkout_failed(recorder, started, traced, failure, self)
             raise
         try:
             record = fairy._connection_record
             # SQLAlchemy's own weak reference to the fairy: dead once the app dropped it
-            recorder.succeeded(started, traced, record, record.fairy_ref, parent)
+            owner = record.fairy_ref
+        except Exception as error:  # noqa: BLE001
+            _unkeyed(recorder, error)
+            return fairy
+        try:
+            recorder.succeeded(started, traced, record, owner, parent)
         except Exception as error:  # noqa: BLE001
             _guard.internal_error("sqlalchemy.checkout", error)
         return fairy
@@ -360,29 +599,110 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     return connect
 
 
+def _unkeyed(recorder: PoolRecorder, error: Exception) -> None:
+    """A checkout whose connection record could not be read: no loan, the wait is over."""
+    if not COMPATIBILITY.off(_LOANS):  # else said once, when instrumenting
+        _guard.internal_error("sqlalchemy.checkout", error)
+    _guard.guarded("sqlalchemy.checkout", recorder.abandoned)
+
+
+def _first_sight(connect: Callable[..., Any], original: Callable[..., Any], pool: Any) -> Any:
+    """A checkout of a pool not attached yet: attached now in zero-code mode, else bare."""
+    _guard.guarded("sqlalchemy.attach", ADAPTER.auto_attach, pool)
+    return connect(pool) if getattr(pool, _ATTR, None) is not None else original(pool)
+
+
 def _make_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
     """A replacement for ``_ConnectionRecord.checkin``: the loan ends before the pool has the
     connection back, so no other caller can have borrowed it yet."""
 
-    def checkin(record: Any, _fairy_was_created: bool = True) -> None:
+    def checkin(self: Any, _fairy_was_created: bool = True) -> None:
         try:
-            recorder: PoolRecorder | None = getattr(record._ConnectionRecord__pool, _ATTR, None)
+            recorder: PoolRecorder | None = getattr(self._ConnectionRecord__pool, _ATTR, None)
             if recorder is not None:
-                recorder.checked_in(record)
+                recorder.checked_in(self)
         except Exception as error:  # noqa: BLE001 - the hook boundary
             _guard.internal_error("sqlalchemy.checkin", error)
-        original(record, _fairy_was_created)
+        original(self, _fairy_was_created)
 
     return checkin
 
 
 def _checkout_failed(
-    recorder: PoolRecorder, started: float, traced: Traced | None, failure: BaseException
+    recorder: PoolRecorder,
+    started: float,
+    traced: Traced | None,
+    failure: BaseException,
+    pool: Any = None,
 ) -> None:
     try:
-        recorder.failed(started, traced, failure, isinstance(failure, exc.TimeoutError))
+        timeout = getattr(pool, "_timeout", None)
+        recorder.failed(
+            started,
+            traced,
+            failure,
+            isinstance(failure, exc.TimeoutError),
+            float(timeout) if isinstance(timeout, (int, float)) else None,
+        )
     except Exception as error:  # noqa: BLE001
         _guard.internal_error("sqlalchemy.checkout", error)
+
+
+def _make_record_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A replacement for ``_ConnectionRecord.__connect``: the connection being opened is listed
+    (as opening, for whoever waits) until it is open or has failed."""
+
+    def connect(record: Any) -> None:
+        work = None
+        try:
+            recorder = getattr(getattr(record, _RECORD_POOL, None), _ATTR, None)
+            if recorder is not None:
+                work = recorder.filling, recorder.filling.begin(OPENING)
+        except Exception as error:  # noqa: BLE001 - the hook boundary
+            _guard.internal_error("sqlalchemy.connect", error)
+        try:
+            original(record)
+        finally:
+            if work is not None:
+                work[0].end(work[1])
+
+    return connect
+
+
+def _watch_pings(binding: _Binding, engine: Engine) -> None:
+    """List pre-pings in timeouts: ``_do_ping_w_event`` shadowed on this engine's dialect."""
+    dialect = engine.dialect
+    original = getattr(type(dialect), _PING, None)
+    if original is None:
+        _guard.internal_error(
+            "sqlalchemy.pre_ping",
+            AttributeError(
+                f"Dialect.{_PING} is missing in this SQLAlchemy: pre-pings are not listed in "
+                "pool-timeout events"
+            ),
+        )
+        return
+    if _PING in vars(dialect):
+        return  # shadowed already (another engine on this dialect)
+    setattr(dialect, _PING, functools.partial(_pinging, original, dialect, weakref.ref(binding)))
+    binding.pinged_dialect = dialect
+
+
+def _pinging(
+    original: Callable[..., Any],
+    dialect: Any,
+    binding_ref: weakref.ref[_Binding],
+    dbapi_connection: Any,
+) -> Any:
+    binding = binding_ref()
+    recorder = binding.recorder if binding is not None else None
+    if recorder is None:
+        return original(dialect, dbapi_connection)
+    work = recorder.filling.begin(PINGING)
+    try:
+        return original(dialect, dbapi_connection)
+    finally:
+        recorder.filling.end(work)
 
 
 def _wrap_recreate(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:

@@ -24,7 +24,9 @@ from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.exc import StaleDataError
 
 from poolwatch import _guard, _sites, catalog
+from poolwatch.integrations._compat import Hook
 from poolwatch.integrations._replacing import Replacements
+from poolwatch.recorder import PoolRecorder
 from poolwatch.telemetry import Telemetry
 
 _SITE_ATTR = "_poolwatch_site"
@@ -52,6 +54,21 @@ _CONCURRENT = re.compile(r"already flushing|concurrent operations are not permit
 
 TelemetryFinder = Callable[[Any], Telemetry | None]
 
+BEFORE_ATTACH = Hook(
+    "sqlalchemy.orm.session",
+    "Session",
+    "_before_attach",
+    "already-attached conflicts",
+    "`already attached to session` conflicts are not reported",
+)
+HANDLE_DBAPI_EXCEPTION = Hook(
+    "sqlalchemy.engine.base",
+    "Connection",
+    "_handle_dbapi_exception",
+    "database conflicts",
+    "deadlocks, serialization failures and lock timeouts are not reported as conflicts",
+)
+
 
 class SessionConflicts:
     """Installs the session and execution-error replacements once; reports conflicts."""
@@ -66,10 +83,10 @@ class SessionConflicts:
         if self.installed:
             return
         self._replaced.replace(Session, "__init__", self._init)
-        self._replaced.replace(Session, "_before_attach", self._before_attach)
+        self._replaced.replace(Session, BEFORE_ATTACH.attribute, self._before_attach)
         for name in SESSION_METHODS:
             self._replaced.replace(Session, name, self._session_method)
-        self._replaced.replace(Connection, "_handle_dbapi_exception", self._execution_error)
+        self._replaced.replace(Connection, HANDLE_DBAPI_EXCEPTION.attribute, self._execution_error)
         self.installed = True
 
     def uninstall(self) -> None:
@@ -142,7 +159,7 @@ class SessionConflicts:
             catalog.DB_STATUS_CODE: str(code),
         }
         pool = getattr(engine.pool, "_poolwatch_recorder", None)
-        if pool is not None:
+        if isinstance(pool, PoolRecorder):
             attributes[catalog.POOL_NAME] = pool.name
         message = str(error).strip().split("\n")[0]
         telemetry.conflict(kind, attributes, f"{kind.replace('_', ' ')} ({code}): {message}")

@@ -8,4 +8,5 @@ urlpatterns = [
     path("short/", views.short_body, name="short"),
     path("pid/<str:alias>/", views.pid, name="pid"),
     path("background/<str:alias>/", views.background, name="background"),
+    path("hold/<str:alias>/", views.hold, name="hold"),
 ]

@@ -1,6 +1,7 @@
 """Views that query the database the ways the connection tests need."""
 
 import threading
+import time
 from collections.abc import Callable
 
 from django.db import connections
@@ -42,3 +43,10 @@ def background(request: HttpRequest, alias: str) -> HttpResponse:
     job.start()
     job.join()
     return HttpResponse(str(pids[0]).encode())
+
+
+def hold(request: HttpRequest, alias: str) -> HttpResponse:
+    """Queries, then keeps the connection a moment (concurrent requests pile up)."""
+    pid = _backend_pid(alias)
+    time.sleep(0.3)
+    return HttpResponse(str(pid).encode())
