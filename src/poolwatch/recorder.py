@@ -209,6 +209,8 @@ class PoolRecorder:
         #: The adapter's answer to "is this loan still out?" (None: it cannot tell). Asked
         #: before a loan is reported as leaked, so a checkin poolwatch missed is no leak.
         self.still_out: Callable[[object, LoanEntry], bool] | None = None
+        #: Connections being opened or pinged for callers that have no loan yet.
+        self.filling = _filling.Filling()
 
     def after_fork(self) -> None:
         """In a forked child: books of its own, from zero (the parent's loans, counts and locks
@@ -216,8 +218,6 @@ class PoolRecorder:
         still_out = self.still_out
         PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state, self.identity)
         self.still_out = still_out
-        #: Connections being opened or pinged for callers that have no loan yet.
-        self.filling = _filling.Filling()
 
     def rename(self, name: str) -> None:
         """Report under ``name`` from now on (the registry gave this pool's name to another)."""

@@ -656,7 +656,7 @@ def _create_errors(telemetry: Telemetry) -> Iterator[Observation]:
         with recorder._lock:
             counts = sorted(recorder.create_errors.items(), key=lambda item: str(item[0]))
         for (kind, code), count in counts:
-            attributes = {catalog.POOL_NAME: recorder.name, catalog.ERROR_TYPE: kind}
+            attributes = {**recorder.attributes, catalog.ERROR_TYPE: kind}
             if code is not None:
                 attributes[catalog.DB_STATUS_CODE] = code
             yield Observation(count, attributes)

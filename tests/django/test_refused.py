@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 from django.db import connections
 
 from poolwatch import catalog
+from poolwatch.integrations.django_tracking import pool_name
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 from tests.support.postgres import PostgresCluster
@@ -81,11 +82,17 @@ def test_refused_connects_are_counted_exactly_as_the_requests_that_failed(
     assert failed > 0
     assert statuses.count(200) == REQUESTS - failed
     points = telemetry.metrics()[catalog.CONNECTION_CREATE_ERRORS.name]
-    assert [(dict(p.attributes), p.value) for p in points] == [
+    assert [(_counted_by(p.attributes), p.value) for p in points] == [
         (
-            {catalog.POOL_NAME: f"django:{limited_alias}", catalog.ERROR_TYPE: "OperationalError"},
+            {catalog.POOL_NAME: pool_name(limited_alias), catalog.ERROR_TYPE: "OperationalError"},
             failed,
         )
     ]
     (event,) = telemetry.events(catalog.EVENT_CREATE_FAILED)
     assert REFUSAL in event.attributes[catalog.ERROR_MESSAGE]
+
+
+def _counted_by(attributes: Mapping[str, object]) -> dict[str, object]:
+    """The attributes a failed open is counted by; the pool's identity must be PostgreSQL's."""
+    assert attributes[catalog.DB_SYSTEM] == "postgresql"
+    return {key: attributes[key] for key in (catalog.POOL_NAME, catalog.ERROR_TYPE)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 import sqlalchemy as sa
 
@@ -39,7 +41,7 @@ def test_refused_opens_are_counted_exactly_and_reported_once(
         engine.dispose()
 
     points = telemetry.metrics()[catalog.CONNECTION_CREATE_ERRORS.name]
-    assert [(dict(p.attributes), p.value) for p in points] == [
+    assert [(_counted_by(p.attributes), p.value) for p in points] == [
         (
             {catalog.POOL_NAME: "limited", catalog.ERROR_TYPE: "OperationalError"},
             seen,
@@ -52,3 +54,9 @@ def test_refused_opens_are_counted_exactly_and_reported_once(
     assert attributes[catalog.POOL_USED] == LIMIT
     assert attributes[catalog.POOL_PENDING] == 1
     assert str(postgres.password) not in str(event.body)
+
+
+def _counted_by(attributes: Mapping[str, object]) -> dict[str, object]:
+    """The attributes a failed open is counted by; the pool's identity must be PostgreSQL's."""
+    assert attributes[catalog.DB_SYSTEM] == "postgresql"
+    return {key: attributes[key] for key in (catalog.POOL_NAME, catalog.ERROR_TYPE)}
