@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from poolwatch.monitoring import alerts, config, promql, runbooks
+from poolwatch.monitoring import alerts, config, generate, promql, runbooks
 from poolwatch.monitoring.generate import PROMETHEUS_RULES
 from tests.monitoring.conftest import REPO
 
@@ -31,6 +31,22 @@ MISSING = (
 SHOP = 'job="shop", instance="web-1"'
 POOL = SHOP + ', db_client_connection_pool_name="main"'
 PG = 'job="postgresql", instance="db:5432"'
+PGB = 'job="pgbouncer", instance="bouncer:6432"'
+PGB_POOL = PGB + ', database="shop", user="app"'
+PGB_POOL_LABELS = {
+    "job": "pgbouncer",
+    "instance": "bouncer:6432",
+    "database": "shop",
+    "user": "app",
+}
+#: Three clients wait while both server connections of the pool run transactions.
+PGB_EXHAUSTED = {
+    f'poolwatch_pgbouncer_clients{{{PGB_POOL}, state="waiting"}}': "3x40",
+    f'poolwatch_pgbouncer_clients{{{PGB_POOL}, state="active"}}': "2x40",
+    f'poolwatch_pgbouncer_servers{{{PGB_POOL}, state="active"}}': "2x40",
+    f'poolwatch_pgbouncer_servers{{{PGB_POOL}, state="idle"}}': "0x40",
+    f'poolwatch_pgbouncer_servers{{{PGB_POOL}, state="used"}}': "0x40",
+}
 
 
 @dataclass(frozen=True)
@@ -222,6 +238,38 @@ CASES = [
         {"warning": "5m", "critical": "30m"},
     ),
     Case(
+        "PoolwatchPgBouncerClientsWaiting",
+        PGB_EXHAUSTED,
+        0,
+        PGB_POOL_LABELS,
+        "Clients queue in PgBouncer bouncer:6432 for pool shop/app.",
+        "3 clients of database shop as user app wait in PgBouncer bouncer:6432 for a server "
+        "connection (threshold {threshold}). Their queries wait too, however idle the "
+        "application's own pools look.",
+        {"warning": "0"},
+    ),
+    Case(
+        "PoolwatchPgBouncerMaxWaitHigh",
+        {f"poolwatch_pgbouncer_max_wait_seconds{{{PGB_POOL}}}": "7x40"},
+        0,
+        PGB_POOL_LABELS,
+        "Clients of PgBouncer bouncer:6432 wait long for pool shop/app.",
+        "The oldest waiting client of database shop as user app in PgBouncer bouncer:6432 has "
+        "waited 7s for a server connection (threshold {threshold}).",
+        {"warning": "1s", "critical": "5s"},
+    ),
+    Case(
+        "PoolwatchPgBouncerPoolExhausted",
+        PGB_EXHAUSTED,
+        0,
+        PGB_POOL_LABELS,
+        "PgBouncer bouncer:6432 has no server connection left for pool shop/app.",
+        "3 clients of database shop as user app wait in PgBouncer bouncer:6432 while none of "
+        "the pool's server connections is idle or used (threshold {threshold}): every one is "
+        "busy, and the pool is at its size.",
+        {"critical": "0"},
+    ),
+    Case(
         "PoolwatchTelemetryMissing",
         {
             f"db_client_connection_max{{{POOL}}}": "10x20",
@@ -394,3 +442,105 @@ def test_every_runbook_says_whether_it_names_a_process_or_judges_the_fleet() -> 
         elif scope is runbooks.FLEET:
             assert "**This is a fleet condition.**" in page
             assert query.startswith(("avg by (job, db_", "job_pool:")), definition.key
+
+
+def _promtool_test(
+    promtool: str, path: Path, series: dict[str, str], checks: list[dict[str, Any]],
+    rules: Path = RULES,
+) -> None:  # fmt: skip
+    document = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "group_eval_order": GROUP_ORDER,
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in series.items()],
+                "alert_rule_test": checks,
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False, width=4096))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pgbouncer_alerts_stay_quiet_while_no_client_waits(promtool: str, tmp_path: Path) -> None:
+    """Busy server connections but nobody waiting: neither waiting nor exhausted fires."""
+    series = {
+        **PGB_EXHAUSTED,
+        f'poolwatch_pgbouncer_clients{{{PGB_POOL}, state="waiting"}}': "0x40",
+        f"poolwatch_pgbouncer_max_wait_seconds{{{PGB_POOL}}}": "0x40",
+    }
+    names = ("PoolwatchPgBouncerClientsWaiting", "PoolwatchPgBouncerPoolExhausted",
+             "PoolwatchPgBouncerMaxWaitHigh")  # fmt: skip
+    checks = [{"eval_time": "30m", "alertname": name, "exp_alerts": []} for name in names]
+    _promtool_test(promtool, tmp_path / "test.yaml", series, checks)
+
+
+def test_pgbouncer_pool_is_not_exhausted_while_a_server_connection_is_idle(
+    promtool: str, tmp_path: Path
+) -> None:
+    """Clients wait, but one server connection is idle: only the waiting alert fires."""
+    series = {
+        **PGB_EXHAUSTED,
+        f'poolwatch_pgbouncer_servers{{{PGB_POOL}, state="idle"}}': "1x40",
+    }
+    checks = [
+        {"eval_time": "30m", "alertname": "PoolwatchPgBouncerPoolExhausted", "exp_alerts": []},
+    ]
+    _promtool_test(promtool, tmp_path / "test.yaml", series, checks)
+    fired = _expected(CASES_BY_NAME["PoolwatchPgBouncerClientsWaiting"], 30)
+    checks = [{"eval_time": "30m", "alertname": "PoolwatchPgBouncerClientsWaiting",
+               "exp_alerts": fired}]  # fmt: skip
+    _promtool_test(promtool, tmp_path / "test2.yaml", series, checks)
+
+
+CASES_BY_NAME = {case.name: case for case in CASES}
+CLIENT_CONNECTIONS = "PoolwatchPgBouncerClientConnectionsNearLimit"
+
+
+def test_pgbouncer_client_connections_alert_needs_max_client_conn() -> None:
+    """Without pgbouncer_max_client_conn the alert is left out; with it, it divides by it."""
+    unset = {d.name for d in alerts.definitions(config.MonitoringConfig())}
+    assert CLIENT_CONNECTIONS not in unset
+    made = alerts.rules(config.MonitoringConfig(pgbouncer_max_client_conn=200))
+    exprs = {r.severity: r.expr for r in made if r.definition.name == CLIENT_CONNECTIONS}
+    used = 'max by (job, instance) (poolwatch_pgbouncer_list_items{job="pgbouncer", ' \
+        'list="used_clients"}) / 200'  # fmt: skip
+    assert exprs == {"warning": f"{used} > 0.8", "critical": f"{used} > 0.95"}
+
+
+def test_pgbouncer_client_connections_fires_at_its_for_boundary(
+    promtool: str, tmp_path: Path
+) -> None:
+    """196 of max_client_conn 200 clients: warning (80%) and critical (95%) after 5m, not 4m."""
+    settings = config.MonitoringConfig(pgbouncer_max_client_conn=200)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(generate.to_yaml(alerts.prometheus_rule_groups(settings)))
+    series = {
+        f'poolwatch_pgbouncer_list_items{{{PGB}, list="used_clients"}}': "196x40",
+        f'poolwatch_pgbouncer_list_items{{{PGB}, list="used_servers"}}': "20x40",
+    }
+    description = (
+        "PgBouncer bouncer:6432 holds 98% of its max_client_conn (200) client connections "
+        "(threshold {}). Beyond it, new clients are refused."
+    )
+    fired = [
+        {
+            "exp_labels": {"job": "pgbouncer", "instance": "bouncer:6432",
+                           "poolwatch_alert": CLIENT_CONNECTIONS, "severity": severity},
+            "exp_annotations": {
+                "summary": "PgBouncer bouncer:6432 is running out of client connections.",
+                "description": description.format(threshold),
+                "runbook_url": RUNBOOKS + CLIENT_CONNECTIONS + ".md",
+            },
+        }
+        for severity, threshold in (("warning", "80%"), ("critical", "95%"))
+    ]  # fmt: skip
+    checks = [
+        {"eval_time": "4m", "alertname": CLIENT_CONNECTIONS, "exp_alerts": []},
+        {"eval_time": "5m", "alertname": CLIENT_CONNECTIONS, "exp_alerts": fired},
+    ]
+    _promtool_test(promtool, tmp_path / "test.yaml", series, checks, rules)

@@ -15,7 +15,12 @@ def test_defaults_have_a_threshold_for_every_alert() -> None:
     settings = config.load()
     assert settings.threshold("pool_saturation") == config.Threshold(0.8, 0.95, "5m", "5m")
     assert settings.histograms == "classic"
-    assert set(settings.thresholds) == {d.key for d in alerts.definitions(settings)}
+    # The PgBouncer client-connections alert needs max_client_conn, which has no default.
+    assert set(settings.thresholds) == {d.key for d in alerts.definitions(settings)} | {
+        "pgbouncer_client_connections"
+    }
+    limited = config.load(overrides=["pgbouncer_max_client_conn=500"])
+    assert set(limited.thresholds) == {d.key for d in alerts.definitions(limited)}
 
 
 def test_file_then_flags_override_the_defaults(tmp_path: Path) -> None:
@@ -58,6 +63,8 @@ def test_file_then_flags_override_the_defaults(tmp_path: Path) -> None:
         (["rule_interval=5m"], "rate_window: must be at least twice rule_interval"),
         (["processes_lookback=1m"], "processes_lookback: must be longer than freshness"),
         (["recording_rules=maybe"], "recording_rules: expected true or false"),
+        (["pgbouncer_max_client_conn=lots"], "pgbouncer_max_client_conn: expected a whole number"),
+        (["pgbouncer_max_client_conn=0"], "pgbouncer_max_client_conn: expected 1 or more, got 0"),
         (["rate_window=5 minutes"], "rate_window: expected a Prometheus duration"),
         (["thresholds.pool_saturation.warning=high"], "expected a number or null"),
         (["selector"], "--set expects key=value"),

@@ -18,7 +18,7 @@ import pytest
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard as SdkDashboard
 
-from poolwatch.monitoring import dashboards
+from poolwatch.monitoring import config, dashboards
 from poolwatch.monitoring.transport import contains
 from tests.monitoring.conftest import REPO
 
@@ -230,3 +230,49 @@ def test_import_variant_asks_for_each_datasource(path: Path) -> None:
         assert variable["current"]["value"] == "${" + name + "}"
     assert {"type": "grafana", "id": "grafana", "name": "Grafana",
             "version": dashboards.GRAFANA_VERSION} in model["__requires"]  # fmt: skip
+
+
+def _pgbouncer_row(model: dict[str, Any]) -> dict[str, list[str]]:
+    """Title -> query expressions of the panels after the PgBouncer row, up to the next row."""
+    found: dict[str, list[str]] = {}
+    inside = False
+    for panel in model["panels"]:
+        if panel["type"] == "row":
+            inside = panel["title"] == "PgBouncer"
+        elif inside:
+            found[panel["title"]] = [t["expr"] for t in panel["targets"]]
+    return found
+
+
+def test_pool_dashboard_has_a_pgbouncer_row() -> None:
+    """Clients, servers by state, max wait and used_clients, by PgBouncer pool; no limit line
+    while pgbouncer_max_client_conn is unset."""
+    row = _pgbouncer_row(_load(REPO / "dashboards" / "poolwatch-pools.json"))
+    pool = "job, instance, database, user"
+    assert row == {
+        "PgBouncer clients": [
+            f'sum by ({pool}, state) (poolwatch_pgbouncer_clients{{job="pgbouncer"}})'
+        ],
+        "PgBouncer server connections by state": [
+            f'sum by ({pool}, state) (poolwatch_pgbouncer_servers{{job="pgbouncer"}})'
+        ],
+        "PgBouncer max wait": [
+            f'max by ({pool}) (poolwatch_pgbouncer_max_wait_seconds{{job="pgbouncer"}})'
+        ],
+        "PgBouncer client connections": [
+            'max by (job, instance) (poolwatch_pgbouncer_list_items{job="pgbouncer", '
+            'list="used_clients"})'
+        ],
+    }
+
+
+def test_pgbouncer_row_draws_max_client_conn_when_configured() -> None:
+    """With pgbouncer_max_client_conn set, the client-connections panel draws the limit."""
+    settings = config.MonitoringConfig(pgbouncer_max_client_conn=300)
+    built = {d.slug: d.model for d in dashboards.dashboards(settings)}
+    used = 'max by (job, instance) (poolwatch_pgbouncer_list_items{job="pgbouncer", ' \
+        'list="used_clients"})'  # fmt: skip
+    assert _pgbouncer_row(built["pools"])["PgBouncer client connections"] == [
+        used,
+        f"{used} * 0 + 300",
+    ]

@@ -13,8 +13,8 @@ from poolwatch.monitoring import alerts, config
 from tests.support.pipeline import Processes, free_port, http_ok, loopback, wait_for
 
 GROUPS = [
-    "poolwatch-django", "poolwatch-pool", "poolwatch-postgresql", "poolwatch-recording",
-    "poolwatch-telemetry",
+    "poolwatch-django", "poolwatch-pgbouncer", "poolwatch-pool", "poolwatch-postgresql",
+    "poolwatch-recording", "poolwatch-telemetry",
 ]  # fmt: skip
 
 

@@ -79,8 +79,8 @@ def test_groups_are_pushed_with_tenant_and_token(ruler: Ruler) -> None:
     assert main(["deploy", "prometheus", "--ruler-url", ruler.url]) == 0
 
     assert sorted(ruler.groups) == [
-        "poolwatch-django", "poolwatch-pool", "poolwatch-postgresql", "poolwatch-recording",
-        "poolwatch-telemetry",
+        "poolwatch-django", "poolwatch-pgbouncer", "poolwatch-pool", "poolwatch-postgresql",
+        "poolwatch-recording", "poolwatch-telemetry",
     ]  # fmt: skip
     posts = [headers for method, _path, headers in ruler.requests if method == "POST"]
     assert all(h["X-Scope-OrgID"] == "team-db" for h in posts)

@@ -119,6 +119,7 @@ def definitions(config: MonitoringConfig) -> tuple[AlertDefinition, ...]:
         *_leak_definitions(window),
         *_django_definitions(window),
         *_postgres_definitions(),
+        *_pgbouncer_definitions(config),
         *_telemetry_definitions(config),
     )
 
@@ -243,6 +244,56 @@ def _postgres_definitions() -> tuple[AlertDefinition, ...]:
             f"{label(promql.PG_DATABASE)} on {SERVER} has been idle in a transaction for "
             f"{VALUE} (threshold {THRESHOLD}); it holds its locks and snapshot all that time.",
             DURATION, "age of the oldest idle-in-transaction session",
+        ),
+    )  # fmt: skip
+
+
+def _pgbouncer_definitions(config: MonitoringConfig) -> tuple[AlertDefinition, ...]:
+    """PgBouncer's pools; the client-connections alert only when max_client_conn is configured."""
+    pool = f"{label(promql.PGB_DATABASE)}/{label(promql.PGB_USER)}"
+    made = (
+        AlertDefinition(
+            "pgbouncer_clients_waiting", "PoolwatchPgBouncerClientsWaiting", "pgbouncer",
+            promql.pgb_clients_waiting,
+            f"Clients queue in PgBouncer {SERVER} for pool {pool}.",
+            f"{VALUE} clients of database {label(promql.PGB_DATABASE)} as user "
+            f"{label(promql.PGB_USER)} wait in PgBouncer {SERVER} for a server connection "
+            f"(threshold {THRESHOLD}). Their queries wait too, however idle the application's "
+            "own pools look.",
+            COUNT, "clients of one PgBouncer pool waiting for a server connection",
+        ),
+        AlertDefinition(
+            "pgbouncer_max_wait", "PoolwatchPgBouncerMaxWaitHigh", "pgbouncer",
+            promql.pgb_max_wait,
+            f"Clients of PgBouncer {SERVER} wait long for pool {pool}.",
+            f"The oldest waiting client of database {label(promql.PGB_DATABASE)} as user "
+            f"{label(promql.PGB_USER)} in PgBouncer {SERVER} has waited {VALUE} for a server "
+            f"connection (threshold {THRESHOLD}).",
+            DURATION, "how long the oldest waiting client of one PgBouncer pool has waited",
+        ),
+        AlertDefinition(
+            "pgbouncer_pool_exhausted", "PoolwatchPgBouncerPoolExhausted", "pgbouncer",
+            promql.pgb_pool_exhausted,
+            f"PgBouncer {SERVER} has no server connection left for pool {pool}.",
+            f"{VALUE} clients of database {label(promql.PGB_DATABASE)} as user "
+            f"{label(promql.PGB_USER)} wait in PgBouncer {SERVER} while none of the pool's "
+            f"server connections is idle or used (threshold {THRESHOLD}): every one is busy, "
+            "and the pool is at its size.",
+            COUNT, "waiting clients of a PgBouncer pool with no idle or used server connection",
+        ),
+    )  # fmt: skip
+    if config.pgbouncer_max_client_conn is None:
+        return made
+    limit = config.pgbouncer_max_client_conn
+    return (
+        *made,
+        AlertDefinition(
+            "pgbouncer_client_connections", "PoolwatchPgBouncerClientConnectionsNearLimit",
+            "pgbouncer", promql.pgb_client_connections_share,
+            f"PgBouncer {SERVER} is running out of client connections.",
+            f"PgBouncer {SERVER} holds {VALUE} of its max_client_conn ({limit}) client "
+            f"connections (threshold {THRESHOLD}). Beyond it, new clients are refused.",
+            PERCENT, f"PgBouncer's used_clients / max_client_conn ({limit})",
         ),
     )  # fmt: skip
 

@@ -55,6 +55,14 @@ def _default_thresholds() -> dict[str, Threshold]:
         "django_orphans": Threshold(0.0, 10.0, "10m", "5m"),
         "postgres_connections": Threshold(0.8, 0.9, "5m", "5m"),
         "idle_in_transaction": Threshold(300.0, 1800.0, "2m", "2m"),
+        # per PgBouncer pool (database, user): clients queued for a server connection
+        "pgbouncer_clients_waiting": Threshold(0.0, None, "2m"),
+        # per PgBouncer pool: seconds the oldest waiting client has waited (whole seconds)
+        "pgbouncer_max_wait": Threshold(1.0, 5.0, "1m", "1m"),
+        # per PgBouncer pool: clients waiting while no idle or used server connection is left
+        "pgbouncer_pool_exhausted": Threshold(None, 0.0, critical_for="2m"),
+        # per PgBouncer: client connections / pgbouncer_max_client_conn (off while that is unset)
+        "pgbouncer_client_connections": Threshold(0.8, 0.95, "5m", "5m"),
         # per pool: processes fewer than the usual count (or none at all)
         "telemetry_missing": Threshold(0.0, None, "10m"),
         "internal_errors": Threshold(0.0, None, "5m"),
@@ -67,6 +75,7 @@ THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
     "fleet_saturation": (0.0, 1.0),
     "checkout_timeouts": (0.0, 1.0),
     "postgres_connections": (0.0, 1.0),
+    "pgbouncer_client_connections": (0.0, 1.0),
     "exhaustion_forecast": (0.0, 10.0),
 }
 _NON_NEGATIVE = (0.0, float("inf"))
@@ -80,6 +89,11 @@ class MonitoringConfig:
     selector: str = ""
     #: Matchers for the PostgreSQL monitor's series (collector/postgres.yaml names it).
     postgres_selector: str = 'job="postgresql"'
+    #: Matchers for the PgBouncer monitor's series (collector/pgbouncer.yaml names it).
+    pgbouncer_selector: str = 'job="pgbouncer"'
+    #: PgBouncer's ``max_client_conn`` (not among its metrics); unset, the client-connections
+    #: alert and the dashboard's limit line are left out.
+    pgbouncer_max_client_conn: int | None = None
     #: ``classic`` (``*_bucket``/``_sum``/``_count`` series) or ``native`` Prometheus histograms.
     histograms: HistogramMode = "classic"
     #: Range of the rate()/increase()/avg_over_time() windows of recording and alert rules
@@ -181,7 +195,11 @@ def from_mapping(raw: Mapping[str, Any]) -> MonitoringConfig:
     return MonitoringConfig(**values)
 
 
-def _scalar(name: str, value: Any) -> str | bool:
+def _scalar(name: str, value: Any) -> str | bool | int | None:
+    if name == "pgbouncer_max_client_conn":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{name}: expected a whole number or null, got {value!r}")
+        return value
     if name == "recording_rules":
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: expected true or false, got {value!r}")
@@ -238,6 +256,9 @@ def validate(config: MonitoringConfig) -> None:
         raise ConfigError(f"histograms: expected one of {', '.join(get_args(HistogramMode))}")
     _check_durations(config)
     _check_windows(config)
+    limit = config.pgbouncer_max_client_conn
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"pgbouncer_max_client_conn: expected 1 or more, got {limit!r}")
     for key, threshold in config.thresholds.items():
         _check_threshold(key, threshold)
 

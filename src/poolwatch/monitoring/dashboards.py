@@ -126,7 +126,8 @@ def _base(title: str, uid: str, description: str) -> gd.Dashboard:
 
 
 def pools_dashboard(config: MonitoringConfig) -> gd.Dashboard:
-    """Connection pools: saturation, waits, lifecycle, leaks and conflicts, events and traces."""
+    """Connection pools: saturation, waits, lifecycle, leaks and conflicts, PgBouncer's pools in
+    front of the server, events and traces."""
     scope = promql.dashboard_scope(config)
     return (
         _base(
@@ -163,6 +164,11 @@ def pools_dashboard(config: MonitoringConfig) -> gd.Dashboard:
         .with_panel(panels.leaked_connections(scope))
         .with_panel(panels.never_returned(scope))
         .with_panel(panels.conflicts(scope))
+        .with_row(gd.Row("PgBouncer"))
+        .with_panel(panels.pgb_clients(scope))
+        .with_panel(panels.pgb_servers(scope))
+        .with_panel(panels.pgb_max_wait(scope, config))
+        .with_panel(panels.pgb_client_connections(scope, config))
         .with_row(gd.Row("Events and traces"))
         .with_panel(panels.events(catalog.EVENTS, "poolwatch events"))
         .with_panel(panels.slow_checkouts(config))

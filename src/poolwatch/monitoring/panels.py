@@ -485,3 +485,60 @@ def pg_idle_in_transaction(scope: Scope, config: MonitoringConfig) -> ts.Panel:
         .thresholds_style(_threshold_lines())
         .span(12)
     )
+
+
+PGBOUNCER_POOL_LEGEND: Final = _legend(INSTANCE_LABEL, promql.PGB_DATABASE, promql.PGB_USER)
+
+
+def pgb_clients(scope: Scope) -> ts.Panel:
+    """PgBouncer's clients per pool: active and waiting for a server connection."""
+    legend = f"{PGBOUNCER_POOL_LEGEND} {_legend(promql.PGB_STATE)}"
+    return _timeseries(
+        "PgBouncer clients",
+        "Client connections per PgBouncer pool (database/user): active, or waiting for a "
+        "server connection. Waiting clients mean the PgBouncer pool is full.",
+        "short",
+    ).with_target(_query(promql.pgb_clients_by_state(scope), legend))
+
+
+def pgb_servers(scope: Scope) -> ts.Panel:
+    """PgBouncer's server connections per pool by state."""
+    legend = f"{PGBOUNCER_POOL_LEGEND} {_legend(promql.PGB_STATE)}"
+    return _timeseries(
+        "PgBouncer server connections by state",
+        "active (linked to a client), idle (free), used, tested, login. No idle ones while "
+        "clients wait: the pool is exhausted.",
+        "short",
+    ).with_target(_query(promql.pgb_servers_by_state(scope), legend))
+
+
+def pgb_max_wait(scope: Scope, config: MonitoringConfig) -> ts.Panel:
+    """How long the oldest waiting client of each PgBouncer pool has waited."""
+    bounds = config.threshold("pgbouncer_max_wait")
+    return (
+        _timeseries(
+            "PgBouncer max wait",
+            "Seconds the oldest waiting client of each pool has waited (whole seconds).",
+            "s",
+        )
+        .with_target(_query(promql.pgb_max_wait(scope), PGBOUNCER_POOL_LEGEND))
+        .thresholds(_thresholds(bounds.warning, bounds.critical))
+        .thresholds_style(_threshold_lines())
+    )
+
+
+def pgb_client_connections(scope: Scope, config: MonitoringConfig) -> ts.Panel:
+    """PgBouncer's client connections, against max_client_conn when the config knows it."""
+    used = promql.pgb_used_clients(scope)
+    panel = _timeseries(
+        "PgBouncer client connections",
+        "used_clients (SHOW LISTS) per PgBouncer: the connections max_client_conn limits "
+        "(pgbouncer_max_client_conn in the monitoring config draws the limit).",
+        "short",
+    ).with_target(_query(used, _legend(INSTANCE_LABEL) + " used_clients"))
+    limit = config.pgbouncer_max_client_conn
+    if limit is None:
+        return panel
+    return panel.with_target(
+        _query(f"{used} * 0 + {limit}", _legend(INSTANCE_LABEL) + " max_client_conn", "B")
+    )

@@ -30,6 +30,10 @@ CLOSE_REASON: str = prometheus_label(catalog.CLOSE_REASON)
 PG_STATE: str = prometheus_label(catalog.PG_STATE)
 PG_APPLICATION: str = prometheus_label(catalog.PG_APPLICATION)
 PG_DATABASE: str = prometheus_label(catalog.PG_DATABASE)
+PGB_DATABASE: str = prometheus_label(catalog.PGB_DATABASE)
+PGB_USER: str = prometheus_label(catalog.PGB_USER)
+PGB_STATE: str = prometheus_label(catalog.PGB_STATE)
+PGB_LIST: str = prometheus_label(catalog.PGB_LIST)
 
 #: How results are grouped: one line/alert per service and pool, per process, per server, ...
 BY_POOL = f"{SERVICE_LABEL}, {POOL}"
@@ -40,6 +44,9 @@ BY_SERVICE_PROCESS = f"{SERVICE_LABEL}, {INSTANCE_LABEL}"
 BY_SERVER = f"{SERVICE_LABEL}, {INSTANCE_LABEL}"
 BY_ALIAS = f"{SERVICE_LABEL}, {DJANGO_ALIAS}"
 BY_PROCESS_ALIAS = f"{SERVICE_LABEL}, {INSTANCE_LABEL}, {DJANGO_ALIAS}"
+#: One PgBouncer (``job``/``instance`` of its monitor) and one of its pools (database and user).
+BY_PGBOUNCER = f"{SERVICE_LABEL}, {INSTANCE_LABEL}"
+BY_PGBOUNCER_POOL = f"{SERVICE_LABEL}, {INSTANCE_LABEL}, {PGB_DATABASE}, {PGB_USER}"
 #: Quantiles the per-pool wait panels draw from the recorded bucket rates.
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -50,6 +57,7 @@ class Source(Enum):
     POOL = "pool"
     APP = "app"
     POSTGRES = "postgres"
+    PGBOUNCER = "pgbouncer"
     RECORDED = "recorded"
 
 
@@ -75,6 +83,9 @@ class Scope:
     forecast_samples: int
     #: Read recording rules' series (True) or inline their expressions (False).
     use_recorded: bool = True
+    #: Matchers for the PgBouncer monitor's series, and PgBouncer's max_client_conn if known.
+    pgbouncer: tuple[str, ...] = ()
+    pgbouncer_max_client_conn: int | None = None
 
     def select(self, series: str, *matchers: str, source: Source = Source.POOL) -> str:
         """``series{matchers}``: the only place selectors are interpolated into PromQL."""
@@ -82,6 +93,7 @@ class Scope:
             Source.POOL: self.app + self.pool,
             Source.APP: self.app,
             Source.POSTGRES: self.postgres,
+            Source.PGBOUNCER: self.pgbouncer,
             Source.RECORDED: self.recorded,
         }[source]
         inside = ", ".join(m for m in (*common, *matchers) if m)
@@ -151,6 +163,8 @@ def _scope(
         processes_lookback=config.processes_lookback,
         forecast_samples=_forecast_samples(config),
         use_recorded=use_recorded and config.recording_rules,
+        pgbouncer=(config.pgbouncer_selector,),
+        pgbouncer_max_client_conn=config.pgbouncer_max_client_conn,
     )
 
 
@@ -701,3 +715,53 @@ def pg_idle_in_transaction_age(scope: Scope) -> str:
     """Seconds the oldest idle-in-transaction connection has sat, per application."""
     series = _pg(scope, catalog.PG_OLDEST_IDLE_IN_TRANSACTION)
     return f"max by ({BY_SERVER}, {PG_APPLICATION}, {PG_DATABASE}) ({series})"
+
+
+# --- PgBouncer's side (collector/pgbouncer.yaml) ----------------------------------------------
+
+
+def _pgb(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:
+    return scope.select(_name(metric), *matchers, source=Source.PGBOUNCER)
+
+
+def pgb_clients_waiting(scope: Scope) -> str:
+    """Clients of each PgBouncer pool (database, user) queued for a server connection."""
+    series = _pgb(scope, catalog.PGB_CLIENTS, eq(PGB_STATE, "waiting"))
+    return f"sum by ({BY_PGBOUNCER_POOL}) ({series})"
+
+
+def pgb_clients_by_state(scope: Scope) -> str:
+    """Clients of each PgBouncer pool by state: active or waiting."""
+    series = _pgb(scope, catalog.PGB_CLIENTS)
+    return f"sum by ({BY_PGBOUNCER_POOL}, {PGB_STATE}) ({series})"
+
+
+def pgb_servers_by_state(scope: Scope) -> str:
+    """Server connections of each PgBouncer pool by state: active, idle, used, tested, login."""
+    series = _pgb(scope, catalog.PGB_SERVERS)
+    return f"sum by ({BY_PGBOUNCER_POOL}, {PGB_STATE}) ({series})"
+
+
+def pgb_max_wait(scope: Scope) -> str:
+    """Seconds the oldest waiting client of each PgBouncer pool has waited."""
+    return f"max by ({BY_PGBOUNCER_POOL}) ({_pgb(scope, catalog.PGB_MAX_WAIT)})"
+
+
+def pgb_pool_exhausted(scope: Scope) -> str:
+    """Waiting clients of the PgBouncer pools that have no idle or used server connection left."""
+    spare = _pgb(scope, catalog.PGB_SERVERS, f'{PGB_STATE}=~"idle|used"')
+    none_spare = f"sum by ({BY_PGBOUNCER_POOL}) ({spare}) == 0"
+    return f"{pgb_clients_waiting(scope)} and on ({BY_PGBOUNCER_POOL}) ({none_spare})"
+
+
+def pgb_used_clients(scope: Scope) -> str:
+    """Client connections of each PgBouncer: the number its max_client_conn limits."""
+    series = _pgb(scope, catalog.PGB_LIST_ITEMS, eq(PGB_LIST, "used_clients"))
+    return f"max by ({BY_PGBOUNCER}) ({series})"
+
+
+def pgb_client_connections_share(scope: Scope) -> str:
+    """Client connections of each PgBouncer as a share of ``pgbouncer_max_client_conn``."""
+    if scope.pgbouncer_max_client_conn is None:
+        raise ValueError("pgbouncer_max_client_conn is not set in the monitoring config")
+    return f"{pgb_used_clients(scope)} / {scope.pgbouncer_max_client_conn}"

@@ -43,6 +43,33 @@ IDLE_TIMEOUT: Final = """\
 (PostgreSQL 14+) idle ones; set them per role (`ALTER ROLE app SET ...`) rather than globally,
 so migrations and admin sessions are not cut off."""
 
+WHICH_POOL: Final = """\
+**App pool or PgBouncer pool: which one is too small?** Two queues sit in front of PostgreSQL:
+the application's own pool and PgBouncer's pool. Compare them over the same minutes. Callers
+waiting in the application (`db_client_connection_pending_requests`, the
+`db_client_connection_wait_time` histogram on the *Connection pools* dashboard) while PgBouncer
+shows no clients waiting: the *app pool* is too small (or its connections are held too long).
+PgBouncer clients waiting (`poolwatch_pgbouncer_clients{state="waiting"}`) while the app's
+checkouts are quick: the *PgBouncer pool* (`default_pool_size`/`pool_size` of that database and
+user) is too small for what the processes send, or its server connections are held by long
+transactions. To see which application holds PgBouncer's server connections, read
+`pg_stat_activity` on PostgreSQL: poolwatch names each pool's connections with
+`application_name` = the pool's name, and PgBouncer forwards it to the server connection a
+client is using (in transaction pooling, while the transaction runs) when `application_name` is
+left out of `ignore_startup_parameters`:
+`SELECT application_name, state, count(*) FROM pg_stat_activity WHERE datname = '<database>'
+AND usename = '<user>' GROUP BY 1, 2;` (the *PostgreSQL server* dashboard's *Connections by
+application_name* shows the same)."""
+
+PGBOUNCER_SIZING: Final = """\
+**Size PgBouncer's pools against both sides.** `default_pool_size` (or `pool_size` per database)
+is the number of server connections per database and user pair; clients beyond it wait, up to
+`query_wait_timeout`. Raise it only while the sum over all pairs stays below PostgreSQL's
+`max_connections` less the reserved slots; `reserve_pool_size` with `reserve_pool_timeout`
+absorbs short bursts. Long transactions are the usual reason a pool runs dry in transaction
+pooling: find them with the *Oldest idle-in-transaction session* panel and keep transactions
+short. `poolwatch doctor --pgbouncer-url` prints the sizes PgBouncer runs with."""
+
 PROCESS: Final = """\
 **This alert names one process.** Its `instance` label is the process's `service.instance.id`
 (with the `opentelemetry-instrument` launcher or the SDK default, a UUID per process start; the
@@ -185,6 +212,45 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "collector's own metrics (`otelcol_exporter_send_failed_metric_points`, "
         "`otelcol_receiver_refused_metric_points`).",
         (),
+    ),
+    "pgbouncer_clients_waiting": (
+        "Clients of one PgBouncer pool (a database and user pair) have been queueing for a "
+        "server connection: every server connection of the pool is busy and the pool is at its "
+        "size. Their queries wait inside PgBouncer, where the application's own pool metrics do "
+        "not see it (a checkout succeeds; the query is slow).",
+        "On the *Connection pools* dashboard's *PgBouncer* row compare *PgBouncer clients* "
+        "(waiting) with *PgBouncer server connections by state*: `active` at the pool size and "
+        "no `idle` ones means the pool is full. *PgBouncer max wait* shows how long the oldest "
+        "client has waited.",
+        (WHICH_POOL, PGBOUNCER_SIZING),
+    ),
+    "pgbouncer_max_wait": (
+        "The oldest client waiting in this PgBouncer pool has waited this long for a server "
+        "connection (PgBouncer's `maxwait`, whole seconds). Every query of the waiting clients "
+        "is that much slower; at `query_wait_timeout` PgBouncer disconnects them.",
+        "Look for long transactions holding the pool's server connections (`pg_stat_activity` "
+        "rows of the database and user with an old `xact_start`) and for a burst of clients "
+        "(*PgBouncer clients* on the *PgBouncer* row).",
+        (WHICH_POOL, PGBOUNCER_SIZING),
+    ),
+    "pgbouncer_pool_exhausted": (
+        "Clients wait while the PgBouncer pool has no idle or used server connection left: "
+        "every server connection is running a transaction for someone else, and PgBouncer "
+        "cannot open another one (the pool is at `pool_size`, or PostgreSQL refuses).",
+        "If `active` server connections are below the pool size, PgBouncer cannot connect: "
+        "check PgBouncer's log and PostgreSQL's free connection slots. Otherwise the pool is "
+        "too small for the load or its transactions are too long.",
+        (WHICH_POOL, PGBOUNCER_SIZING),
+    ),
+    "pgbouncer_client_connections": (
+        "PgBouncer holds most of the client connections its `max_client_conn` allows; beyond "
+        "it, new client connections are refused with `no more connections allowed`.",
+        "Client connections are the applications' pool connections, summed over every "
+        "process: `processes x (pool_size + max_overflow)`. A jump after a deploy is more "
+        "processes or bigger app pools; a slow climb is connections left open (leaks). "
+        "The limit in the alert comes from the monitoring config's `pgbouncer_max_client_conn`: "
+        "keep it equal to PgBouncer's setting.",
+        (WHICH_POOL, SIZING),
     ),
     "internal_errors": (
         "poolwatch caught errors in its own hooks. The application is unaffected, but some "
