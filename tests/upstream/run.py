@@ -256,34 +256,32 @@ def postgres() -> Any:
         return None
 
 
-def sqlalchemy_runs(args: argparse.Namespace, cluster: Any, known: dict[str, str]) -> list[str]:
-    version = importlib.metadata.version("sqlalchemy")
-    source = sdist("SQLAlchemy", version, args.work)
-    modules = SQLALCHEMY_CI_MODULES if args.ci else SQLALCHEMY_MODULES
-    targets: list[tuple[str, str | None]] = [("sqlite", None)]
-    if cluster is not None:
-        targets.append(("postgresql", cluster.sqlalchemy_url("psycopg")))
-    unexplained: list[str] = []
-    for label, dburi in targets:
-        off = run_sqlalchemy(source, modules, dburi, on=False)
-        on = run_sqlalchemy(source, modules, dburi, on=True)
-        title = f"SQLAlchemy {version} on {label}: {' '.join(modules)}"
-        unexplained += compare(title, off, on, known)
-    return unexplained
+def suite_runs(
+    args: argparse.Namespace, cluster: Any, known: dict[str, str], library: str
+) -> list[str]:
+    """Every target of one library's suite (SQLite, and PostgreSQL when ``cluster`` runs), off
+    and on; the on-only failures not explained in ``known``."""
+    version = importlib.metadata.version(library)
+    if library == "sqlalchemy":
+        source = sdist("SQLAlchemy", version, args.work)
+        tests = SQLALCHEMY_CI_MODULES if args.ci else SQLALCHEMY_MODULES
+        server = cluster.sqlalchemy_url("psycopg") if cluster is not None else None
 
+        def run(target: Any, on: bool) -> Outcome:
+            return run_sqlalchemy(source, tests, target, on=on)
+    else:
+        source = sdist("Django", version, args.work)
+        tests = DJANGO_CI_LABELS if args.ci else DJANGO_LABELS
+        server = cluster.port if cluster is not None else None
 
-def django_runs(args: argparse.Namespace, cluster: Any, known: dict[str, str]) -> list[str]:
-    version = importlib.metadata.version("django")
-    source = sdist("Django", version, args.work)
-    labels = DJANGO_CI_LABELS if args.ci else DJANGO_LABELS
-    targets: list[tuple[str, int | None]] = [("sqlite", None)]
-    if cluster is not None:
-        targets.append(("postgresql", cluster.port))
+        def run(target: Any, on: bool) -> Outcome:
+            return run_django(source, tests, on=on, port=target)
+
+    targets = [("sqlite", None)] + ([("postgresql", server)] if server is not None else [])
     unexplained: list[str] = []
-    for label, port in targets:
-        off = run_django(source, labels, on=False, port=port)
-        on = run_django(source, labels, on=True, port=port)
-        title = f"Django {version} on {label}: {' '.join(labels)}"
+    for label, target in targets:
+        off, on = run(target, False), run(target, True)
+        title = f"{source.name} on {label}: {' '.join(tests)}"
         unexplained += compare(title, off, on, known)
     return unexplained
 
@@ -302,9 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = None if args.ci else postgres()
     try:
         if args.suite in ("sqlalchemy", "all"):
-            unexplained += sqlalchemy_runs(args, cluster, known.get("sqlalchemy", {}))
+            unexplained += suite_runs(args, cluster, known["sqlalchemy"], "sqlalchemy")
         if args.suite in ("django", "all"):
-            unexplained += django_runs(args, cluster, known.get("django", {}))
+            unexplained += suite_runs(args, cluster, known["django"], "django")
     finally:
         if cluster is not None:
             cluster.stop()
