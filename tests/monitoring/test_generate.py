@@ -131,6 +131,28 @@ def test_an_applications_readme_is_left_byte_identical(tmp_path: Path) -> None:
     assert main(["generate", "--check", "--root", str(tmp_path)]) == 0
 
 
+def test_out_writes_only_monitoring_files_even_beside_marked_documents(tmp_path: Path) -> None:
+    """``--out DIR`` writes dashboards, rules and runbooks; a README holding poolwatch's own
+    markers (a copy of poolwatch's) is neither read nor changed."""
+    current = (REPO / "docs" / "reference.md").read_text()
+    start = current.index("-->", current.index("<!-- poolwatch:")) + len("-->")
+    marked = (
+        current[:start] + "\nstale text that --root would replace\n" + current[start:]
+    ).encode()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "reference.md").write_bytes(marked)
+
+    assert main(["generate", "--out", str(tmp_path)]) == 0
+
+    assert (tmp_path / "docs" / "reference.md").read_bytes() == marked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts", "dashboards", "docs"]
+    assert (tmp_path / "alerts" / "poolwatch-rules.yaml").is_file()
+    assert main(["generate", "--check", "--out", str(tmp_path)]) == 0
+    with pytest.raises(SystemExit) as both:
+        main(["generate", "--out", str(tmp_path), "--root", str(tmp_path)])
+    assert both.value.code == 2
+
+
 def test_no_readme_or_docs_page_is_created(tmp_path: Path) -> None:
     """Where there is no README, none is created, and no docs page either."""
     assert main(["generate", "--root", str(tmp_path)]) == 0

@@ -23,12 +23,20 @@ def add_commands(subparsers: Any) -> None:
         description="Writes the Grafana dashboards, the Prometheus and Grafana alert rules and the "
         "runbooks from the metric catalog and the monitoring settings (--config, --set), and fills "
         "the generated sections of documents under --root that already hold poolwatch's markers "
-        f"(never any other file). {EXTRA} Exit status: 0 written (or up to date with --check), "
-        "1 stale files with --check or a file could not be written, 2 bad settings.",
+        "(never any other file; --out DIR writes no document at all). "
+        f"{EXTRA} Exit status: 0 written (or up to date with --check), 1 stale files with "
+        "--check or a file could not be written, 2 bad settings.",
     )
     _config_options(generate)
-    generate.add_argument(
+    where = generate.add_mutually_exclusive_group()
+    where.add_argument(
         "--root", type=Path, default=Path.cwd(), help="repository root to write into (default: .)"
+    )
+    where.add_argument(
+        "--out",
+        type=Path,
+        help="write only dashboards, alert rules and runbooks into this directory (no document "
+        "is read or written, whatever markers it holds)",
     )
     generate.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 listing stale files"
@@ -127,17 +135,19 @@ def _generate(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"poolwatch generate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.root.exists() and not args.root.is_dir():
-        raise CommandError(f"--root {args.root} is not a directory", EXIT_USAGE)
-    files = generate.render_for(args.root, settings)
+    root = args.out or args.root
+    option = "--out" if args.out else "--root"
+    if root.exists() and not root.is_dir():
+        raise CommandError(f"{option} {root} is not a directory", EXIT_USAGE)
+    files = generate.render(settings) if args.out else generate.render_for(root, settings)
     if args.check:
-        stale = generate.stale(args.root, files)
+        stale = generate.stale(root, files)
         for path in stale:
             print(f"stale: {path}", file=sys.stderr)
         if stale:
             print("run `poolwatch generate` and commit the result", file=sys.stderr)
         return 1 if stale else 0
-    for path in generate.write(args.root, files):
+    for path in generate.write(root, files):
         print(f"wrote {path}")
     return 0
 
