@@ -173,6 +173,21 @@ CASES = [
         {"warning": "0"},
     ),
     Case(
+        "PoolwatchConnectionOpensFailing",
+        {
+            f'poolwatch_connection_create_errors_total{{{POOL}, error_type="OperationalError"}}': (
+                "0+20x40"
+            )
+        },
+        1,
+        {**PROCESS_LABELS, "error_type": "OperationalError"},
+        "Pool main of shop cannot open database connections.",
+        "60 connection opens of pool main in process web-1 of shop failed with OperationalError "
+        "in the last 5m (threshold {threshold}): the server refuses or cannot be reached, so "
+        "callers fail or wait.",
+        {"warning": "0", "critical": "10"},
+    ),
+    Case(
         "PoolwatchSessionConflicts",
         {
             f"poolwatch_session_conflicts_total{{{SHOP}, "

@@ -199,6 +199,15 @@ def _leak_definitions(window: str) -> tuple[AlertDefinition, ...]:
             COUNT, f"connections one process garbage-collected while checked out, over {window}",
         ),
         AlertDefinition(
+            "connection_create_errors", "PoolwatchConnectionOpensFailing", "pool",
+            lambda scope: promql.create_errors(scope, promql.BY_PROCESS),
+            f"Pool {POOL} of {SERVICE} cannot open database connections.",
+            f"{VALUE} connection opens of pool {POOL} in process {PROCESS} of {SERVICE} failed "
+            f"with {{{{ $labels.{promql.ERROR_TYPE} }}}} in the last {window} (threshold "
+            f"{THRESHOLD}): the server refuses or cannot be reached, so callers fail or wait.",
+            COUNT, f"failed connection opens of one process over {window}",
+        ),
+        AlertDefinition(
             "session_conflicts", "PoolwatchSessionConflicts", "pool",
             lambda scope: promql.conflicts_by_kind(scope, promql.BY_SERVICE_PROCESS),
             f"{SERVICE} sees {label(promql.CONFLICT_KIND)} session conflicts.",

@@ -51,6 +51,8 @@ def _default_thresholds() -> dict[str, Threshold]:
         # per process: connections held past the leak threshold
         "connections_leaked": Threshold(0.0, 5.0, "5m", "5m"),
         "never_returned": Threshold(0.0, None, "1m"),
+        # per process and error type: connection opens that failed over the rate window
+        "connection_create_errors": Threshold(0.0, 10.0, "2m", "2m"),
         "session_conflicts": Threshold(0.0, None, "5m"),
         "django_orphans": Threshold(0.0, 10.0, "10m", "5m"),
         "postgres_connections": Threshold(0.8, 0.9, "5m", "5m"),

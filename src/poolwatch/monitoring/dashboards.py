@@ -163,6 +163,7 @@ def pools_dashboard(config: MonitoringConfig) -> gd.Dashboard:
         .with_row(gd.Row("Leaks and conflicts"))
         .with_panel(panels.leaked_connections(scope))
         .with_panel(panels.never_returned(scope))
+        .with_panel(panels.create_errors(scope))
         .with_panel(panels.conflicts(scope))
         .with_row(gd.Row("PgBouncer"))
         .with_panel(panels.pgb_clients(scope))

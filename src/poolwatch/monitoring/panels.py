@@ -311,6 +311,24 @@ def never_returned(scope: Scope) -> ts.Panel:
     )
 
 
+def create_errors(scope: Scope) -> ts.Panel:
+    """Failed connection opens by pool and error type."""
+    return (
+        _timeseries(
+            "Failed connection opens",
+            "Connection opens the server refused or that could not reach it, per rate window.",
+            "short",
+        )
+        .with_target(
+            _query(
+                promql.create_errors(scope),
+                POOL_LEGEND + " {{" + promql.ERROR_TYPE + "}}",
+            )
+        )
+        .span(8)
+    )
+
+
 def conflicts(scope: Scope) -> ts.Panel:
     """Session conflicts by kind."""
     legend = _legend(SERVICE_LABEL, promql.CONFLICT_KIND)

@@ -24,6 +24,7 @@ POOL: str = prometheus_label(catalog.POOL_NAME)
 STATE: str = prometheus_label(catalog.STATE)
 LE: str = prometheus_label(catalog.LE)
 CONFLICT_KIND: str = prometheus_label(catalog.CONFLICT_KIND)
+ERROR_TYPE: str = prometheus_label(catalog.ERROR_TYPE)
 DJANGO_ALIAS: str = prometheus_label(catalog.DJANGO_ALIAS)
 DJANGO_STATE: str = prometheus_label(catalog.DJANGO_STATE)
 CLOSE_REASON: str = prometheus_label(catalog.CLOSE_REASON)
@@ -603,6 +604,13 @@ def never_returned(scope: Scope, by: str = BY_POOL) -> str:
     """Connections garbage-collected while checked out, over the rate window."""
     series = scope.select(_name(catalog.CONNECTION_NEVER_RETURNED))
     return f"sum by ({by}) (increase({series}[{scope.window}]))"
+
+
+def create_errors(scope: Scope, by: str = BY_POOL) -> str:
+    """Connection opens that failed (refused, unreachable, bad credentials) over the rate
+    window, by error type."""
+    series = scope.select(_name(catalog.CONNECTION_CREATE_ERRORS))
+    return f"sum by ({by}, {ERROR_TYPE}) (increase({series}[{scope.window}]))"
 
 
 def _app(scope: Scope, metric: catalog.Metric, *matchers: str) -> str:

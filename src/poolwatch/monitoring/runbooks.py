@@ -96,6 +96,7 @@ SCOPE: Final[dict[str, str]] = {
     "exhaustion_forecast": PROCESS,
     "connections_leaked": PROCESS,
     "never_returned": PROCESS,
+    "connection_create_errors": PROCESS,
     "session_conflicts": PROCESS,
     "django_orphans": PROCESS,
     "internal_errors": PROCESS,
@@ -164,6 +165,18 @@ _ADVICE: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "sessions or connections created outside `with` blocks, and for exceptions that skip a "
         "`close()`.",
         (SCOPING,),
+    ),
+    "connection_create_errors": (
+        "The pool tried to open database connections and the attempts failed: the server "
+        "refused them (`too many connections for role`, `sorry, too many clients already`, "
+        "`remaining connection slots are reserved`), or it is down, unreachable, or rejects the "
+        "credentials.",
+        f"The `{catalog.EVENT_CREATE_FAILED}` event (one per burst) carries the server's message "
+        "and what the pool held at that moment. Too many clients: count the server's connections "
+        "by `application_name` (`poolwatch doctor`, or `pg_stat_activity`) against "
+        "`max_connections` and the role's `CONNECTION LIMIT`; pools times processes may exceed "
+        "them, or idle connections pile up (leaks, Django orphans).",
+        (SIZING,),
     ),
     "session_conflicts": (
         "The application raises session or transaction conflicts (object already attached to "
