@@ -19,9 +19,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from poolwatch import _guard, _process
+from poolwatch import _guard, _process, catalog
 
-SERVICE_INSTANCE_ID = "service.instance.id"
+SERVICE_INSTANCE_ID = catalog.SERVICE_INSTANCE_ID
 
 _logger = logging.getLogger("poolwatch")
 

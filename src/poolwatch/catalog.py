@@ -13,6 +13,7 @@ from typing import Final
 
 from opentelemetry.semconv._incubating.attributes import code_attributes as _code
 from opentelemetry.semconv._incubating.attributes import db_attributes as _db_attrs
+from opentelemetry.semconv._incubating.attributes import service_attributes as _service
 from opentelemetry.semconv._incubating.attributes import thread_attributes as _thread
 from opentelemetry.semconv._incubating.metrics import db_metrics as _db
 from opentelemetry.semconv.attributes import error_attributes as _error
@@ -49,6 +50,8 @@ POOL_NAME: Final = _db_attrs.DB_CLIENT_CONNECTION_POOL_NAME
 STATE: Final = _db_attrs.DB_CLIENT_CONNECTION_STATE
 # A pool's identity: constant per pool, on every pool metric point and checkout span.
 DB_SYSTEM: Final = _db_attrs.DB_SYSTEM_NAME
+#: The resource attribute that tells one process from another (one series per process).
+SERVICE_INSTANCE_ID: Final = _service.SERVICE_INSTANCE_ID
 DB_NAMESPACE: Final = _db_attrs.DB_NAMESPACE
 SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
 SERVER_PORT: Final = _server.SERVER_PORT
