@@ -16,13 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from poolwatch import catalog
+from poolwatch import _guard, catalog
 
 _logger = logging.getLogger("poolwatch")
 
 ENV_PREFIX = "OTEL_PYTHON_POOLWATCH_"
-
-_warned: set[tuple[str, str]] = set()
 
 HistogramMode = Literal["otlp", "standard", "aggregated"]
 HistogramAggregation = Literal["explicit", "exponential"]
@@ -184,11 +182,9 @@ def _from_environment(field: dataclasses.Field[Any], env: Mapping[str, str]) -> 
 def _warn(
     setting: str, value: object, reason: Exception, used: object, source: str = "the default"
 ) -> None:
-    if (setting, repr(value)) in _warned:  # once per process, however many instrumentors load
-        return
-    _warned.add((setting, repr(value)))
-    _logger.warning("poolwatch: ignoring %s%r (%s); using %s %r",
-                    setting, value, reason, source, used)  # fmt: skip
+    # once per process, however many instrumentors load
+    _guard.warn_once(f"config:{setting}:{value!r}", "poolwatch: ignoring %s%r (%s); using %s %r",
+                     setting, value, reason, source, used)  # fmt: skip
 
 
 def _parser(field: dataclasses.Field[Any]) -> Callable[[dataclasses.Field[Any], str], Any]:
