@@ -9,7 +9,7 @@ import pytest
 
 from poolwatch.testing import Capture, reset
 
-pytest_plugins = ["tests.support.fixtures", "poolwatch.testing"]
+pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ class Instrumentation:
             signals=self.signals,
             sites=self.sites,
             identity=identity,
-            first_checkout=lambda: self.first_checkout(),
+            first_checkout=self.first_checkout,
             owner=self,
         )
         with self._lock:

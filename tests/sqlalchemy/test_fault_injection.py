@@ -12,7 +12,6 @@ import sqlalchemy as sa
 import poolwatch
 from poolwatch import _guard, _leaks, _sites, catalog, recorder
 from poolwatch._histogram import Buckets
-from poolwatch._instrumentation import Instrumentation
 from poolwatch._leaks import Loans
 from poolwatch.integrations import sqlalchemy as adapter
 from poolwatch.recorder import PoolRecorder
@@ -42,7 +41,7 @@ STEPS: list[tuple[Any, str]] = [
     (Telemetry, "checkout_span"),
     (Telemetry, "timed_out"),
     (Telemetry, "emit_event"),
-    (Instrumentation, "first_checkout"),
+    (_leaks.Watchdog, "watch"),
     (Telemetry, "leaked"),
     (Telemetry, "returned"),
     (Telemetry, "never_returned"),
