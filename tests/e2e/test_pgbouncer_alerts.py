@@ -189,9 +189,11 @@ class Watch:
     def _poll(self) -> None:
         with self.bouncer.console() as console:
             while not self.stop.is_set() and (self.queued is None or self.queryable is None):
+                # Each time is taken just before its request: the state it finds may be older.
                 now = time.time()
                 if self.queued is None and self._waiting(console):
                     self.queued = now
+                now = time.time()
                 if self.queryable is None and any(
                     value > 0 for value in waiting_in_prometheus(self.backends, self.bouncer)
                 ):
@@ -336,6 +338,11 @@ def test_saturated_pgbouncer_pool_alert_reaches_the_webhook_and_names_the_app_po
     interval = config.seconds(RULES["rule_interval"])
     budget = config.seconds(WAITING_FOR) + 2 * interval
     timeline = alert_timeline(backends, watch, saturation.started, arrived)
+    # The rule saw the monitor's sample (evaluations read samples at or before their time) and
+    # held for its whole for: before firing.
+    assert timeline.sampled <= timeline.pending, timeline
+    held_ms = round((timeline.firing - timeline.pending) * 1000)  # Prometheus keeps ms
+    assert held_ms >= config.seconds(WAITING_FOR) * 1000, timeline
     stages = " | ".join(f"{name} {took:.2f}" for name, took in timeline.stages().items())
     print(
         f"\n{ALERT} stages (s): {stages} (budget: for: {WAITING_FOR} + 2 x {interval} s "
