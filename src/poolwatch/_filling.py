@@ -101,7 +101,9 @@ class Filling:
                 found[kind] = found.get(kind, 0.0) + ended - max(started, since)
         for work in list(self._active.values()):
             if work.caller() == caller:
-                found[work.kind] = found.get(work.kind, 0.0) + self._clock() - max(work.started, since)
+                found[work.kind] = (
+                    found.get(work.kind, 0.0) + self._clock() - max(work.started, since)
+                )
         return found
 
     def explain(self, since: float, timeout: float | None) -> dict[str, Any]:

@@ -10,10 +10,9 @@ recorder and the adapters hand over. :class:`Telemetry` is what they call
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,29 +33,11 @@ from opentelemetry.trace import (
 from poolwatch import _errors, _filling, _guard, _instance, _instruments, _sites, catalog
 from poolwatch._instrumentation import Reading
 from poolwatch._leaks import Loan
+from poolwatch._recent import RecentTimeouts, caller_key
 from poolwatch._sites import Site
 from poolwatch._version import __version__
 from poolwatch.config import Config
 from poolwatch.recorder import PoolRecorder
-
-_RECENT_TIMEOUTS = 4096
-
-
-class RecentTimeout:
-    """A pool timeout seen by one thread or task, kept to explain a conflict that follows it."""
-
-    __slots__ = ("at", "message", "pool")
-
-    def __init__(self, at: float, pool: str, message: str) -> None:
-        self.at = at
-        self.pool = pool
-        self.message = message
-
-
-def caller_key() -> tuple[int, int]:
-    """Identifies the running thread and asyncio task (0 outside a task)."""
-    task = asyncio.current_task() if asyncio.events._get_running_loop() is not None else None
-    return threading.get_ident(), id(task) if task is not None else 0
 
 
 class Telemetry:
@@ -73,7 +54,8 @@ class Telemetry:
         self.active = True
         self._lock = threading.Lock()
         self.conflicts: Counter[str] = Counter()
-        self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
+        #: The last pool timeout each thread or task saw (a conflict's likely cause).
+        self.recent = RecentTimeouts()
         self._meter_provider = meter_provider
         provider = meter_provider or get_meter_provider()
         _guard.guarded("instance", _instance.ensure_instance_id, provider)
@@ -138,7 +120,7 @@ class Telemetry:
         """In a forked child: a fresh lock, and conflicts of the child's own."""
         self._lock = threading.Lock()
         self.conflicts.clear()
-        self._recent.clear()
+        self.recent = RecentTimeouts()
 
     def shutdown(self) -> None:
         """Go quiet: instruments stay registered (the API cannot remove them) but read nothing."""
@@ -178,7 +160,7 @@ class Telemetry:
         self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
     ) -> None:
         """A pool timeout: remembered for the caller, and a ``poolwatch.pool.timeout`` event."""
-        self._remember_timeout(RecentTimeout(time.monotonic(), pool, str(exc).split("\n")[0]))
+        self.recent.remember(pool, str(exc).split("\n")[0])
         attributes = dict(state)
         attributes[catalog.WAIT_DURATION] = waited
         attributes[catalog.ERROR_TYPE] = type(exc).__qualname__
@@ -249,7 +231,7 @@ class Telemetry:
             self.conflicts[kind] += 1
         body = _conflict_body(kind, attributes, message)
         attributes = {catalog.CONFLICT_KIND: kind, **attributes}
-        cause = self.recent_timeout()
+        cause = self.recent.find(self.config.conflict_window)
         if cause is not None:
             attributes[catalog.CONFLICT_CAUSE] = catalog.CAUSE_POOL_TIMEOUT
             attributes[catalog.CONFLICT_CAUSE_POOL] = cause.pool
@@ -261,22 +243,6 @@ class Telemetry:
                 f"{attributes[catalog.CONFLICT_CAUSE_AGE]:.1f}s earlier in this {where}"
             )
         self.emit_event(catalog.EVENT_CONFLICT, body, attributes)
-
-    def recent_timeout(self) -> RecentTimeout | None:
-        """The pool timeout this thread or task saw within the conflict window, if any."""
-        with self._lock:
-            recent = self._recent.get(caller_key())
-        if recent is None or time.monotonic() - recent.at > self.config.conflict_window:
-            return None
-        return recent
-
-    def _remember_timeout(self, recent: RecentTimeout) -> None:
-        key = caller_key()
-        with self._lock:
-            self._recent[key] = recent
-            self._recent.move_to_end(key)
-            while len(self._recent) > _RECENT_TIMEOUTS:
-                self._recent.popitem(last=False)
 
     def orphaned(self, attributes: dict[str, Any], site: Site) -> None:
         """A Django connection found orphaned; ``site`` is where it was opened."""
