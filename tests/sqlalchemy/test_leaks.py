@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 import tracemalloc
 import warnings
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch import _guard, catalog
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.failing import ExplodingLoggerProvider
 from tests.support.readings import assert_borrowed_by, gauge, wait_for
 
@@ -26,8 +25,8 @@ THRESHOLD = 0.2
 
 
 @pytest.fixture
-def leaky(instrumented: Callable[..., sa.Engine]) -> sa.Engine:
-    """An engine whose connections count as leaked after 0.2 s."""
+def leaky(poolwatch_clock: FakeClock, instrumented: Callable[..., sa.Engine]) -> sa.Engine:
+    """An engine on the test's clock whose connections count as leaked after 0.2 s."""
     return instrumented(pool_size=2, max_overflow=0, pool_timeout=0.1, leak_threshold=THRESHOLD)
 
 
@@ -37,16 +36,21 @@ def borrow_and_forget(engine: sa.Engine) -> Any:
 
 
 def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_site(
-    leaky: sa.Engine, telemetry: Capture
+    leaky: sa.Engine, telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
     """One leak event naming the borrowing function, line, thread and pool; gauge and counter."""
     connection = borrow_and_forget(leaky)
-    wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
-    time.sleep(THRESHOLD)  # the watchdog runs again: still one event
+    poolwatch_clock.advance(THRESHOLD - 0.01)
+    check_leaks()
+    assert telemetry.events(catalog.EVENT_LEAK) == []  # not yet past the threshold
+    poolwatch_clock.advance(0.01)
+    check_leaks()
+    poolwatch_clock.advance(THRESHOLD)
+    check_leaks()  # checked again: still one event
     (event,) = telemetry.events(catalog.EVENT_LEAK)
     attributes = event.attributes
     assert_borrowed_by(attributes, "app", borrow_and_forget)
-    assert attributes[catalog.CONNECTION_AGE] >= THRESHOLD
+    assert attributes[catalog.CONNECTION_AGE] == pytest.approx(THRESHOLD)
     assert attributes[catalog.LEAK_THRESHOLD] == THRESHOLD
     stack = attributes[catalog.CODE_STACKTRACE]
     assert "borrow_and_forget" in stack
@@ -55,45 +59,61 @@ def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_s
     assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 1
     assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
 
-    time.sleep(0.1)
+    poolwatch_clock.advance(0.1)
     connection.close()
     (returned,) = telemetry.events(catalog.EVENT_RETURNED)
     assert returned.attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
-    assert returned.attributes[catalog.CONNECTION_HELD] >= THRESHOLD + 0.1
+    assert returned.attributes[catalog.CONNECTION_HELD] == pytest.approx(2 * THRESHOLD + 0.1)
     assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 0
     assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
 
 
-def test_a_short_checkout_is_not_a_leak(leaky: sa.Engine, telemetry: Capture) -> None:
+def test_a_short_checkout_is_not_a_leak(
+    leaky: sa.Engine, telemetry: Capture, poolwatch_clock: FakeClock
+) -> None:
     """Connections returned before the threshold produce no leak or returned event."""
     for _ in range(5):
         with leaky.connect():
-            pass
-    time.sleep(THRESHOLD * 2)
+            poolwatch_clock.advance(THRESHOLD - 0.01)
+    poolwatch_clock.advance(THRESHOLD * 2)
+    check_leaks()
     assert telemetry.events(catalog.EVENT_LEAK) == []
     assert telemetry.events(catalog.EVENT_RETURNED) == []
     assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 0
 
 
-def test_the_leak_event_carries_the_borrowers_trace(leaky: sa.Engine, telemetry: Capture) -> None:
-    """A leak found later is tied to the trace of the request that borrowed the connection."""
+def test_the_leak_event_carries_the_borrowers_trace(
+    instrumented: Callable[..., sa.Engine], telemetry: Capture
+) -> None:
+    """A leak found later is tied to the trace of the request that borrowed the connection.
+
+    The end-to-end proof for SQLAlchemy: the real watchdog thread finds the leak on the real
+    clock (the other leak tests move a fake clock and run the check themselves)."""
+    engine = instrumented(pool_size=2, max_overflow=0, pool_timeout=0.1, leak_threshold=THRESHOLD)
     tracer = telemetry.tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("request") as request:
-        connection = leaky.connect()
+        connection = engine.connect()
     wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
     (event,) = telemetry.events(catalog.EVENT_LEAK)
     assert event.trace_id == request.get_span_context().trace_id
     assert event.span_id == request.get_span_context().span_id
+    assert event.attributes[catalog.CONNECTION_AGE] >= THRESHOLD
     connection.close()
 
 
 def test_leak_detection_can_be_switched_off(
-    instrumented: Callable[..., sa.Engine], telemetry: Capture
+    instrumented: Callable[..., sa.Engine], telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
-    """``leak_threshold=0`` starts no watchdog and reports nothing."""
+    """``leak_threshold=0`` starts no watchdog and reports nothing, however long the hold."""
+
+    def watchdogs() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "poolwatch-leaks"]
+
+    wait_for(lambda: not watchdogs())  # an earlier test's watchdog ends once it has nothing
     engine = instrumented(leak_threshold=0)
     connection = engine.connect()
-    time.sleep(0.1)
+    poolwatch_clock.advance(3600)
+    check_leaks()
     assert not [t for t in threading.enumerate() if t.name == "poolwatch-leaks"]
     assert telemetry.events() == []
     connection.close()
