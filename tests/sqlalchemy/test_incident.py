@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from tests.support.readings import buckets, gauge
 
 CHILDREN = 5
 POOL_SIZE, OVERFLOW, TIMEOUT = 2, 1, 0.3
-SLOW_IO = 1.0
+#: How long a holder's slow I/O may last at most: it ends once the others have timed out.
+SLOW_IO = 20.0
 #: The outer session holds one connection, two children get the other two; three time out.
 EXPECTED_TIMEOUTS = CHILDREN - (POOL_SIZE + OVERFLOW - 1)
 #: Wait bounds either side of the 0.3 s timeout.
@@ -81,14 +81,21 @@ async def scheduler(engine: Any) -> tuple[str, list[str]]:
         job = Job(id=1, name="outer")
         outer.add(job)
         await outer.flush()  # takes and holds a connection
+        timed_out = 0
+        others_timed_out = asyncio.Event()
 
         async def child(number: int) -> str:
+            nonlocal timed_out
             async with AsyncSession(engine) as session:
                 try:
                     await session.get(Job, 100 + number)
-                    await asyncio.sleep(SLOW_IO)  # slow I/O while holding the connection
+                    # slow I/O while holding the connection, until the others have timed out
+                    await asyncio.wait_for(others_timed_out.wait(), SLOW_IO)
                     return "done"
                 except sa.exc.TimeoutError:
+                    timed_out += 1
+                    if timed_out == EXPECTED_TIMEOUTS:
+                        others_timed_out.set()
                     try:
                         session.add(job)  # the error handler re-saves the outer object
                     except sa.exc.InvalidRequestError as conflict:
@@ -160,14 +167,20 @@ def run_threaded_incident(engine: sa.Engine) -> tuple[str, list[str]]:
             outer.add(job)
             outer.flush()
             outer_key.append(str(outer.hash_key))
+            timed_out: list[int] = []
+            others_timed_out = threading.Event()
 
             def child(number: int) -> None:
                 with Session(engine) as session:
                     try:
                         session.get(Job, 100 + number)
-                        time.sleep(SLOW_IO)
+                        others_timed_out.wait(SLOW_IO)  # slow I/O until the others time out
                         outcome = "done"
                     except sa.exc.TimeoutError:
+                        with lock:
+                            timed_out.append(number)
+                            if len(timed_out) == EXPECTED_TIMEOUTS:
+                                others_timed_out.set()
                         try:
                             session.add(job)
                             outcome = "saved"
