@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock
 
 SLOW = 1.5
 
@@ -42,15 +41,40 @@ def start(workers: list[threading.Thread], target: Any, name: str) -> None:
     worker.start()
 
 
+class Gate:
+    """Where slow work waits until the test releases it; tells the test who is inside."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def wait(self) -> None:
+        self.inside.release()
+        self.release.wait(10)
+
+    def start_in_turn(
+        self, workers: list[threading.Thread], target: Callable[[], Any], clock: FakeClock
+    ) -> None:
+        """Two callers, ``SLOW`` s apart on ``clock``, both waiting inside when it returns."""
+        for name in ("first", "second"):
+            start(workers, target, name)
+            assert self.inside.acquire(timeout=10), f"{name} never reached the slow work"
+            clock.advance(SLOW)
+
+
 def test_connections_being_opened_are_listed_as_opening(
-    telemetry: Capture, tmp_path: Path, workers: list[threading.Thread]
+    telemetry: Capture,
+    tmp_path: Path,
+    workers: list[threading.Thread],
+    poolwatch_clock: FakeClock,
 ) -> None:
     """Two callers whose connections are still being opened hold the pool: the timeout says
-    ``2 used (2 opening)`` and lists them, with the configured timeout."""
+    ``2 used (2 opening)`` and lists them, oldest first, with the configured timeout."""
     path = tmp_path / "slow.db"
+    gate = Gate()
 
     def slow_connect() -> sqlite3.Connection:
-        time.sleep(SLOW)
+        gate.wait()
         return sqlite3.connect(path, check_same_thread=False)
 
     engine = sa.create_engine(
@@ -62,20 +86,19 @@ def test_connections_being_opened_are_listed_as_opening(
         pool_timeout=0.3,
     )
     poolwatch.instrument_sqlalchemy(engine, pool_name="filling", **telemetry.providers)
-    for name in ("opener-1", "opener-2"):
-        start(workers, lambda: engine.connect().close(), name)
-    time.sleep(0.3)
-    with pytest.raises(sa.exc.TimeoutError):
-        engine.connect()
+    gate.start_in_turn(workers, lambda: engine.connect().close(), poolwatch_clock)
+    try:
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()
+    finally:
+        gate.release.set()
     event = timeout_event(telemetry)
     attributes = event.attributes
     assert attributes[catalog.POOL_USED] == 2
     assert attributes[catalog.POOL_OPENING] == 2
     assert attributes[catalog.POOL_PINGING] == 0
     assert attributes[catalog.POOL_TIMEOUT] == 0.3
-    (entry,) = attributes[catalog.POOL_HOLDERS]
-    assert entry.startswith("2 x opening a connection (oldest ")
-    assert entry.endswith(", opener-1)")
+    assert attributes[catalog.POOL_HOLDERS] == ("2 x opening a connection (oldest 3.0s, first)",)
     body = str(event.body)
     assert "2 used (2 opening), 0 idle, max 2" in body
     assert "configured timeout 0.30s" in body
@@ -83,7 +106,10 @@ def test_connections_being_opened_are_listed_as_opening(
 
 
 def test_connections_being_pinged_are_listed_as_pinging(
-    telemetry: Capture, tmp_path: Path, workers: list[threading.Thread]
+    telemetry: Capture,
+    tmp_path: Path,
+    workers: list[threading.Thread],
+    poolwatch_clock: FakeClock,
 ) -> None:
     """With ``pool_pre_ping`` a slow ping holds a connection no loan names yet."""
     engine = sa.create_engine(
@@ -100,27 +126,33 @@ def test_connections_being_pinged_are_listed_as_pinging(
     first.close()
     second.close()
     original = engine.dialect.do_ping
+    gate = Gate()
 
     def slow_ping(dbapi_connection: Any) -> bool:
-        time.sleep(SLOW)
+        gate.wait()
         return bool(original(dbapi_connection))
 
     engine.dialect.do_ping = slow_ping  # type: ignore[method-assign]
-    for name in ("pinger-1", "pinger-2"):
-        start(workers, lambda: engine.connect().close(), name)
-    time.sleep(0.3)
-    with pytest.raises(sa.exc.TimeoutError):
-        engine.connect()
+    gate.start_in_turn(workers, lambda: engine.connect().close(), poolwatch_clock)
+    try:
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()
+    finally:
+        gate.release.set()
     attributes = timeout_event(telemetry).attributes
     assert attributes[catalog.POOL_PINGING] == 2
     assert attributes[catalog.POOL_OPENING] == 0
-    (entry,) = attributes[catalog.POOL_HOLDERS]
-    assert entry.startswith("2 x pinging a connection (pre-ping) (oldest ")
+    assert attributes[catalog.POOL_HOLDERS] == (
+        "2 x pinging a connection (pre-ping) (oldest 3.0s, first)",
+    )
 
 
-def test_a_wait_beyond_the_timeout_is_explained(telemetry: Capture, tmp_path: Path) -> None:
-    """An event loop blocked past the timeout wakes the waiter late: the event gives the
-    configured timeout, the time waiting for a connection and the time lost being woken."""
+def test_a_wait_beyond_the_timeout_is_explained(
+    telemetry: Capture, tmp_path: Path, poolwatch_clock: FakeClock
+) -> None:
+    """An event loop busy past the timeout wakes the waiter late: the event gives the
+    configured timeout, the time waiting for a connection and the time lost being woken.
+    The clock moves 1 s while the waiter waits, before its 0.2 s timeout fires."""
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{tmp_path / 'late.db'}", pool_size=1, max_overflow=0, pool_timeout=0.2
     )
@@ -135,17 +167,15 @@ def test_a_wait_beyond_the_timeout_is_explained(telemetry: Capture, tmp_path: Pa
                         pass
 
             task = asyncio.create_task(waiter())
-            await asyncio.sleep(0.05)
-            time.sleep(1.0)  # the loop is blocked: the waiter's timeout fires late
+            # runs on the loop after the waiter has started waiting, before its timeout
+            asyncio.get_running_loop().call_later(0.05, poolwatch_clock.advance, 1.0)
             await task
         await engine.dispose()
 
     asyncio.run(main())
     event = timeout_event(telemetry)
-    waited = event.attributes[catalog.WAIT_DURATION]
-    assert waited > 0.9
+    assert event.attributes[catalog.WAIT_DURATION] == 1.0
     body = str(event.body)
     assert "configured timeout 0.20s; of the " in body
     assert "0.200s waiting for a free connection" in body
-    late = waited - 0.2
-    assert f"{late:.3f}s waiting to be woken (a busy event loop or interpreter)" in body
+    assert "0.800s waiting to be woken (a busy event loop or interpreter)" in body
