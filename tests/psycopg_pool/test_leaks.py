@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from poolwatch import catalog
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.readings import assert_borrowed_by, counts, gauge, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -28,24 +27,47 @@ def borrow_and_forget(pool: ConnectionPool) -> Any:
 
 
 def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_site(
-    instrumented: Callable[..., ConnectionPool], telemetry: Capture
+    instrumented: Callable[..., ConnectionPool], telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
     """One leak event naming the borrowing function, line and thread; then a returned event."""
     pool = instrumented(min_size=1, max_size=2, leak_threshold=THRESHOLD)
     connection = borrow_and_forget(pool)
-    wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
-    time.sleep(THRESHOLD)  # the watchdog runs again: still one event
+    poolwatch_clock.advance(THRESHOLD - 0.01)
+    check_leaks()
+    assert telemetry.events(catalog.EVENT_LEAK) == []  # not yet past the threshold
+    poolwatch_clock.advance(0.01)
+    check_leaks()
+    poolwatch_clock.advance(THRESHOLD)
+    check_leaks()  # checked again: still one event
     (event,) = telemetry.events(catalog.EVENT_LEAK)
     attributes = event.attributes
     assert_borrowed_by(attributes, "app", borrow_and_forget)
+    assert attributes[catalog.CONNECTION_AGE] == pytest.approx(THRESHOLD)
     assert attributes[catalog.LEAK_THRESHOLD] == THRESHOLD
     assert Path(psycopg_pool.__file__).parent.as_posix() not in attributes[catalog.CODE_STACKTRACE]
     assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 1
 
+    poolwatch_clock.advance(0.1)
     pool.putconn(connection)
     (returned,) = telemetry.events(catalog.EVENT_RETURNED)
     assert returned.attributes[catalog.CODE_FUNCTION] == "borrow_and_forget"
+    assert returned.attributes[catalog.CONNECTION_HELD] == pytest.approx(2 * THRESHOLD + 0.1)
     assert gauge(telemetry, catalog.CONNECTION_LEAKED, "app") == 0
+    assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
+
+
+def test_the_watchdog_thread_finds_a_leak_on_the_real_clock(
+    instrumented: Callable[..., ConnectionPool], telemetry: Capture
+) -> None:
+    """The end-to-end proof for psycopg_pool: no fake clock, no check called by the test; the
+    watchdog thread reports the connection held past the threshold by itself."""
+    pool = instrumented(min_size=1, max_size=2, leak_threshold=THRESHOLD)
+    connection = borrow_and_forget(pool)
+    wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
+    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    assert_borrowed_by(event.attributes, "app", borrow_and_forget)
+    assert event.attributes[catalog.CONNECTION_AGE] >= THRESHOLD
+    pool.putconn(connection)
     assert gauge(telemetry, catalog.CONNECTION_LEAKS, "app") == 1
 
 
