@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch import _guard, _sites, catalog, recorder
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.readings import wait_for
 
 THRESHOLD = 0.2
@@ -45,38 +45,38 @@ def hold_until(release: threading.Event) -> None:
     release.wait(10)
 
 
-def leak_events(telemetry: Capture, count: int) -> list[dict[str, Any]]:
-    """The leak events' attributes, in the order the connections were borrowed."""
-    wait_for(lambda: len(telemetry.events(catalog.EVENT_LEAK)) >= count)
+def leak_events(telemetry: Capture, clock: FakeClock, count: int) -> list[dict[str, Any]]:
+    """Move ``clock`` past the threshold and check: the leak events' attributes, oldest first."""
+    clock.advance(THRESHOLD)
+    check_leaks()  # samples the holders' stacks first, as the watchdog does
     events = telemetry.events(catalog.EVENT_LEAK)
     assert len(events) == count
-
-    def borrowed_at(event: Any) -> float:
-        return float(event.timestamp / 1e9 - event.attributes[catalog.CONNECTION_AGE])
-
-    return [dict(event.attributes) for event in sorted(events, key=borrowed_at)]
+    return sorted(
+        (dict(event.attributes) for event in events), key=lambda a: -a[catalog.CONNECTION_AGE]
+    )
 
 
 def test_one_checkout_in_sixteen_records_its_borrow_site(
-    make_engine: Engine, telemetry: Capture
+    make_engine: Engine, telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
     """Checkout 1 and checkout 1 + SITE_EVERY walk the stack; the one after does not."""
     engine = watched(make_engine, telemetry, size=20)
     for _ in range(recorder.SITE_EVERY):
         borrow(engine).close()
     walked = borrow(engine)  # checkout SITE_EVERY + 1
-    time.sleep(0.05)
+    poolwatch_clock.advance(0.05)
     sampled = borrow(engine)  # the next one: no walk, sampled later
-    walked_event, sampled_event = leak_events(telemetry, 2)
+    walked_event, sampled_event = leak_events(telemetry, poolwatch_clock, 2)
 
     assert walked_event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
     assert walked_event[catalog.CODE_FUNCTION] == "borrow"
+    assert walked_event[catalog.CONNECTION_AGE] == pytest.approx(THRESHOLD + 0.05)
     assert catalog.SITE_SAMPLED_AFTER not in walked_event
-    # sampled while the main thread polls for the events (wait_for, called by leak_events)
+    # sampled while the main thread runs the check (called by leak_events)
     assert sampled_event[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
-    assert sampled_event[catalog.CODE_FUNCTION] == "wait_for"
-    assert "in leak_events" in sampled_event[catalog.CODE_STACKTRACE]
-    assert THRESHOLD <= sampled_event[catalog.SITE_SAMPLED_AFTER] < 5
+    assert sampled_event[catalog.CODE_FUNCTION] == "leak_events"
+    assert "in test_one_checkout_in_sixteen" in sampled_event[catalog.CODE_STACKTRACE]
+    assert sampled_event[catalog.SITE_SAMPLED_AFTER] == pytest.approx(THRESHOLD)
     walked.close()
     sampled.close()
 
@@ -84,7 +84,9 @@ def test_one_checkout_in_sixteen_records_its_borrow_site(
 def test_a_worker_holding_a_connection_is_sampled_where_it_waits(
     make_engine: Engine, telemetry: Capture
 ) -> None:
-    """The holder's live stack: the worker thread, in the function it is blocked in."""
+    """The holder's live stack: the worker thread, in the function it is blocked in.
+
+    On the real clock, sampled and reported by the watchdog thread (an end-to-end proof)."""
     engine = watched(make_engine, telemetry, size=20)
     borrow(engine).close()  # checkout 1 walks the stack; the worker's does not
     release = threading.Event()
@@ -95,8 +97,9 @@ def test_a_worker_holding_a_connection_is_sampled_where_it_waits(
 
     thread = threading.Thread(target=worker, name="report-builder")
     thread.start()
-    try:
-        (event,) = leak_events(telemetry, 1)
+    try:  # on the real clock: the watchdog thread samples the worker and reports the leak
+        wait_for(lambda: bool(telemetry.events(catalog.EVENT_LEAK)))
+        (event,) = (dict(e.attributes) for e in telemetry.events(catalog.EVENT_LEAK))
     finally:
         release.set()
         thread.join()
@@ -109,7 +112,7 @@ def test_a_worker_holding_a_connection_is_sampled_where_it_waits(
 
 
 def test_an_asyncio_task_is_sampled_at_the_await_it_is_suspended_in(
-    telemetry: Capture, tmp_path: Path
+    telemetry: Capture, tmp_path: Path, poolwatch_clock: FakeClock
 ) -> None:
     """A suspended task's coroutines, innermost first, not just its outermost frame."""
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", pool_size=20)
@@ -117,8 +120,11 @@ def test_an_asyncio_task_is_sampled_at_the_await_it_is_suspended_in(
         engine, pool_name="async", leak_threshold=THRESHOLD, **telemetry.providers
     )
 
+    suspended, done = asyncio.Event(), asyncio.Event()
+
     async def slow_io() -> None:
-        await asyncio.sleep(THRESHOLD * 3)
+        suspended.set()
+        await done.wait()
 
     async def handler() -> None:
         async with engine.connect() as connection:
@@ -128,7 +134,12 @@ def test_an_asyncio_task_is_sampled_at_the_await_it_is_suspended_in(
     async def main() -> None:
         async with engine.connect():  # checkout 1 walks the stack
             pass
-        await asyncio.create_task(handler(), name="handler-task")
+        task = asyncio.create_task(handler(), name="handler-task")
+        await suspended.wait()
+        poolwatch_clock.advance(THRESHOLD)
+        check_leaks()
+        done.set()
+        await task
         await engine.dispose()
 
     asyncio.run(main())
@@ -137,21 +148,22 @@ def test_an_asyncio_task_is_sampled_at_the_await_it_is_suspended_in(
     assert attributes[catalog.TASK_NAME] == "handler-task"
     assert attributes[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
     assert attributes[catalog.CODE_FUNCTION].endswith("slow_io")
+    assert attributes[catalog.SITE_SAMPLED_AFTER] == pytest.approx(THRESHOLD)
     stack = attributes[catalog.CODE_STACKTRACE]
     assert stack.index("<locals>.slow_io") < stack.index("<locals>.handler")
 
 
 def test_every_checkout_records_its_site_while_half_the_pool_is_out(
-    make_engine: Engine, telemetry: Capture
+    make_engine: Engine, telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
     """Pool of 4: the second checkout is sampled later, the third (2 out already) is walked."""
     engine = watched(make_engine, telemetry, size=4)
     first = borrow(engine)  # checkout 1: walked
-    time.sleep(0.02)
+    poolwatch_clock.advance(0.02)
     second = borrow(engine)  # 1 out of 4: not walked
-    time.sleep(0.02)
+    poolwatch_clock.advance(0.02)
     third = borrow(engine)  # 2 out of 4: busy, walked
-    first_event, second_event, third_event = leak_events(telemetry, 3)
+    first_event, second_event, third_event = leak_events(telemetry, poolwatch_clock, 3)
     assert first_event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
     assert second_event[catalog.SITE_SOURCE] == catalog.SITE_HOLDER_SAMPLE
     assert third_event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
@@ -161,7 +173,7 @@ def test_every_checkout_records_its_site_while_half_the_pool_is_out(
 
 
 def test_capture_stacks_records_every_checkout_with_its_whole_stack(
-    make_engine: Engine, telemetry: Capture
+    make_engine: Engine, telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
     """Checkout 2 of an idle pool is walked too, and the stack goes past three frames."""
 
@@ -171,7 +183,7 @@ def test_capture_stacks_records_every_checkout_with_its_whole_stack(
     engine = watched(make_engine, telemetry, size=20, capture_stacks=True)
     borrow(engine).close()
     connection = nested(5)
-    (event,) = leak_events(telemetry, 1)
+    (event,) = leak_events(telemetry, poolwatch_clock, 1)
     assert event[catalog.SITE_SOURCE] == catalog.SITE_CHECKOUT
     assert event[catalog.CODE_FUNCTION] == "borrow"
     frames = event[catalog.CODE_STACKTRACE].splitlines()
@@ -194,7 +206,7 @@ def test_a_connection_dropped_before_any_sample_says_its_site_was_not_captured(
 
 
 def test_a_stack_that_cannot_be_sampled_still_leaves_the_leak_reported(
-    make_engine: Engine, telemetry: Capture, monkeypatch: Any
+    make_engine: Engine, telemetry: Capture, monkeypatch: Any, poolwatch_clock: FakeClock
 ) -> None:
     """Sampling raising inside poolwatch: counted as an internal error, the leak still reported."""
 
@@ -205,7 +217,7 @@ def test_a_stack_that_cannot_be_sampled_still_leaves_the_leak_reported(
     engine = watched(make_engine, telemetry, size=20)
     borrow(engine).close()
     connection = borrow(engine)  # not walked: its site would come from sampling
-    (event,) = leak_events(telemetry, 1)
+    (event,) = leak_events(telemetry, poolwatch_clock, 1)
     assert catalog.CODE_FUNCTION not in event
-    assert _guard.error_counts()["sites.sample"] >= 1
+    assert _guard.error_counts()["sites.sample"] == 1
     connection.close()
