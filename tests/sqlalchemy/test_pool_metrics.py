@@ -13,8 +13,8 @@ import sqlalchemy as sa
 import poolwatch
 from poolwatch import catalog
 from poolwatch.monitoring import names
-from poolwatch.testing import Capture
-from tests.support.readings import buckets, counts, gauge, observed, total
+from poolwatch.testing import Capture, FakeClock
+from tests.support.readings import buckets, counts, gauge, observed, total, wait_for
 
 
 def test_nine_standard_metrics_are_reported_with_exact_values(
@@ -90,10 +90,7 @@ def test_pending_requests_counts_callers_blocked_right_now(
     threads = [threading.Thread(target=wait_for_connection) for _ in range(2)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 5
-    while gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") < 2:
-        assert time.monotonic() < deadline, "waiters never showed as pending"
-        time.sleep(0.01)
+    wait_for(lambda: gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") >= 2)
     assert gauge(telemetry, catalog.CONNECTION_PENDING_REQUESTS, "app") == 2
     holder.close()
     done.set()
@@ -104,14 +101,15 @@ def test_pending_requests_counts_callers_blocked_right_now(
 
 
 def test_use_time_measures_how_long_a_connection_was_held(
-    instrumented: Callable[..., sa.Engine], telemetry: Capture
+    instrumented: Callable[..., sa.Engine], telemetry: Capture, poolwatch_clock: FakeClock
 ) -> None:
-    """A connection held 0.3 s lands between the 0.1 s and 1 s use-time bounds."""
+    """A connection held 0.3 s lands between the 0.1 s and 1 s use-time bounds, as 0.3 s."""
     engine = instrumented()
     with engine.connect():
-        time.sleep(0.3)
+        poolwatch_clock.advance(0.3)
     use = buckets(telemetry, catalog.CONNECTION_USE_TIME, "app")
     assert (use["0.1"], use["1.0"]) == (0, 1)
+    assert total(telemetry, catalog.CONNECTION_USE_TIME, "app") == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize(
