@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-USER_TESTS = '''
+USER_TESTS = """
 import sqlalchemy as sa
 
 import poolwatch
@@ -43,7 +43,7 @@ def test_the_next_test_starts_uninstrumented(poolwatch_telemetry):
     with engine.connect():
         pass
     assert poolwatch_telemetry.metrics() == {}
-'''
+"""
 
 
 def test_a_conftest_free_run_uses_the_plugin(tmp_path: Path) -> None:
@@ -60,4 +60,3 @@ def test_a_conftest_free_run_uses_the_plugin(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
     assert not (tmp_path / "conftest.py").exists()
-

@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from tests.demo.conftest import (
 )
 from tests.support import pipeline
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.polling import poll
 
 #: How long the collector may take to replay the file (it polls every 200 ms).
 REPLAY_TIMEOUT_S = 90
@@ -76,13 +76,21 @@ def test_the_real_collector_replays_the_demo_file_unchanged(
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     expected_spans = sum(1 for _ in spans(written))
     try:
-        deadline = time.monotonic() + REPLAY_TIMEOUT_S
-        while sum(1 for _ in spans(read_lines(replayed_path))) < expected_spans:
+        expected_logs = sum(1 for _ in log_records(written))
+        expected_metrics = {m["name"] for m in metrics(written)}
+
+        def replayed_all() -> list[Any]:
             assert collector.poll() is None, (tmp_path / "otelcol.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "otelcol.log").read_text()[-3000:]
-            time.sleep(0.3)
-        time.sleep(1.0)  # the last metrics and logs batches
-        replayed = read_lines(replayed_path)
+            lines = read_lines(replayed_path)
+            done = (
+                sum(1 for _ in spans(lines)) >= expected_spans
+                and sum(1 for _ in log_records(lines)) >= expected_logs
+                and {m["name"] for m in metrics(lines)} >= expected_metrics
+            )
+            return lines if done else []
+
+        replayed = poll(replayed_all, REPLAY_TIMEOUT_S, 0.3)
+        assert replayed, (tmp_path / "otelcol.log").read_text()[-3000:]
     finally:
         collector.terminate()
         collector.wait(timeout=30)

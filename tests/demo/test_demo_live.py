@@ -7,7 +7,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from poolwatch import catalog
 from tests.demo.conftest import demo_command
 from tests.support.fixtures import needed
+from tests.support.polling import poll
 
 #: A fixed terminal size, so the table's layout is the one asserted.
 COLUMNS, LINES = 150, 40
@@ -41,13 +41,14 @@ class Terminal:
 
     def wait_for(self, what: str, seen: Callable[[str], bool]) -> str:
         """Capture the pane until ``seen(screen)`` holds; returns that screen."""
-        deadline = time.monotonic() + SCREEN_TIMEOUT_S
-        while True:
-            screen = self.screen()
-            if seen(screen):
-                return screen
-            assert time.monotonic() < deadline, f"never saw {what}; last screen:\n{screen}"
-            time.sleep(0.2)
+        screens: list[str] = []
+
+        def shown() -> bool:
+            screens.append(self.screen())
+            return seen(screens[-1])
+
+        assert poll(shown, SCREEN_TIMEOUT_S, 0.2), f"never saw {what}; last screen:\n{screens[-1]}"
+        return screens[-1]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 import poolwatch
 from poolwatch import _state, catalog
 from poolwatch.testing import Capture
+from tests.support.polling import poll
 
 POOL = "app"
 
@@ -78,9 +78,7 @@ def test_a_child_forked_while_poolwatch_locks_are_held_starts_clean(
         before = telemetry.value(catalog.CONNECTION_TIMEOUTS.name, attributes=pool)
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
-            deadline = time.monotonic() + 30
-            while not telemetry.events(catalog.EVENT_LEAK) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            poll(lambda: telemetry.events(catalog.EVENT_LEAK), 30, 0.02)
         return {
             "timeouts_before": before,
             "leaks": telemetry.value(catalog.CONNECTION_LEAKS.name, attributes=pool),

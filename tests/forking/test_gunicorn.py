@@ -8,13 +8,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.polling import poll
 
 APPS = Path(__file__).parent / "apps"
 WORKERS = 3
@@ -46,11 +47,12 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int
     environment = {"POOLWATCH_TEST_DB": f"sqlite:///{tmp_path / 'app.db'}", "PYTHONPATH": str(APPS)}
     with subprocess.Popen(command, env=environment, cwd=tmp_path) as process:
         try:
-            deadline = time.monotonic() + 60
-            while len(booted_workers(log) if log.exists() else ()) < WORKERS:
+
+            def booted() -> bool:
                 assert process.poll() is None, log.read_text() if log.exists() else "no log"
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+                return len(booted_workers(log) if log.exists() else ()) >= WORKERS
+
+            assert poll(booted, 60, 0.1), log.read_text() if log.exists() else "no log"
             yield port, log, request.param
         finally:
             process.terminate()

@@ -11,9 +11,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 import poolwatch
 from poolwatch.testing import Capture
 from tests.support.contention import (
-    HOLD,
     POOL,
     TIMEOUT,
+    TimedOut,
     assert_served_and_timed_out,
     hold_from_threads,
 )
@@ -44,9 +44,15 @@ async def test_asyncio_tasks_on_an_exhausted_async_pool(
     poolwatch.instrument_psycopg_pool(pool, pool_name="async-app", **telemetry.providers)
     await pool.open(wait=True)
 
+    others_timed_out = TimedOut(CALLERS - POOL)
+
     async def caller() -> None:
-        async with pool.connection():
-            await asyncio.sleep(HOLD)
+        try:
+            async with pool.connection():
+                await others_timed_out.wait()  # the hold
+        except PoolTimeout:
+            others_timed_out.count()
+            raise
 
     try:
         results = await asyncio.gather(*(caller() for _ in range(CALLERS)), return_exceptions=True)

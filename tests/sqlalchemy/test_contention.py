@@ -13,9 +13,9 @@ import poolwatch
 from poolwatch import catalog
 from poolwatch.testing import Capture
 from tests.support.contention import (
-    HOLD,
     POOL,
     TIMEOUT,
+    TimedOut,
     assert_served_and_timed_out,
     hold_from_threads,
 )
@@ -52,16 +52,19 @@ def test_asyncio_tasks_on_an_exhausted_pool(telemetry: Capture, tmp_path: Path) 
     )
     poolwatch.instrument_sqlalchemy(engine, pool_name="async", **telemetry.providers)
 
-    async def caller() -> str:
-        try:
-            async with engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-                await asyncio.sleep(HOLD)
-            return "served"
-        except sa.exc.TimeoutError:
-            return "timeout"
-
     async def run() -> list[str]:
+        others_timed_out = TimedOut(CALLERS - POOL)
+
+        async def caller() -> str:
+            try:
+                async with engine.connect() as connection:
+                    await connection.exec_driver_sql("SELECT 1")
+                    await others_timed_out.wait()  # the hold
+                return "served"
+            except sa.exc.TimeoutError:
+                others_timed_out.count()
+                return "timeout"
+
         results = await asyncio.gather(*(caller() for _ in range(CALLERS)))
         return sorted(results)
 

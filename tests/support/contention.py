@@ -1,7 +1,9 @@
-"""Real contention on a pool of two: callers that hold a connection 0.8 s, or give up after 0.3 s."""
+"""Real contention on a pool of two: callers that hold a connection until the others have given
+up (at most HOLD s), and callers that give up after the 0.3 s pool timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -10,9 +12,26 @@ from poolwatch import catalog
 from poolwatch.testing import Capture
 from tests.support.readings import buckets, counts, gauge, total
 
-HOLD = 0.8
+HOLD = 10.0
 TIMEOUT = 0.3
 POOL = 2
+
+
+class TimedOut:
+    """For asyncio callers: holders wait until ``expected`` others have counted a timeout."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.seen = 0
+        self.done = asyncio.Event()
+
+    def count(self) -> None:
+        self.seen += 1
+        if self.seen == self.expected:
+            self.done.set()
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.done.wait(), HOLD)
 
 
 def hold_from_threads(
@@ -20,18 +39,23 @@ def hold_from_threads(
     connection: Callable[[], AbstractContextManager[object]],
     timeout_error: type[BaseException],
 ) -> int:
-    """Start ``callers`` threads at once, each holding a ``connection()`` for HOLD seconds; how
-    many of them got ``timeout_error`` instead."""
+    """Start ``callers`` threads at once, each holding a ``connection()`` until the callers
+    beyond POOL have timed out (at most HOLD seconds); how many got ``timeout_error``."""
     start = threading.Barrier(callers)
     errors: list[BaseException] = []
+    lock = threading.Lock()
+    others_timed_out = threading.Event()
 
     def caller() -> None:
         start.wait()
         try:
             with connection():
-                threading.Event().wait(HOLD)
+                others_timed_out.wait(HOLD)
         except timeout_error as error:
-            errors.append(error)
+            with lock:
+                errors.append(error)
+                if len(errors) == callers - POOL:
+                    others_timed_out.set()
 
     threads = [threading.Thread(target=caller) for _ in range(callers)]
     for thread in threads:

@@ -15,12 +15,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from tests.support.polling import poll
 from tests.support.postgres import PostgresCluster, _server_user
 
 if TYPE_CHECKING:
@@ -175,8 +175,8 @@ def start_pgbouncer(
         start_new_session=True,
     )
     atexit.register(bouncer.stop)
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    while True:
+
+    def listening() -> bool:
         if bouncer.process.poll() is not None:
             bouncer.stop()
             raise RuntimeError(
@@ -184,11 +184,11 @@ def start_pgbouncer(
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return bouncer
+                return True
         except OSError:
-            if time.monotonic() > deadline:
-                bouncer.stop()
-                raise RuntimeError(
-                    f"pgbouncer did not listen in time:\n{bouncer.log_tail()}"
-                ) from None
-            time.sleep(0.1)
+            return False
+
+    if poll(listening, _READY_TIMEOUT_S, 0.1):
+        return bouncer
+    bouncer.stop()
+    raise RuntimeError(f"pgbouncer did not listen in time:\n{bouncer.log_tail()}")

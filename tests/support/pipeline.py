@@ -31,6 +31,7 @@ import yaml
 
 from poolwatch import catalog
 from poolwatch.monitoring import alerts, config, generate, names
+from tests.support.polling import poll
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_DIR = REPO / "collector"
@@ -270,18 +271,19 @@ def wait_for(
     context: Callable[[], str] = lambda: "",
 ) -> Any:
     """Poll ``check`` until truthy, return its value; raise with logs on a death or timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def checked() -> Any:
         result = check()
-        if result:
-            return result
-        processes.check()
-        if time.monotonic() > deadline:
-            raise PipelineError(
-                f"timed out after {timeout:.0f}s waiting for {what}\n{context()}\n"
-                f"{processes.report()}"
-            )
-        time.sleep(0.2)
+        if not result:
+            processes.check()
+        return result
+
+    result = poll(checked, timeout, 0.2)
+    if result:
+        return result
+    raise PipelineError(
+        f"timed out after {timeout:.0f}s waiting for {what}\n{context()}\n{processes.report()}"
+    )
 
 
 # --- the webhook ------------------------------------------------------------------------------------

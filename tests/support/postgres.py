@@ -28,11 +28,12 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import quote
+
+from tests.support.polling import poll
 
 if TYPE_CHECKING:
     import psycopg
@@ -442,10 +443,4 @@ def wait_until(
     predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.05
 ) -> bool:
     """Poll ``predicate()`` until it is truthy or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    return bool(poll(predicate, timeout, interval))

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolwatch import catalog
 from poolwatch._histogram import format_bound
 from poolwatch.testing import Capture
+from tests.support.polling import poll
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
+    assert poll(condition, timeout, 0.01), "condition never held"
 
 
 def assert_borrowed_by(
