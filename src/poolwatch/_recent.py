@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import OrderedDict
+
+from poolwatch import _state
 
 #: Callers remembered at most (the oldest is forgotten first).
 KEPT = 4096
@@ -44,7 +45,7 @@ class RecentTimeouts:
         """The calling thread or task just saw ``pool`` time out with ``message``."""
         key = caller_key()
         with self._lock:
-            self._recent[key] = RecentTimeout(time.monotonic(), pool, message)
+            self._recent[key] = RecentTimeout(_state.clock(), pool, message)
             self._recent.move_to_end(key)
             while len(self._recent) > KEPT:
                 self._recent.popitem(last=False)
@@ -53,6 +54,11 @@ class RecentTimeouts:
         """The timeout the calling thread or task saw within ``window`` seconds, if any."""
         with self._lock:
             recent = self._recent.get(caller_key())
-        if recent is None or time.monotonic() - recent.at > window:
+        if recent is None or self.age(recent) > window:
             return None
         return recent
+
+    @staticmethod
+    def age(recent: RecentTimeout) -> float:
+        """Seconds since ``recent`` was seen, on poolwatch's clock (a test's fake clock)."""
+        return _state.clock() - recent.at

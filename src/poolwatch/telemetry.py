@@ -235,7 +235,7 @@ class Telemetry:
         if cause is not None:
             attributes[catalog.CONFLICT_CAUSE] = catalog.CAUSE_POOL_TIMEOUT
             attributes[catalog.CONFLICT_CAUSE_POOL] = cause.pool
-            attributes[catalog.CONFLICT_CAUSE_AGE] = time.monotonic() - cause.at
+            attributes[catalog.CONFLICT_CAUSE_AGE] = self.recent.age(cause)
             attributes[catalog.CONFLICT_CAUSE_MESSAGE] = cause.message
             where = "task" if caller_key()[1] else "thread"
             body += (

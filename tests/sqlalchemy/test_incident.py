@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock
 from tests.sqlalchemy.models import Base, Job
 from tests.support.readings import buckets, gauge
 
@@ -236,3 +236,37 @@ def test_threaded_incident(threaded_engine: sa.Engine, telemetry: Capture) -> No
     outer_key, results = run_threaded_incident(threaded_engine)
     assert sum("is already attached" in r for r in results) == EXPECTED_TIMEOUTS
     assert_the_true_story(telemetry, outer_key)
+
+
+def test_the_cause_s_age_is_measured_on_poolwatch_s_clock(
+    telemetry: Capture, tmp_path: Path, poolwatch_clock: FakeClock
+) -> None:
+    """A conflict 2.5 s after the timeout that caused it gives the cause's age as exactly 2.5 s;
+    60 s on, past the conflict window, the timeout is too old to be named."""
+    engine = sa.create_engine(
+        f"sqlite:///{tmp_path / 'age.db'}",
+        poolclass=sa.pool.QueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.05,
+    )
+    poolwatch.instrument_sqlalchemy(engine, pool_name="jobs", **telemetry.providers)
+    Base.metadata.create_all(engine)
+    with Session(engine, expire_on_commit=False) as outer:
+        job = Job(id=1, name="outer")
+        outer.add(job)
+        outer.flush()  # holds the only connection
+        with Session(engine) as session:
+            with pytest.raises(sa.exc.TimeoutError):
+                session.get(Job, 2)
+            poolwatch_clock.advance(2.5)
+            with pytest.raises(sa.exc.InvalidRequestError):
+                session.add(job)
+            poolwatch_clock.advance(60)
+            with pytest.raises(sa.exc.InvalidRequestError):
+                session.add(job)
+    first, second = telemetry.events(catalog.EVENT_CONFLICT)
+    assert first.attributes[catalog.CONFLICT_CAUSE] == catalog.CAUSE_POOL_TIMEOUT
+    assert first.attributes[catalog.CONFLICT_CAUSE_AGE] == 2.5
+    assert catalog.CONFLICT_CAUSE not in second.attributes
+    engine.dispose()
