@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,24 @@ def run_app(installed: Path, tmp_path: Path, library_packages: str | None) -> di
     return result
 
 
+@pytest.fixture(scope="module")
+def app_run(
+    installed: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str | None], dict[str, Any]]:
+    """``run_app`` once per ``library_packages`` setting for the module (the tests read the same
+    run from different sides)."""
+    runs: dict[str | None, dict[str, Any]] = {}
+
+    def run(library_packages: str | None) -> dict[str, Any]:
+        if library_packages not in runs:
+            runs[library_packages] = run_app(
+                installed, tmp_path_factory.mktemp("shop"), library_packages
+            )
+        return runs[library_packages]
+
+    return run
+
+
 def held_by(holders: list[str], function: str) -> int:
     """How many connections the timeout event's holder entries put in ``shopapp`` ``function``."""
     return sum(
@@ -222,9 +241,11 @@ def held_by(holders: list[str], function: str) -> int:
     )
 
 
-def test_holders_name_the_application_through_wrappers(installed: Path, tmp_path: Path) -> None:
+def test_holders_name_the_application_through_wrappers(
+    app_run: Callable[[str | None], dict[str, Any]],
+) -> None:
     """With the helper package named, every holder of a full pool names the app's function."""
-    result = run_app(installed, tmp_path, "shopkit")
+    result = app_run("shopkit")
     holders = result["holders"]
     total = sum(int(entry.split(" x ", 1)[0]) for entry in holders)
     assert total == 20
@@ -233,11 +254,11 @@ def test_holders_name_the_application_through_wrappers(installed: Path, tmp_path
 
 
 def test_asyncio_holders_are_named_by_the_application_coroutine(
-    installed: Path, tmp_path: Path
+    app_run: Callable[[str | None], dict[str, Any]],
 ) -> None:
     """Tasks started by a wrapper under its own name are named by the app's coroutine, and
     their leaks point at it."""
-    result = run_app(installed, tmp_path, "shopkit")
+    result = app_run("shopkit")
     leaks = result["leaks"]
     assert len(leaks) == 10
     assert {leak["poolwatch.asyncio.task"] for leak in leaks} == {"sync_orders"}
@@ -245,10 +266,12 @@ def test_asyncio_holders_are_named_by_the_application_coroutine(
     assert functions.count("sync_orders") == len(leaks), functions
 
 
-def test_an_unnamed_helper_package_takes_the_blame(installed: Path, tmp_path: Path) -> None:
+def test_an_unnamed_helper_package_takes_the_blame(
+    app_run: Callable[[str | None], dict[str, Any]],
+) -> None:
     """Without ``library_packages`` the in-house helper, installed like the app, is where the
     report holders land for its callers: naming it is what moves them to the app."""
-    result = run_app(installed, tmp_path, None)
+    result = app_run(None)
     holders = result["holders"]
     assert held_by(holders, "list_orders") == 10
     assert held_by(holders, "monthly_report") == 0
