@@ -52,7 +52,9 @@ class Instrumentation:
         self.settings = settings
         self.active = True
         self.sites = _sites.SiteCapture(
-            limit=64 if config.capture_stacks else 3, library_packages=config.library_packages
+            limit=64 if config.capture_stacks else 3,
+            library_packages=config.library_packages,
+            app_packages=config.app_packages,
         )
         self._pools: list[PoolRecorder] = []
         self._lock = threading.Lock()

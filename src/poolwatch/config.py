@@ -94,6 +94,12 @@ class Config:
         "code that calls them; added to poolwatch's list (SQLAlchemy, Django, psycopg, SQLModel, "
         "Flask-SQLAlchemy, FastAPI, Starlette, AnyIO, asgiref, ...).",
     )
+    app_packages: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated modules (or packages) whose frames are always the application's, "
+        "even inside a package listed as a library: an application shipped inside another "
+        "package, or code that poolwatch would otherwise skip.",
+    )
     conflict_window: float = _setting(
         60.0,
         "Seconds after a pool timeout during which a session conflict in the same thread or "
@@ -263,13 +269,16 @@ def _parse_choice(field: dataclasses.Field[Any], raw: str) -> str:
 
 
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
-def _parse_packages(_field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]:
+def _parse_packages(field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in raw.split(",") if name.strip())
-    bad = [name for name in names if not _PACKAGE.match(name)]
+    dotted = field.name == "app_packages"
+    bad = [name for name in names if not (_MODULE if dotted else _PACKAGE).match(name)]
     if bad:
-        raise ValueError(f"not a top-level package name: {', '.join(bad)}")
+        kind = "module name" if dotted else "top-level package name"
+        raise ValueError(f"not a {kind}: {', '.join(bad)}")
     return names
 
 
