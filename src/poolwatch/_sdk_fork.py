@@ -2,9 +2,10 @@
 
 The SDK's ``PeriodicExportingMetricReader`` starts a new export thread in a forked child but
 keeps its export lock as it was: a fork made while the parent's thread was exporting (a few
-milliseconds out of every interval) leaves the child a lock that nobody will release, and the
-child never exports. For the providers poolwatch exports through, a fork first waits for any
-collection in progress (in-memory, short), then the child replaces an export lock that was held.
+milliseconds out of every interval) leaves the child a lock that nobody will release (and the
+HTTP client's own locks mid-request), and the child never exports. For the providers poolwatch
+exports through, a fork first waits (bounded) for a collection and an export in progress; if an
+export outlasts the wait, the child replaces the export lock its parent's thread held.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from poolwatch import _guard
 
 _logger = logging.getLogger("poolwatch")
 
-#: Seconds a fork waits for a metric collection in progress (the export itself is not waited for).
+#: Seconds a fork waits for a metric collection in progress (in memory: short).
 COLLECT_WAIT = 5.0
+#: Seconds a fork waits for an export in progress (milliseconds to a healthy collector).
+EXPORT_WAIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def _periodic(readers: Any) -> list[Any]:
 
 
 def _before_fork() -> None:
-    """Wait for a collection in progress; note which export locks are free (taking them)."""
+    """Wait for a collection and an export in progress, holding their locks across the fork."""
     for provider in list(_providers):
         consumer_lock = provider._measurement_consumer._lock
         if not consumer_lock.acquire(timeout=COLLECT_WAIT):
@@ -103,7 +106,7 @@ def _before_fork() -> None:
         entry = _Held(consumer_lock, [])
         _held.append(entry)  # appended first: released after fork even if a step below fails
         for reader in _periodic(provider._metric_readers):
-            entry.readers.append((reader, reader._export_lock.acquire(blocking=False)))
+            entry.readers.append((reader, reader._export_lock.acquire(timeout=EXPORT_WAIT)))
 
 
 def _release(in_child: bool) -> None:
