@@ -238,7 +238,10 @@ def _rest_then_resume(stdout: IO[str], receiver: OtlpReceiver) -> list[str]:
     while not all(
         any(when >= idle_since for when, _ in receiver.metric_snapshots(name)) for name in AT_REST
     ):
-        assert time.monotonic() < deadline, f"no export of {AT_REST} after the app went idle"
+        assert time.monotonic() < deadline, (
+            f"no export of {AT_REST} after the app went idle; "
+            f"metrics received: {sorted(receiver.metric_names())}"
+        )
         time.sleep(EXPORT_INTERVAL_MS / 1000 / 4)
     return lines
 
