@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Span, SpanContext
 
-from poolwatch import _errors, _filling, _guard, _sites, catalog
+from poolwatch import _errors, _filling, _guard, _holders, _sites, catalog
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
 
 if TYPE_CHECKING:
@@ -185,6 +185,7 @@ class PoolRecorder:
         self._leaked: set[object] = set()
         #: Holders' stacks sampled for loans that have no borrow site, by loan key.
         self._sampled: dict[object, _Sample] = {}
+        self._holder_list = _holders.HolderList()
         self._tick = 0
         #: Loans out from which on every checkout records its site (-1: not worked out yet).
         self._busy_at = -1
@@ -450,24 +451,7 @@ class PoolRecorder:
 
     def sample_sites(self, older_than: float) -> None:
         """Sample the holder's stack for loans at least ``older_than`` old that have no site."""
-        cutoff = _perf() - older_than
-        sampled = self._sampled
-        missing = [
-            (key, entry)
-            for key, entry in list(self.loans.items())
-            if not entry[2] and entry[0] <= cutoff and key not in sampled
-        ]
-        if not missing:
-            return
-        frames = sys._current_frames()
-        now = _perf()
-        for key, entry in missing:
-            # a stack that cannot be read leaves the loan without a site; its leak or timeout
-            # is still reported
-            site = _guard.guarded("sites.sample", self._sites.of_holder, entry[3], entry[4], frames)
-            sampled[key] = (site or (), now - entry[0])
-            if self.loans.get(key) is not entry:  # came back meanwhile
-                sampled.pop(key, None)
+        _holders.sample(self.loans, self._sampled, self._sites, older_than)
 
     def loan(self, key: object, entry: LoanEntry, leaked: bool = False) -> Loan:
         """The readable view of one loan, with its sampled site if it has one."""
@@ -510,18 +494,10 @@ class PoolRecorder:
     def holders(self, limit: int = 5) -> list[str]:
         """Who holds the pool's connections, by borrowing function, commonest first.
 
-        Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``.
+        Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``; the counts
+        add up to the loans, those whose stack was not sampled listed as such (:mod:`_holders`).
         """
-        self.sample_sites(0.0)
-        now = _perf()
-        groups: dict[str, _Holders] = {}
-        for key, entry in list(self.loans.items()):
-            loan = self.loan(key, entry)
-            where, line = _sites.function_of(loan.site)
-            group = groups.setdefault(where, _Holders())
-            group.add(line, now - loan.started, loan.holder())
-        ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
-        return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
+        return self._holder_list.describe(self.loans, self._sampled, self._sites, self.loan, limit)
 
     def _task_label(self, task: Any) -> str | None:
         return _sites.task_label(self._sites, task)
@@ -563,23 +539,3 @@ class _MissedCheckin(Exception):
 
     def __init__(self, pool: str) -> None:
         super().__init__(f"a connection of pool {pool} came back unseen; its loan was dropped")
-
-
-class _Holders:
-    """Connections held from one function: how many, from which lines, the oldest and its holder."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.lines: set[int] = set()
-        self.oldest = -1.0
-        self.holder = ""
-
-    def add(self, line: int, age: float, holder: str) -> None:
-        self.count += 1
-        self.lines.add(line)
-        if age > self.oldest:
-            self.oldest, self.holder = age, holder
-
-    def detail(self) -> str:
-        lines = ", ".join(str(line) for line in sorted(self.lines))
-        return f"line{'s' if len(self.lines) > 1 else ''} {lines}; oldest {self.oldest:.1f}s, {self.holder}"
