@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch import _holders, catalog, recorder
@@ -169,3 +172,55 @@ def test_functions_past_the_listed_five_are_counted_together(
     assert holders[5].endswith(", MainThread)")
     for connection in held:
         connection.close()
+
+
+def test_asyncio_callers_timing_out_together_sample_the_holder_tasks_once(
+    telemetry: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 tasks hold an async pool, 10 tasks time out together: 50 task stacks sampled in all."""
+    monkeypatch.setattr(_holders, "REUSE_FOR", 3600.0)
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", pool_size=120, max_overflow=0, pool_timeout=0
+    )
+    poolwatch.instrument_sqlalchemy(engine, leak_threshold=0, **telemetry.providers)
+    books = engine.sync_engine.pool._poolwatch_recorder  # type: ignore[attr-defined]
+    calls: list[object] = []
+    of_holder = books._sites.of_holder
+    monkeypatch.setattr(books._sites, "of_holder", lambda *a: calls.append(a[1]) or of_holder(*a))
+
+    async def time_out() -> None:
+        with contextlib.suppress(sa.exc.TimeoutError):
+            await engine.connect()
+
+    async def main() -> None:
+        held, release = asyncio.Semaphore(0), asyncio.Event()
+
+        async def hold() -> None:
+            async with engine.connect():
+                held.release()
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(120)]
+        for _ in holders:
+            await held.acquire()
+        await asyncio.gather(*(time_out() for _ in range(10)))
+        release.set()
+        await asyncio.gather(*holders)
+        await engine.dispose()
+
+    asyncio.run(main())
+    assert len(calls) == _holders.SAMPLE_LIMIT
+    assert all(task is not None for task in calls)  # sampled as tasks, not as the loop's thread
+    events = telemetry.events(catalog.EVENT_POOL_TIMEOUT)
+    assert len(events) == 10
+    unsited = sum(
+        1
+        for tick in range(120)
+        if tick % recorder.SITE_EVERY and tick < int(120 * recorder.BUSY_SHARE)
+    )
+    for event in events:
+        holders = list(event.attributes[catalog.POOL_HOLDERS])
+        assert sum(counted(entry) for entry in holders) == 120
+        assert holders[-1].startswith(
+            f"{unsited - _holders.SAMPLE_LIMIT} x borrow site not sampled (oldest "
+        )
