@@ -1,8 +1,10 @@
 """What a pool timeout costs the caller that met it, with poolwatch's event, by number of holders.
 
-Run: ``python benchmarks/timeout_event.py [--holders 5,50,500,5000] [--depths 3,40]``. For each
-count, that many holders (threads for the sync pool, asyncio tasks for the async one) each hold
-one connection, parked ``depth`` calls deep; then timeouts follow at once (``pool_timeout=0``):
+Run: ``python benchmarks/timeout_event.py [--holders 5,50,500,5000] [--depths 3,40] [--pools
+sync,async,psycopg]``. Pools: SQLAlchemy on SQLite (``sync``), SQLAlchemy async on aiosqlite
+(``async``), psycopg_pool's async pool on a throwaway PostgreSQL (``psycopg``, up to 500 holders).
+For each count, that many holders (threads for the sync pool, asyncio tasks for the async ones)
+each hold one connection, parked ``depth`` calls deep; then timeouts follow at once (no wait):
 
 - ``first``: the first timeout, which samples the stacks of holders that have no borrow site;
 - ``next``: the median of the timeouts after it (a burst of timeouts, one after another);
@@ -37,10 +39,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import poolwatch
+from poolwatch.integrations.psycopg_pool import ADAPTER as PSYCOPG
 from poolwatch.integrations.sqlalchemy import ADAPTER
 
 HOLDERS = (5, 50, 500, 5000)
 DEPTHS = (3, 40)
+#: The most holders on PostgreSQL (a connection each).
+PSYCOPG_MAX = 500
 
 
 class NoExport(LogRecordExporter):
@@ -203,29 +208,76 @@ def storm_sync(engine: sa.Engine, callers: int) -> None:
 # --- async: holders are tasks ---------------------------------------------------------------
 
 
-def async_round(
-    url: str, holders: int, depth: int, args: Any, logs: LoggerProvider | None
-) -> Result:
-    return asyncio.run(_async_round(url, holders, depth, args, logs))
+class AsyncPool:
+    """An async pool as the rounds use it: checkouts, the error a timeout raises, closing."""
+
+    def __init__(self, kind: str, target: str, size: int, logs: LoggerProvider | None) -> None:
+        self.recorder: Any = None
+        if kind == "psycopg":
+            from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+            self.pool = AsyncConnectionPool(
+                target, min_size=size, max_size=size, timeout=0.000001, open=False
+            )
+            self.error: type[BaseException] = PoolTimeout
+            if logs is not None:
+                poolwatch.instrument_psycopg_pool(
+                    self.pool,
+                    meter_provider=MeterProvider(),
+                    logger_provider=logs,
+                    leak_threshold=0,
+                )
+                self.recorder = vars(self.pool)["_poolwatch_binding"].recorder
+        else:
+            self.engine = create_async_engine(
+                target,
+                poolclass=sa.pool.AsyncAdaptedQueuePool,
+                pool_size=size,
+                max_overflow=0,
+                pool_timeout=0,
+            )
+            self.error = sa.exc.TimeoutError
+            if logs is not None:
+                self.recorder = instrument(self.engine, logs)
+
+    async def open(self) -> None:
+        if hasattr(self, "pool"):
+            await self.pool.open(wait=True, timeout=120)
+
+    def connect(self, holder: bool = False) -> Any:
+        """A checkout; a holder's may wait (psycopg_pool can be slow to hand out a connection
+        it has just opened), the others time out at once."""
+        if hasattr(self, "pool"):
+            return self.pool.connection(timeout=30 if holder else None)
+        return self.engine.connect()
+
+    async def time_out(self) -> None:
+        with contextlib.suppress(self.error):
+            async with self.connect():
+                pass
+
+    async def close(self) -> None:
+        if hasattr(self, "pool"):
+            await self.pool.close()
+        else:
+            await self.engine.dispose()
 
 
-async def _async_round(
-    url: str, holders: int, depth: int, args: Any, logs: LoggerProvider | None
+def async_round(  # noqa: PLR0917 - the same arguments as sync_round, and the pool's kind
+    kind: str, target: str, holders: int, depth: int, args: Any, logs: LoggerProvider | None
 ) -> Result:
+    return asyncio.run(_async_round(AsyncPool(kind, target, holders, logs), holders, depth, args))
+
+
+async def _async_round(pool: AsyncPool, holders: int, depth: int, args: Any) -> Result:
     result = Result()
-    engine = create_async_engine(
-        url,
-        poolclass=sa.pool.AsyncAdaptedQueuePool,
-        pool_size=holders,
-        max_overflow=0,
-        pool_timeout=0,
-    )
-    recorder = instrument(engine, logs) if logs is not None else None
+    await pool.open()
+    recorder = pool.recorder
     held, release = asyncio.Semaphore(0), asyncio.Event()
 
     async def hold() -> None:
         async def body() -> None:
-            async with engine.connect():
+            async with pool.connect(holder=True):
                 held.release()
                 await release.wait()
 
@@ -236,50 +288,41 @@ async def _async_round(
         await held.acquire()
     try:
         if recorder is None:
-            result.bare = await bare_async(engine, args.timeouts)
-            result.lag = await lagging(timeouts_async(engine, args.timeouts))
+            result.bare = await bare_async(pool, args.timeouts)
+            result.lag = await lagging(timeouts_async(pool, args.timeouts))
         else:
             with watched(recorder, result):
-                result.lag = await lagging(timeouts_async(engine, args.timeouts))
+                result.lag = await lagging(timeouts_async(pool, args.timeouts))
                 first, rest = result.calls[0], result.calls[1:]
                 result.first, result.next = first, statistics.median(rest)
                 recorder._sampled.clear()
                 result.calls.clear()
                 result.sampled = 0
                 await asyncio.sleep(1.0)
-                await storm_async(engine, args.storm)
+                await asyncio.gather(*(pool.time_out() for _ in range(args.storm)))
                 result.storm = max(result.calls)
     finally:
         release.set()
         await asyncio.gather(*tasks)
         ADAPTER.uninstrument_all()
-        await engine.dispose()
+        PSYCOPG.uninstrument_all()
+        await pool.close()
     return result
 
 
-async def bare_async(engine: AsyncEngine, count: int) -> float:
+async def bare_async(pool: AsyncPool, count: int) -> float:
     spent = []
     for _ in range(count):
         started = time.perf_counter()
-        with contextlib.suppress(sa.exc.TimeoutError):
-            await engine.connect()
+        await pool.time_out()
         spent.append((time.perf_counter() - started) * 1e6)
     return statistics.median(spent)
 
 
-async def timeouts_async(engine: AsyncEngine, count: int) -> None:
+async def timeouts_async(pool: AsyncPool, count: int) -> None:
     for _ in range(count):
-        with contextlib.suppress(sa.exc.TimeoutError):
-            await engine.connect()
+        await pool.time_out()
         await asyncio.sleep(0.002)  # the ticker gets its turns between timeouts
-
-
-async def storm_async(engine: AsyncEngine, callers: int) -> None:
-    async def caller() -> None:
-        with contextlib.suppress(sa.exc.TimeoutError):
-            await engine.connect()
-
-    await asyncio.gather(*(caller() for _ in range(callers)))
 
 
 async def lagging(work: Awaitable[None]) -> float:
@@ -311,6 +354,34 @@ def best(rounds: list[Result], name: str) -> float:
     return min(getattr(result, name) for result in rounds)
 
 
+def table(pool: str, target: str, args: Any, logs: LoggerProvider) -> None:
+    """One line per holders x depth for ``pool`` (sync, async or psycopg) on ``target``."""
+    for holders in map(int, args.holders.split(",")):
+        if pool == "psycopg" and holders > PSYCOPG_MAX:
+            continue
+        for depth in map(int, args.depths.split(",")):
+            rounds = max(1, args.rounds if holders < 5000 else 1)
+            if pool == "sync":
+                bare = [sync_round(target, holders, depth, args, None) for _ in range(rounds)]
+                seen = [sync_round(target, holders, depth, args, logs) for _ in range(rounds)]
+            else:
+                bare = [
+                    async_round(pool, target, holders, depth, args, None) for _ in range(rounds)
+                ]
+                seen = [
+                    async_round(pool, target, holders, depth, args, logs) for _ in range(rounds)
+                ]
+            first = best(seen, "first")
+            lag, bare_lag = (best(seen, "lag"), best(bare, "lag")) if pool != "sync" else (0, 0)
+            print(
+                f"{pool:>7} {holders:>7} {depth:>5} {best(bare, 'bare'):>8.0f}"
+                f" {first:>9.0f} {first / best(bare, 'bare'):>7.1f}"
+                f" {best(seen, 'next'):>8.0f} {best(seen, 'storm'):>9.0f}"
+                f" {max(r.sampled for r in seen):>7} {lag:>8.0f} {bare_lag:>8.0f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--holders", default=",".join(map(str, HOLDERS)))
@@ -318,34 +389,25 @@ def main() -> None:
     parser.add_argument("--timeouts", type=int, default=20)
     parser.add_argument("--storm", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pools", default="sync,async")
+    parser.add_argument("--pools", default="sync,async", help="sync, async and/or psycopg")
     args = parser.parse_args()
     threading.stack_size(256 * 1024)  # thousands of holder threads
     directory = Path(tempfile.mkdtemp())
     logs = LoggerProvider()
     logs.add_log_record_processor(SimpleLogRecordProcessor(NoExport()))
     print(
-        f"{'pool':>5} {'holders':>7} {'depth':>5} {'bare us':>8} {'first us':>9} {'x bare':>7}"
+        f"{'pool':>7} {'holders':>7} {'depth':>5} {'bare us':>8} {'first us':>9} {'x bare':>7}"
         f" {'next us':>8} {'storm us':>9} {'sampled':>7} {'lag us':>8} {'bare lag':>8}"
     )
     for pool in args.pools.split(","):
-        run = sync_round if pool == "sync" else async_round
-        url = f"sqlite{'+aiosqlite' if pool == 'async' else ''}:///{directory / 'bench.db'}"
-        for holders in map(int, args.holders.split(",")):
-            for depth in map(int, args.depths.split(",")):
-                rounds = max(1, args.rounds if holders < 5000 else 1)
-                bare = [run(url, holders, depth, args, None) for _ in range(rounds)]
-                watched_ = [run(url, holders, depth, args, logs) for _ in range(rounds)]
-                first = best(watched_, "first")
-                print(
-                    f"{pool:>5} {holders:>7} {depth:>5} {best(bare, 'bare'):>8.0f}"
-                    f" {first:>9.0f} {first / best(bare, 'bare'):>7.1f}"
-                    f" {best(watched_, 'next'):>8.0f} {best(watched_, 'storm'):>9.0f}"
-                    f" {max(r.sampled for r in watched_):>7}"
-                    f" {best(watched_, 'lag') if pool == 'async' else 0:>8.0f}"
-                    f" {best(bare, 'lag') if pool == 'async' else 0:>8.0f}",
-                    flush=True,
-                )
+        if pool == "psycopg":
+            from _postgres import throwaway_postgres
+
+            with throwaway_postgres(max_connections=PSYCOPG_MAX + 10) as cluster:
+                table(pool, cluster.dsn, args, logs)
+        else:
+            driver = "+aiosqlite" if pool == "async" else ""
+            table(pool, f"sqlite{driver}:///{directory / 'bench.db'}", args, logs)
 
 
 if __name__ == "__main__":
