@@ -159,7 +159,7 @@ def sync_round(
                 timeouts_sync(engine, args.timeouts)
                 first, rest = result.calls[0], result.calls[1:]
                 result.first, result.next = first, statistics.median(rest)
-                recorder._sampled.clear()  # as if the holders had all changed meanwhile
+                recorder.loans.sampled.clear()  # as if the holders had all changed meanwhile
                 result.calls.clear()
                 result.sampled = 0
                 time.sleep(1.0)  # past any reuse of the sample just taken
@@ -295,7 +295,7 @@ async def _async_round(pool: AsyncPool, holders: int, depth: int, args: Any) -> 
                 result.lag = await lagging(timeouts_async(pool, args.timeouts))
                 first, rest = result.calls[0], result.calls[1:]
                 result.first, result.next = first, statistics.median(rest)
-                recorder._sampled.clear()
+                recorder.loans.sampled.clear()
                 result.calls.clear()
                 result.sampled = 0
                 await asyncio.sleep(1.0)

@@ -60,6 +60,7 @@ def instrument_sqlalchemy(
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     library_packages: Sequence[str] | None = None,
+    app_packages: Sequence[str] | None = None,
     conflict_window: float | None = None,
     application_name: str | None = APPLICATION_NAME,
 ) -> None:
@@ -89,6 +90,7 @@ def instrument_sqlalchemy(
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "library_packages": library_packages,
+            "app_packages": app_packages,
             "conflict_window": conflict_window,
         }
     )
@@ -125,6 +127,7 @@ def instrument_psycopg_pool(
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     library_packages: Sequence[str] | None = None,
+    app_packages: Sequence[str] | None = None,
     application_name: str | None = APPLICATION_NAME,
 ) -> None:
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
@@ -154,6 +157,7 @@ def instrument_psycopg_pool(
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "library_packages": library_packages,
+            "app_packages": app_packages,
         }
     )
     if pool is None:
@@ -185,6 +189,7 @@ def instrument_django(
     leak_threshold: float | None = None,
     capture_stacks: bool | None = None,
     library_packages: Sequence[str] | None = None,
+    app_packages: Sequence[str] | None = None,
     django_idle_in_transaction: float | None = None,
     django_idle_outside_request: float | None = None,
     close_orphans: bool | None = None,
@@ -215,6 +220,7 @@ def instrument_django(
             "leak_threshold": leak_threshold,
             "capture_stacks": capture_stacks,
             "library_packages": library_packages,
+            "app_packages": app_packages,
             "django_idle_in_transaction": django_idle_in_transaction,
             "django_idle_outside_request": django_idle_outside_request,
             "close_orphans": close_orphans,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from poolwatch import _guard, _sites
 
 if TYPE_CHECKING:
-    from poolwatch.recorder import LoanEntry
+    from poolwatch._leaks import LoanEntry
 
 #: At most this many holders without a borrow site get their stack sampled per timeout.
 SAMPLE_LIMIT: Final = 50
@@ -41,11 +41,13 @@ def sample(
     sampled: MutableMapping[object, Sample],
     capture: _sites.SiteCapture,
     older_than: float,
+    *,
     most: int | None = None,
+    clock: Callable[[], float] = _perf,
 ) -> None:
     """Sample the holder's stack for loans at least ``older_than`` old that have no site (the
     ``most`` oldest of them, if given) into ``sampled``, by loan key."""
-    cutoff = _perf() - older_than
+    cutoff = clock() - older_than
     missing = [
         (key, entry)
         for key, entry in list(loans.items())
@@ -56,7 +58,7 @@ def sample(
     if not missing:
         return
     frames = sys._current_frames()
-    now = _perf()
+    now = clock()
     for key, entry in missing:
         # a stack that cannot be read leaves the loan without a site; its leak or timeout
         # is still reported
@@ -73,9 +75,10 @@ def _started(item: tuple[object, LoanEntry]) -> float:
 class HolderList:
     """Lists one pool's holders for its timeout events; remembers when it last sampled."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = _perf) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._sampled_at = -REUSE_FOR
+        self._sampled_at: float | None = None
 
     def _turn(self) -> bool:
         """Whether this timeout samples: none of the pool's did within REUSE_FOR, and no other
@@ -83,8 +86,8 @@ class HolderList:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            now = _perf()
-            if now - self._sampled_at < REUSE_FOR:
+            now = self._clock()
+            if self._sampled_at is not None and now - self._sampled_at < REUSE_FOR:
                 return False
             self._sampled_at = now
             return True
@@ -106,8 +109,8 @@ class HolderList:
         sampled (...)`` for holders whose stack was not sampled. The counts add up to the loans.
         """
         if self._turn():
-            sample(loans, sampled, capture, 0.0, SAMPLE_LIMIT)
-        groups, unsampled = _group(loans, sampled)
+            sample(loans, sampled, capture, 0.0, most=SAMPLE_LIMIT, clock=self._clock)
+        groups, unsampled = _group(loans, sampled, self._clock())
         ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
         listed = [f"{g.count} x {where} ({g.detail(loan)})" for where, g in ranked[:limit]]
         if len(ranked) > limit:
@@ -123,10 +126,9 @@ class HolderList:
 
 
 def _group(
-    loans: Mapping[object, LoanEntry], sampled: Mapping[object, Sample]
+    loans: Mapping[object, LoanEntry], sampled: Mapping[object, Sample], now: float
 ) -> tuple[dict[str, _Group], _Group]:
     """The loans by borrowing function, and those with neither a site nor a sample."""
-    now = _perf()
     groups: dict[str, _Group] = {}
     unsampled = _Group()
     # where a site's innermost frame is, by (code, offset) identity: a code object's own hash

@@ -9,18 +9,42 @@ from typing import Any
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from poolwatch import naming
+from poolwatch import _state, naming
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.config import Config
-from poolwatch.telemetry import Telemetry, forget_shared, telemetry_for
+from poolwatch.recorder import Settings
+from poolwatch.telemetry import Telemetry
 
 _logger = logging.getLogger("poolwatch")
 
 
-def telemetry_from(kwargs: dict[str, Any]) -> Telemetry:
-    """The shared telemetry for the providers and settings passed to ``instrument()``."""
+def instrumentation_for(
+    config: Config,
+    meter_provider: Any = None,
+    tracer_provider: Any = None,
+    logger_provider: Any = None,
+) -> Instrumentation:
+    """The one live instrumentation for these settings and providers: made once (its
+    instruments with it), shared by every adapter and ``instrument_*`` call that uses them."""
+
+    clock = _state.clock
+
+    def make() -> Instrumentation:
+        telemetry = Telemetry(config, meter_provider, tracer_provider, logger_provider)
+        settings = Settings(config, telemetry.exponential, telemetry.standard_histograms, clock)
+        instrumentation = Instrumentation(config, telemetry, settings)
+        telemetry.read_pools(instrumentation.pools, instrumentation.drop)
+        return instrumentation
+
+    key = (config, meter_provider, tracer_provider, logger_provider, clock)
+    return _state.shared(key, make)  # type: ignore[no-any-return]
+
+
+def telemetry_from(kwargs: dict[str, Any]) -> Instrumentation:
+    """The shared instrumentation for the providers and settings passed to ``instrument()``."""
     fields = Config.__dataclass_fields__
     config = Config.load(**{key: value for key, value in kwargs.items() if key in fields})
-    return telemetry_for(
+    return instrumentation_for(
         config,
         kwargs.get("meter_provider"),
         kwargs.get("tracer_provider"),
@@ -47,7 +71,7 @@ class _Instrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _requirement = ""
     _library = ""
-    _telemetry: Telemetry | None = None
+    _telemetry: Instrumentation | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (self._requirement,)
@@ -61,10 +85,10 @@ class _Instrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         self._stop()
         if self._telemetry is not None:
-            forget_shared(self._telemetry)
+            _state.forget(self._telemetry)
             self._telemetry = None
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _stop(self) -> None:
@@ -82,7 +106,7 @@ class SQLAlchemyPoolInstrumentor(_Instrumentor):
     _requirement = SQLALCHEMY_REQUIREMENT
     _library = "sqlalchemy"
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.sqlalchemy import ADAPTER
 
         ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
@@ -99,7 +123,7 @@ class PsycopgPoolInstrumentor(_Instrumentor):
     _requirement = PSYCOPG_POOL_REQUIREMENT
     _library = "psycopg_pool"
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.psycopg_pool import ADAPTER
 
         ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
@@ -120,7 +144,7 @@ class DjangoInstrumentor(_Instrumentor):
     _requirement = DJANGO_REQUIREMENT
     _library = "django"
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.django import ADAPTER
 
         ADAPTER.instrument(telemetry)

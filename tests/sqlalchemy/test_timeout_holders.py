@@ -59,7 +59,7 @@ def test_a_timeout_samples_the_oldest_holders_up_to_the_limit_and_counts_the_res
 ) -> None:
     """98 loans without a site: the 50 oldest sampled, 48 listed as not sampled, 200 counted."""
     engine, books = exhausted
-    unsited = [key for key, entry in books.loans.items() if not entry[2]]
+    unsited = [key for key, entry in books.loans.out.items() if not entry[2]]
     assert len(unsited) == WITHOUT_SITE == 98
     time_out(engine)
     (event,) = telemetry.events(catalog.EVENT_POOL_TIMEOUT)
@@ -70,7 +70,7 @@ def test_a_timeout_samples_the_oldest_holders_up_to_the_limit_and_counts_the_res
     assert " in time_out (line " in holders[1]
     assert holders[2].startswith("48 x borrow site not sampled (oldest ")
     assert holders[2].endswith(", MainThread)")
-    assert set(books._sampled) == set(unsited[: _holders.SAMPLE_LIMIT])
+    assert set(books.loans.sampled) == set(unsited[: _holders.SAMPLE_LIMIT])
     assert "; 48 x borrow site not sampled (oldest " in str(event.body)
 
 
@@ -82,10 +82,10 @@ def test_timeouts_soon_after_a_sampling_one_reuse_its_samples(
     monkeypatch.setattr(_holders, "REUSE_FOR", 3600.0)
     time_out(engine)
     time_out(engine)
-    assert len(books._sampled) == _holders.SAMPLE_LIMIT
+    assert len(books.loans.sampled) == _holders.SAMPLE_LIMIT
     monkeypatch.setattr(_holders, "REUSE_FOR", 0.0)
     time_out(engine)
-    assert len(books._sampled) == WITHOUT_SITE
+    assert len(books.loans.sampled) == WITHOUT_SITE
     first, second, third = telemetry.events(catalog.EVENT_POOL_TIMEOUT)
     for event in (first, second):
         assert [counted(e) for e in event.attributes[catalog.POOL_HOLDERS]] == [102, 50, 48]

@@ -24,9 +24,10 @@ from opentelemetry.trace import Span
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from poolwatch import _guard, _process
+from poolwatch import _guard, _process, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, Filling, Work
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements
@@ -38,7 +39,6 @@ from poolwatch.naming import (
     dsn_target,
 )
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
-from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_binding"
 _LIBRARY = "psycopg_pool"
@@ -187,7 +187,7 @@ class PsycopgPoolAdapter:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._installed = False
-        self._auto: Telemetry | None = None
+        self._auto: Instrumentation | None = None
         self._application_name: str | None = APPLICATION_NAME
         self._bindings: dict[int, _Binding] = {}
         self._replaced = Replacements()
@@ -205,7 +205,7 @@ class PsycopgPoolAdapter:
         return self._installed
 
     def instrument_all(
-        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+        self, telemetry: Instrumentation, application_name: str | None = APPLICATION_NAME
     ) -> None:
         """Record every pool from its first checkout on."""
         with self._lock:
@@ -216,7 +216,7 @@ class PsycopgPoolAdapter:
     def instrument_pool(
         self,
         pool: Any,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None = None,
         application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
@@ -259,7 +259,7 @@ class PsycopgPoolAdapter:
     # --- attaching ----------------------------------------------------------------------------
 
     def _attach(
-        self, pool: Any, telemetry: Telemetry, pool_name: str | None, app_name: str | None
+        self, pool: Any, telemetry: Instrumentation, pool_name: str | None, app_name: str | None
     ) -> PoolRecorder:
         self._reap()
         binding = _Binding(pool)
@@ -291,7 +291,7 @@ class PsycopgPoolAdapter:
             if pool.kwargs is after:
                 pool.kwargs = before
         if binding.recorder is not None:
-            binding.recorder.telemetry.drop(binding.recorder)
+            binding.recorder.owner.drop(binding.recorder)
         REGISTRY.release(binding)
 
     def _install(self) -> None:
@@ -313,6 +313,7 @@ class PsycopgPoolAdapter:
 
 
 ADAPTER = PsycopgPoolAdapter()
+_state.adapters["psycopg_pool"] = ADAPTER
 
 
 # --- the hot path ------------------------------------------------------------------------------

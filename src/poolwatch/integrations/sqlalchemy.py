@@ -35,9 +35,10 @@ from sqlalchemy.pool import (
 )
 from sqlalchemy.pool.base import _ConnectionRecord
 
-from poolwatch import _guard, _process
+from poolwatch import _guard, _process, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, PINGING
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._graveyard import Graveyard
 from poolwatch.integrations._replacing import Replacements, is_replacement
@@ -54,7 +55,6 @@ from poolwatch.naming import (
     url_target,
 )
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
-from poolwatch.telemetry import Telemetry
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
@@ -178,8 +178,8 @@ class SQLAlchemyAdapter:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._installed = False
-        self._auto: Telemetry | None = None
-        self._latest: Telemetry | None = None
+        self._auto: Instrumentation | None = None
+        self._latest: Instrumentation | None = None
         self._bindings: dict[int, _Binding] = {}
         self._application_name: str | None = APPLICATION_NAME
         self.conflicts = SessionConflicts(self.telemetry_of)
@@ -193,7 +193,7 @@ class SQLAlchemyAdapter:
     # --- public ------------------------------------------------------------------------------
 
     def instrument_all(
-        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+        self, telemetry: Instrumentation, application_name: str | None = APPLICATION_NAME
     ) -> None:
         """Record every pool from now on (and every engine already attached stays attached)."""
         with self._lock:
@@ -204,7 +204,7 @@ class SQLAlchemyAdapter:
     def instrument_engine(
         self,
         engine: Any,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None = None,
         application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
@@ -220,7 +220,7 @@ class SQLAlchemyAdapter:
             )
 
     def instrument_pool(
-        self, pool: Pool, telemetry: Telemetry, pool_name: str | None = None
+        self, pool: Pool, telemetry: Instrumentation, pool_name: str | None = None
     ) -> PoolRecorder:
         """Record a pool made without an engine."""
         with self._lock:
@@ -240,14 +240,15 @@ class SQLAlchemyAdapter:
                     self._detach(key, binding)
             self._maybe_uninstall()
 
-    def telemetry_of(self, target: Any) -> Telemetry | None:
+    def telemetry_of(self, target: Any) -> Instrumentation | None:
         """The telemetry recording ``target`` (an engine, or a session through its bind)."""
         bind = getattr(target, "bind", target)
         engine = getattr(bind, "engine", bind)
         recorder = getattr(getattr(engine, "pool", None), _ATTR, None)
         # anything may stand in for a bind (a mock in a test): only poolwatch's own recorder counts
-        if isinstance(recorder, PoolRecorder) and recorder.telemetry.active:
-            return recorder.telemetry
+        owner = recorder.owner if isinstance(recorder, PoolRecorder) else None
+        if isinstance(owner, Instrumentation) and owner.active:
+            return owner
         for candidate in (self._auto, self._latest):
             if candidate is not None and candidate.active:
                 return candidate
@@ -273,7 +274,7 @@ class SQLAlchemyAdapter:
         self,
         pool: Pool,
         engine: Engine | None,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None,
         app_name: str | None,
     ) -> PoolRecorder:
@@ -330,7 +331,7 @@ class SQLAlchemyAdapter:
             if candidate is not None and _ATTR in vars(candidate):
                 delattr(candidate, _ATTR)
         if binding.recorder is not None:
-            binding.recorder.telemetry.drop(binding.recorder)
+            binding.recorder.owner.drop(binding.recorder)
         dialect = binding.named_dialect
         if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
             del dialect.connect
@@ -546,6 +547,7 @@ def _is_named_connect(candidate: Any) -> bool:
 
 
 ADAPTER = SQLAlchemyAdapter()
+_state.adapters["sqlalchemy"] = ADAPTER
 
 
 # --- the hot path ------------------------------------------------------------------------------
