@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from poolwatch import _guard, _sites
 
-if TYPE_CHECKING:
-    from poolwatch._leaks import LoanEntry
+#: A loan as the book keeps it (``poolwatch._leaks.LoanEntry``, which imports this module):
+#: (started, owner, site, thread, task, span).
+LoanEntry = tuple[float, Any, _sites.Site, threading.Thread, Any, Any]
 
 #: At most this many holders without a borrow site get their stack sampled per timeout.
 SAMPLE_LIMIT: Final = 50
