@@ -14,9 +14,9 @@ from tests.support.postgres import PostgresCluster, start_postgres
 
 
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[PostgresCluster]:
+def throwaway_postgres(max_connections: int = 50) -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster on loopback for the duration of the block."""
-    cluster = start_postgres()
+    cluster = start_postgres(max_connections)
     try:
         yield cluster
     finally:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _docs
 import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -209,7 +210,7 @@ def run(cycle: Cycle, cycles: int, rounds: int, url: str) -> dict[str, list[floa
     return results
 
 
-def report(title: str, results: dict[str, list[float]]) -> None:
+def report(title: str, results: dict[str, list[float]]) -> list[str]:
     """Print median microseconds, the median of each round's ratio against that round's bare
     and its range, and the ratio of best rounds.
 
@@ -217,6 +218,8 @@ def report(title: str, results: dict[str, list[float]]) -> None:
     machine that slows down for a while slows both sides of a ratio.
     """
     bare = results["bare"]
+    rows = [f"**{title}**", "", "| variant | us/cycle | x bare: median | range | best x |"]
+    rows.append("| --- | ---: | ---: | ---: | ---: |")
     print(f"\n{title}")
     print(f"{'variant':34} {'us/cycle':>9} {'x bare':>7} {'range':>11} {'best x':>7}")
     for name, values in results.items():
@@ -225,6 +228,11 @@ def report(title: str, results: dict[str, list[float]]) -> None:
             f"{name:34} {statistics.median(values):9.2f} {statistics.median(ratios):7.2f} "
             f"{ratios[0]:5.2f}-{ratios[-1]:<5.2f} {min(values) / min(bare):7.2f}"
         )
+        rows.append(
+            f"| {name} | {statistics.median(values):.2f} | {statistics.median(ratios):.2f} "
+            f"| {ratios[0]:.2f} to {ratios[-1]:.2f} | {min(values) / min(bare):.2f} |"
+        )
+    return [*rows, ""]
 
 
 def main() -> None:
@@ -237,13 +245,17 @@ def main() -> None:
         choices=sorted(CYCLES),
         help="measure only this cycle (repeatable); all four by default",
     )
+    _docs.add_flag(parser)
     args = parser.parse_args()
+    tables: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         create_schema(url)
         for name in args.cycle or CYCLES:
             title, cycle, share = CYCLES[name]
-            report(title, run(cycle, args.cycles // share, args.rounds, url))
+            tables += report(title, run(cycle, args.cycles // share, args.rounds, url))
+    if args.write_docs:
+        _docs.write("checkout_overhead", "\n".join(tables))
 
 
 if __name__ == "__main__":

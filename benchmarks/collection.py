@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import _docs
+
 MODES = {
     "otlp explicit": {"histograms": "otlp", "histogram_aggregation": "explicit"},
     "otlp exponential": {"histograms": "otlp", "histogram_aggregation": "exponential"},
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--checkouts", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    _docs.add_flag(parser)
     args = parser.parse_args()
     if args.child:
         result = child(json.loads(args.child), args.pools, args.checkouts, args.rounds)
@@ -70,6 +73,10 @@ def main() -> None:
         return
     print(f"{args.pools} pools, {args.checkouts} checkouts per pool between collections")
     print(f"{'mode':34} {'collect (ms)':>13} {'per pool (µs)':>14} {'checkout+checkin (µs)':>22}")
+    rows = [
+        "| mode | one collection | per pool | checkout+checkin |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for title, settings in MODES.items():
         output = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(settings),
@@ -82,6 +89,12 @@ def main() -> None:
         print(
             f"{title:34} {result['collect_ms']:13.2f} {per_pool:14.0f} {result['cycle_us']:22.2f}"
         )
+        rows.append(
+            f"| {title} | {result['collect_ms']:.2f} ms | {per_pool:.0f} us "
+            f"| {result['cycle_us']:.2f} us |"
+        )
+    if args.write_docs:
+        _docs.write("collection", "\n".join(rows))
 
 
 if __name__ == "__main__":

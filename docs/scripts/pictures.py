@@ -4,7 +4,9 @@
 
 Runs ``poolwatch demo`` (SQLite, in-process SDK, no network) with its live view recorded instead
 of drawn, and saves the view as it stood at the end of chosen phases as SVG files under
-``docs/images/`` with rich's ``Console(record=True).save_svg``. Needs the demo extra. A
+``docs/images/`` with rich's ``Console(record=True).save_svg``, and the incident timeline of the
+demo's pool (connections used and max, pending requests, timeouts, event markers) drawn by
+:mod:`poolwatch.demo.timeline`. Needs the demo extra. A
 development script: the pictures are committed, and CI does not run it (the demo takes about
 half a minute).
 """
@@ -15,14 +17,16 @@ import argparse
 import io
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from poolwatch.demo import runner, view
+from poolwatch.demo import runner, timeline, view
 from poolwatch.demo.signals import Event
 from poolwatch.demo.story import Readings, Story
+from poolwatch.demo.workload import POOL
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 #: Picture file -> the phase whose last frame it shows ("" would be the final frame).
@@ -31,6 +35,8 @@ PICTURES = {
     "demo-conflict.svg": "conflict",
 }
 WIDTH = 118
+#: The incident timeline of the demo's pool, drawn from every collection the demo made.
+TIMELINE = "demo-timeline.svg"
 
 
 class RecordedView:
@@ -39,6 +45,7 @@ class RecordedView:
     def __init__(self) -> None:
         self._live = view.LiveView(io.StringIO())
         self.frames: dict[str, Any] = {}
+        self.timeline = timeline.Timeline(POOL)
 
     def __enter__(self) -> RecordedView:
         return self
@@ -51,6 +58,12 @@ class RecordedView:
     ) -> None:
         """Render the frame the live view would show, and keep it under its phase's name."""
         current = story.current()
+        self.timeline.add(story.now(), pools)
+        self.timeline.events = list(events)
+        self.timeline.phases = [
+            (record.name, record.start, record.end if record.end is not None else story.now())
+            for record in story.records()
+        ]
         frame = self._live.render(story, pools, events)
         if current is not None:
             self.frames[current.name] = frame
@@ -62,7 +75,7 @@ class PictureDemo(runner.Demo):
     """The demo, drawing into a :class:`RecordedView` instead of the terminal."""
 
     def __init__(self, options: runner.Options, directory: Path) -> None:
-        super().__init__(options, io.StringIO(), directory)
+        super().__init__(options, io.StringIO(), directory, threading.Event())
         self.recorded = RecordedView()
 
     def screen(self) -> RecordedView:
@@ -96,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         svg = console.export_svg(title="poolwatch demo")
         (IMAGES / name).write_text(_portable(svg, roots), encoding="utf-8")
         print(f"wrote {IMAGES / name}")
+    title = f"poolwatch demo: pool {POOL!r} through the incident"
+    (IMAGES / TIMELINE).write_text(timeline.svg(recorded.timeline, title), encoding="utf-8")
+    print(f"wrote {IMAGES / TIMELINE}")
     return 0
 
 

@@ -19,7 +19,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from poolwatch import _guard, _process, catalog
+from poolwatch import _guard, _process, _sdk_fork, catalog
 
 SERVICE_INSTANCE_ID = catalog.SERVICE_INSTANCE_ID
 
@@ -143,6 +143,7 @@ def ensure_instance_id(provider: Any) -> str | None:
     config = _sdk_config(provider)
     if config is None:
         return None
+    _sdk_fork.watch(provider)
     pid = os.getpid()
     with _books.lock:
         found = config.resource.attributes.get(SERVICE_INSTANCE_ID)

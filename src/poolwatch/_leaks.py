@@ -13,14 +13,13 @@ Nothing here talks to OpenTelemetry: a leak found is handed to whoever asked, as
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from poolwatch import _guard, _process, _sites, _state, catalog
+from poolwatch import _guard, _holders, _process, _sites, _state, catalog
 
 #: A weak reference (or anything called the same way) to what the application holds.
 OwnerRef = Callable[[], object]
@@ -94,6 +93,7 @@ class Loans:
         self.leaked: set[object] = set()
         #: Holders' stacks sampled for loans that have no borrow site, by loan key.
         self.sampled: dict[object, Sample] = {}
+        self._holder_list = _holders.HolderList(clock)
         #: Loans reported as leaked since the pool was first seen (a counter).
         self.leaks = 0
         self._lock = threading.Lock()
@@ -119,40 +119,15 @@ class Loans:
 
     def sample_sites(self, older_than: float) -> None:
         """Sample the holder's stack for loans at least ``older_than`` old that have no site."""
-        cutoff = self.clock() - older_than
-        sampled = self.sampled
-        missing = [
-            (key, entry)
-            for key, entry in list(self.out.items())
-            if not entry[2] and entry[0] <= cutoff and key not in sampled
-        ]
-        if not missing:
-            return
-        frames = sys._current_frames()
-        now = self.clock()
-        for key, entry in missing:
-            # a stack that cannot be read leaves the loan without a site; its leak or timeout
-            # is still reported
-            site = _guard.guarded("sites.sample", self.sites.of_holder, entry[3], entry[4], frames)
-            sampled[key] = (site or (), now - entry[0])
-            if self.out.get(key) is not entry:  # came back meanwhile
-                sampled.pop(key, None)
+        _holders.sample(self.out, self.sampled, self.sites, older_than, clock=self.clock)
 
     def holders(self, limit: int = 5) -> list[str]:
         """Who holds the pool's connections, by borrowing function, commonest first.
 
-        Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``.
+        Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``; the counts
+        add up to the loans, those whose stack was not sampled listed as such (:mod:`_holders`).
         """
-        self.sample_sites(0.0)
-        now = self.clock()
-        groups: dict[str, _Holders] = {}
-        for key, entry in list(self.out.items()):
-            loan = self.view(key, entry)
-            where, line = _sites.function_of(loan.site)
-            group = groups.setdefault(where, _Holders())
-            group.add(line, now - loan.started, loan.holder())
-        ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
-        return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
+        return self._holder_list.describe(self.out, self.sampled, self.sites, self.view, limit)
 
     # --- leaks ---------------------------------------------------------------------------------
 
@@ -312,23 +287,3 @@ class _MissedCheckin(Exception):
 
     def __init__(self, pool: str) -> None:
         super().__init__(f"a connection of pool {pool} came back unseen; its loan was dropped")
-
-
-class _Holders:
-    """Connections held from one function: how many, from which lines, the oldest and its holder."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.lines: set[int] = set()
-        self.oldest = -1.0
-        self.holder = ""
-
-    def add(self, line: int, age: float, holder: str) -> None:
-        self.count += 1
-        self.lines.add(line)
-        if age > self.oldest:
-            self.oldest, self.holder = age, holder
-
-    def detail(self) -> str:
-        lines = ", ".join(str(line) for line in sorted(self.lines))
-        return f"line{'s' if len(self.lines) > 1 else ''} {lines}; oldest {self.oldest:.1f}s, {self.holder}"

@@ -2,11 +2,11 @@
 
 Two tasks hold both connections of a two-connection pool while a third task's checkout times out
 (exactly one timeout); then the holders release and a few ordinary checkouts follow. The app
-stays idle for ``POOLWATCH_APP_SETTLE`` seconds (default 0), so periodic metric exports see the
-pool at rest, then disposes of the engine as an asyncio app must (aiosqlite's worker threads
-would otherwise keep the process from exiting). ``POOLWATCH_APP_DB`` names the SQLite file. The
-last line of output is ``RESULT {json}`` as in ``sync_app.py``; the rest window ends before the
-engine is disposed.
+stays idle as ``workload.rest`` does (until stdin closes when ``POOLWATCH_APP_REST=stdin``, else
+``POOLWATCH_APP_SETTLE`` seconds), so periodic metric exports see the pool at rest, then disposes
+of the engine as an asyncio app must (aiosqlite's worker threads would otherwise keep the process
+from exiting). ``POOLWATCH_APP_DB`` names the SQLite file. The last line of output is
+``RESULT {json}`` as in ``sync_app.py``; the rest window ends before the engine is disposed.
 """
 
 import sqlalchemy  # noqa: I001 - first, before any other import
@@ -14,6 +14,7 @@ import sqlalchemy  # noqa: I001 - first, before any other import
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -74,7 +75,11 @@ async def main() -> None:
     )
     result = await run(engine)
     result["rest_from_ns"] = time.time_ns()
-    await asyncio.sleep(float(os.environ.get("POOLWATCH_APP_SETTLE", "0")))
+    if os.environ.get("POOLWATCH_APP_REST") == "stdin":  # as workload.rest
+        print(f"RESTING {time.time_ns()}", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+    else:
+        await asyncio.sleep(float(os.environ.get("POOLWATCH_APP_SETTLE", "0")))
     result["rest_until_ns"] = time.time_ns()
     await engine.dispose()
     print("RESULT " + json.dumps(result), flush=True)

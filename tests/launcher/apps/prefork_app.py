@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from sqlalchemy.pool import QueuePool
 
@@ -25,6 +26,39 @@ ENGINE = sqlalchemy.create_engine(
     pool_logging_name="orders",
 )
 SETTLE = float(os.environ.get("POOLWATCH_APP_SETTLE", "1"))
+
+
+def log_exports() -> None:
+    """At exit, each process writes ``EXPORTS {json}`` to stderr: its pid, the instance id it
+    exported under, and how many of its metric exports succeeded and failed (the last one is
+    the SDK's export at shutdown), so a missing worker can be told from a mislabelled one."""
+    from opentelemetry import metrics
+
+    provider = metrics.get_meter_provider()
+    for reader in getattr(provider, "_metric_readers", ()):
+        exporter = getattr(reader, "_exporter", None)
+        if exporter is not None:
+            _wrap(provider, exporter)
+
+
+def _wrap(provider: Any, exporter: Any) -> None:
+    counts = {"pid": 0, "ok": 0, "failed": 0}
+    export, shutdown = exporter.export, exporter.shutdown
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if counts["pid"] != os.getpid():  # a forked child counts its own
+            counts.update(pid=os.getpid(), ok=0, failed=0)
+        result = export(*args, **kwargs)
+        counts["ok" if result.name == "SUCCESS" else "failed"] += 1
+        return result
+
+    def logged(*args: Any, **kwargs: Any) -> Any:
+        resource = provider._sdk_config.resource.attributes
+        line = {**counts, "pid": os.getpid(), "id": resource.get("service.instance.id")}
+        os.write(2, f"EXPORTS {json.dumps(line)}\n".encode())
+        return shutdown(*args, **kwargs)
+
+    exporter.export, exporter.shutdown = counted, logged
 
 
 def checkouts(count: int) -> None:
@@ -42,6 +76,7 @@ def worker() -> None:
 
 
 if __name__ == "__main__":
+    log_exports()
     checkouts(1)
     workers = []
     for _ in range(int(os.environ.get("POOLWATCH_APP_WORKERS", "2"))):

@@ -3,8 +3,9 @@
 It imports SQLAlchemy before anything else, exhausts a two-connection pool so exactly one checkout
 times out, then checks out a few more times and exits normally. It knows nothing of poolwatch.
 
-Environment: ``POOLWATCH_APP_DB`` (SQLite file, required); ``POOLWATCH_APP_SETTLE`` (seconds to
-stay idle after the work, default 0, so periodic exports see the pool at rest);
+Environment: ``POOLWATCH_APP_DB`` (SQLite file, required); ``POOLWATCH_APP_REST=stdin`` (stay
+idle after the work until stdin closes) or ``POOLWATCH_APP_SETTLE`` (seconds to stay idle, default
+0), so periodic exports see the pool at rest;
 ``POOLWATCH_APP_HEARTBEAT`` (if set, count one ``app.heartbeat`` through the OpenTelemetry
 metrics API, proof that the SDK pipeline is live). The workload is ``workload.work``.
 """

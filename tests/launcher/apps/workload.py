@@ -2,11 +2,12 @@
 
 Hold both connections of a two-connection pool, time out once, release, then a few ordinary
 checkouts; print ``RESULT {json}``: checkout attempts, the timeout's type and message as the app
-caught it, and the wall-clock window (ns) in which the pool was at rest.
+caught it, and the wall-clock window (ns) in which the pool was at rest (see :func:`rest`).
 """
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -19,6 +20,17 @@ def heartbeat() -> None:
         from opentelemetry import metrics
 
         metrics.get_meter("poolwatch-test-app").create_counter("app.heartbeat").add(1)
+
+
+def rest() -> None:
+    """Stay idle after the work: until stdin closes if ``POOLWATCH_APP_REST=stdin`` (the test
+    closes it once it has exports from the idle app; ``RESTING <ns>`` on stdout says when the
+    rest began), else ``POOLWATCH_APP_SETTLE`` seconds."""
+    if os.environ.get("POOLWATCH_APP_REST") == "stdin":
+        print(f"RESTING {time.time_ns()}", flush=True)
+        sys.stdin.read()
+    else:
+        time.sleep(float(os.environ.get("POOLWATCH_APP_SETTLE", "0")))
 
 
 def work(engine: Any) -> None:
@@ -44,7 +56,7 @@ def work(engine: Any) -> None:
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("select 1"))
     rest_from = time.time_ns()
-    time.sleep(float(os.environ.get("POOLWATCH_APP_SETTLE", "0")))
+    rest()
     result = {
         "attempts": attempts,
         "error_type": error_type,

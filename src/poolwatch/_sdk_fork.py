@@ -1,0 +1,143 @@
+"""Keep the SDK's periodic metric export alive in a forked child.
+
+The SDK's ``PeriodicExportingMetricReader`` starts a new export thread in a forked child but
+keeps its export lock as it was: a fork made while the parent's thread was exporting (a few
+milliseconds out of every interval) leaves the child a lock that nobody will release (and the
+HTTP client's own locks mid-request), and the child never exports. For the providers poolwatch
+exports through, a fork first waits (bounded) for a collection and an export in progress; if an
+export outlasts the wait, the child replaces the export lock its parent's thread held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from poolwatch import _guard
+
+_logger = logging.getLogger("poolwatch")
+
+#: Seconds a fork waits for a metric collection in progress (in memory: short).
+COLLECT_WAIT = 5.0
+#: Seconds a fork waits for an export in progress (milliseconds to a healthy collector).
+EXPORT_WAIT = 2.0
+
+
+@dataclass(frozen=True)
+class PrivateHook:
+    """A private attribute of another library that poolwatch touches, and what breaks without."""
+
+    owner: str
+    attribute: str
+    breaks: str
+
+
+_BREAKS = "a worker forked while its parent exported metrics may never export (warned about once)"
+#: Every private OpenTelemetry SDK attribute this module touches.
+PRIVATE_HOOKS = (
+    PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_metric_readers", _BREAKS),
+    PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_measurement_consumer", _BREAKS),
+    PrivateHook(
+        "opentelemetry.sdk.metrics._internal.measurement_consumer.SynchronousMeasurementConsumer",
+        "_lock",
+        _BREAKS,
+    ),
+    PrivateHook(
+        "opentelemetry.sdk.metrics.export.PeriodicExportingMetricReader", "_export_lock", _BREAKS
+    ),
+)
+
+
+@dataclass
+class _Held:
+    """What the forking thread holds between ``before`` and ``after`` (one per provider)."""
+
+    consumer_lock: Any | None
+    readers: list[tuple[Any, bool]]
+
+
+_providers: weakref.WeakSet[Any] = weakref.WeakSet()
+_held: list[_Held] = []
+_warned = False
+
+
+def watch(provider: Any) -> None:
+    """Protect ``provider``'s periodic readers across fork() (an SDK provider; checked once)."""
+    if provider in _providers:
+        return
+    if _hooks_present(provider):
+        _providers.add(provider)
+        return
+    global _warned  # noqa: PLW0603 - warned once per process
+    if not _warned:
+        _warned = True
+        _logger.warning(
+            "poolwatch: the OpenTelemetry SDK's MeterProvider lacks %s; a worker forked while "
+            "its parent exported metrics may never export its own",
+            ", ".join(f"{hook.attribute}" for hook in PRIVATE_HOOKS),
+        )
+    _guard.internal_error("sdk_fork.hooks", LookupError("MeterProvider export locks"))
+
+
+def _hooks_present(provider: Any) -> bool:
+    consumer = getattr(provider, "_measurement_consumer", None)
+    readers = getattr(provider, "_metric_readers", None)
+    if not hasattr(consumer, "_lock") or readers is None:
+        return False
+    return all(hasattr(reader, "_export_lock") for reader in _periodic(readers))
+
+
+def _periodic(readers: Any) -> list[Any]:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    return [reader for reader in readers if isinstance(reader, PeriodicExportingMetricReader)]
+
+
+def _before_fork() -> None:
+    """Wait for a collection and an export in progress, holding their locks across the fork."""
+    for provider in list(_providers):
+        consumer_lock = provider._measurement_consumer._lock
+        if not consumer_lock.acquire(timeout=COLLECT_WAIT):
+            consumer_lock = None
+        entry = _Held(consumer_lock, [])
+        _held.append(entry)  # appended first: released after fork even if a step below fails
+        for reader in _periodic(provider._metric_readers):
+            entry.readers.append((reader, reader._export_lock.acquire(timeout=EXPORT_WAIT)))
+
+
+def _release(in_child: bool) -> None:
+    held = list(_held)
+    _held.clear()
+    for entry in held:
+        for reader, taken in entry.readers:
+            if taken:
+                reader._export_lock.release()
+            elif in_child:
+                # held by the parent's export thread, which the child does not have
+                reader._export_lock = threading.Lock()
+        if entry.consumer_lock is not None:
+            entry.consumer_lock.release()
+
+
+def _after_in_parent() -> None:
+    _guard.guarded("sdk_fork.parent", _release, False)
+
+
+def _after_in_child() -> None:
+    _guard.guarded("sdk_fork.child", _release, True)
+
+
+def _guarded_before() -> None:
+    _guard.guarded("sdk_fork.before", _before_fork)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_guarded_before,
+        after_in_parent=_after_in_parent,
+        after_in_child=_after_in_child,
+    )

@@ -1,0 +1,128 @@
+"""A child forked while the SDK's export thread was exporting still exports (poolwatch._sdk_fork)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
+
+from poolwatch import _sdk_fork
+from tests.forking.test_fork import in_child
+
+
+class SlowExporter(MetricExporter):
+    """Blocks inside ``export`` until released, so a fork can land in the middle of one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.pids: list[int] = []
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **_: Any) -> Any:
+        self.pids.append(os.getpid())
+        if os.getpid() == self.parent:
+            self.inside.set()
+            self.release.wait(10)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        return None
+
+    parent = os.getpid()
+
+
+def _exporting_provider() -> tuple[MeterProvider, PeriodicExportingMetricReader, SlowExporter]:
+    exporter = SlowExporter()
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    provider.get_meter("test").create_counter("c").add(1)
+    return provider, reader, exporter
+
+
+def _exports_in_child(
+    reader: PeriodicExportingMetricReader, exporter: SlowExporter
+) -> dict[str, Any]:
+    done = threading.Event()
+
+    def flush() -> None:
+        reader.collect(timeout_millis=2_000)
+        done.set()
+
+    threading.Thread(target=flush, daemon=True).start()
+    exported = done.wait(3)
+    return {"exported": exported, "in_child": exporter.pids.count(os.getpid())}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_during_a_slow_export_exports_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fork waits up to EXPORT_WAIT, then the child replaces the lock the export held."""
+    monkeypatch.setattr(_sdk_fork, "EXPORT_WAIT", 0.1)
+    provider, reader, exporter = _exporting_provider()
+    _sdk_fork.watch(provider)
+    SlowExporter.parent = os.getpid()
+    exporting = threading.Thread(target=reader.collect, daemon=True)
+    exporting.start()
+    assert exporter.inside.wait(5)
+    try:
+        result = in_child(lambda: _exports_in_child(reader, exporter))
+    finally:
+        exporter.release.set()
+        exporting.join(5)
+        provider.shutdown()
+
+    assert result == {"exported": True, "in_child": 1}
+    assert not reader._export_lock.locked()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_waits_for_a_short_export_in_progress() -> None:
+    """An export that ends within EXPORT_WAIT ends before the fork: the child's lock is free."""
+    provider, reader, exporter = _exporting_provider()
+    _sdk_fork.watch(provider)
+    SlowExporter.parent = os.getpid()
+    exporting = threading.Thread(target=reader.collect, daemon=True)
+    exporting.start()
+    assert exporter.inside.wait(5)
+    threading.Timer(0.2, exporter.release.set).start()
+    try:
+        result = in_child(lambda: {"free": not reader._export_lock.locked()})
+    finally:
+        exporter.release.set()
+        exporting.join(5)
+        provider.shutdown()
+
+    assert result == {"free": True}
+
+
+def test_a_provider_without_the_private_locks_is_loud(caplog: pytest.LogCaptureFixture) -> None:
+    """A provider lacking the SDK attributes is warned about and counted, not watched."""
+    from poolwatch import _guard
+
+    class Bare:
+        _metric_readers: Sequence[Any] = ()
+
+    monkeypatch_warned = _sdk_fork._warned
+    _sdk_fork._warned = False
+    before = _guard.error_counts().get("sdk_fork.hooks", 0)
+    try:
+        _sdk_fork.watch(Bare())
+    finally:
+        _sdk_fork._warned = monkeypatch_warned
+
+    assert _guard.error_counts().get("sdk_fork.hooks", 0) == before + 1
+    assert "_export_lock" in caplog.text
