@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from poolwatch.monitoring import names
 from tests.support.fixtures import needed
 from tests.support.otlp_receiver import OtlpReceiver, Points, attributes_of
 from tests.support.pipeline import LAUNCHER
+from tests.support.polling import poll
 
 APPS = Path(__file__).parent / "apps"
 #: The name poolwatch registers its instrumentor under (pyproject.toml entry point).
@@ -234,15 +234,17 @@ def _rest_then_resume(stdout: IO[str], receiver: OtlpReceiver) -> list[str]:
             break
     else:
         return lines  # the app ended early: run_app reports its exit
-    deadline = time.monotonic() + TIMEOUT
-    while not all(
-        any(when >= idle_since for when, _ in receiver.metric_snapshots(name)) for name in AT_REST
-    ):
-        assert time.monotonic() < deadline, (
-            f"no export of {AT_REST} after the app went idle; "
-            f"metrics received: {sorted(receiver.metric_names())}"
+
+    def exported_at_rest() -> bool:
+        return all(
+            any(when >= idle_since for when, _ in receiver.metric_snapshots(name))
+            for name in AT_REST
         )
-        time.sleep(EXPORT_INTERVAL_MS / 1000 / 4)
+
+    assert poll(exported_at_rest, TIMEOUT, EXPORT_INTERVAL_MS / 1000 / 4), (
+        f"no export of {AT_REST} after the app went idle; "
+        f"metrics received: {sorted(receiver.metric_names())}"
+    )
     return lines
 
 
