@@ -20,17 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import Span
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, Filling, Work
 from poolwatch.integrations._compat import Hook, Table
+from poolwatch.integrations._extras import requires
 from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
 from poolwatch.naming import APPLICATION_NAME, Target, application_name, dsn_target
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
+
+with requires("psycopg_pool", "psycopg", "psycopg", "psycopg_pool"):
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 _ATTR = "_poolwatch_binding"
 _LIBRARY = "psycopg_pool"

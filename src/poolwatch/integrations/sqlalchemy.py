@@ -23,32 +23,36 @@ from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
-from sqlalchemy import event, exc
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import (
-    AssertionPool,
-    NullPool,
-    Pool,
-    QueuePool,
-    SingletonThreadPool,
-    StaticPool,
-)
-from sqlalchemy.pool.base import _ConnectionRecord
 
 from poolwatch import _guard
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, PINGING
 from poolwatch.integrations._compat import Hook, Table
+from poolwatch.integrations._extras import requires
 from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
 from poolwatch.integrations._replacing import is_replacement
-from poolwatch.integrations.sqlalchemy_orm import (
-    BEFORE_ATTACH,
-    HANDLE_DBAPI_EXCEPTION,
-    SessionConflicts,
-)
 from poolwatch.naming import APPLICATION_NAME, Target, application_name, url_target
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
 from poolwatch.telemetry import Telemetry
+
+with requires("sqlalchemy", "sqlalchemy", "sqlalchemy"):
+    from sqlalchemy import event, exc
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import (
+        AssertionPool,
+        NullPool,
+        Pool,
+        QueuePool,
+        SingletonThreadPool,
+        StaticPool,
+    )
+    from sqlalchemy.pool.base import _ConnectionRecord
+
+    from poolwatch.integrations.sqlalchemy_orm import (
+        BEFORE_ATTACH,
+        HANDLE_DBAPI_EXCEPTION,
+        SessionConflicts,
+    )
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
