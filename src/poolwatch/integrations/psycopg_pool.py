@@ -162,7 +162,8 @@ class PsycopgPoolAdapter(PoolAdapter[_Naming]):
     # --- what the base asks of an adapter -----------------------------------------------------
 
     def binding_of(self, pool: Any) -> _Binding | None:
-        return vars(pool).get(_ATTR)  # type: ignore[no-any-return]
+        binding: _Binding | None = vars(pool).get(_ATTR)
+        return binding
 
     def read_state(self, binding: _Binding, pool: Any) -> PoolState | None:
         if pool.closed and getattr(pool, "_opened", True):
