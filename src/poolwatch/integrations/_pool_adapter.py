@@ -34,9 +34,10 @@ particular to its library:
 Optional: ``current_pool`` (the pool an owner holds now, when the owner replaces its pool),
 ``_renamed`` (the pool's name moved: rename what carries it), ``_after_fork`` (call the base's).
 
-The hot path asks :func:`wants_span` whether a checkout gets a span, keys loans by
-:meth:`Binding.key` when the library lends no object of its own to key them by, and guards every
-call into poolwatch (``_guard``) so that the library's own exceptions alone reach the app.
+The hot path asks :func:`wants_span` (as its docstring shows) whether a checkout gets a span,
+keys loans by :meth:`Binding.key` when the library lends no object of its own to key them by, and
+guards every call into poolwatch (``_guard``) so that the library's own exceptions alone reach
+the app.
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ _weakref = weakref.ref
 
 def wants_span(recorder: PoolRecorder, parent: Span | None) -> bool:
     """Whether a checkout gets a span: spans are on, and the checkout is inside a recording
-    trace (or root spans are on too)."""
+    trace (or root spans are on too).
+
+    On the hot path, ask only when a span is possible at all, ``(parent is not None or
+    recorder.root_spans) and wants_span(recorder, parent)``: outside any trace that test is
+    cheaper than the rule itself, and the call (about 430 instructions on CPython 3.11, half a
+    percent of a checkout) is left for checkouts inside a trace.
+    """
     return recorder.spans and (
         recorder.root_spans or (parent is not None and parent.is_recording())
     )

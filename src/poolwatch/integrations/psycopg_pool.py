@@ -234,7 +234,7 @@ def _begin(pool: Any) -> _Begun | None:
         return None
     traced = (
         _guard.guarded("psycopg_pool.checkout", recorder.trace)
-        if wants_span(recorder, parent)
+        if (parent is not None or recorder.root_spans) and wants_span(recorder, parent)
         else None
     )
     return binding, started, parent, traced
@@ -313,7 +313,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             return original(self, timeout)
         traced = (
             _guard.guarded("psycopg_pool.checkout", recorder.trace)
-            if wants_span(recorder, parent)
+            if (parent is not None or recorder.root_spans) and wants_span(recorder, parent)
             else None
         )
         try:

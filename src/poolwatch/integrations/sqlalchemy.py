@@ -485,7 +485,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self)
         traced = (
             _guard.guarded("sqlalchemy.checkout", recorder.trace)
-            if wants_span(recorder, parent)
+            if (parent is not None or recorder.root_spans) and wants_span(recorder, parent)
             else None
         )
         try:
