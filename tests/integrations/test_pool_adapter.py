@@ -188,3 +188,15 @@ def test_a_collected_connection_is_forgotten_at_the_next_state_read(
     assert len(binding.collected) == 1
     binding.read_state()
     assert (len(binding.collected), len(binding.recorder.loans)) == (0, 0)
+
+
+def test_root_spans_make_a_span_outside_any_trace(telemetry: Capture) -> None:
+    """``wants_span`` with ``root_spans=True``: a checkout outside any trace gets a span too."""
+    config = Config.load(environ={}, root_spans=True)
+    ADAPTER.instrument_all(telemetry_for(config, **telemetry.providers))
+    try:
+        pool = ToyPool("toys")
+        pool.putconn(pool.getconn())
+    finally:
+        ADAPTER.uninstrument_all()
+    assert len(telemetry.spans(catalog.SPAN_CHECKOUT)) == 1
