@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from poolwatch import _guard
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, reset
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -30,17 +29,6 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(autouse=True)
 def _clean_slate() -> Iterator[None]:
     """Every test starts uninstrumented with no counted internal errors, and leaves it so."""
-    _guard.reset()
+    reset()
     yield
-    try:
-        from poolwatch.integrations.sqlalchemy import ADAPTER
-    except ImportError:  # pragma: no cover - SQLAlchemy missing
-        return
-    ADAPTER.uninstrument_all()
-    from poolwatch import telemetry
-
-    for shared in list(telemetry._shared.values()):
-        telemetry.forget_shared(shared)
-    from poolwatch.naming import REGISTRY
-
-    REGISTRY.clear()
+    reset()

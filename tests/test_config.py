@@ -6,8 +6,7 @@ import logging
 
 import pytest
 
-from poolwatch import catalog
-from poolwatch import config as config_module
+from poolwatch import _state, catalog
 from poolwatch.config import Config
 
 
@@ -55,7 +54,7 @@ def test_a_bad_value_warns_once_naming_the_variable_and_the_default(
     caplog: pytest.LogCaptureFixture, variable: str, value: str, default: str
 ) -> None:
     """The warning names the variable, the bad value and the default used; nothing raises."""
-    config_module._warned.clear()
+    _state.warned.clear()
     with caplog.at_level(logging.WARNING, logger="poolwatch"):
         config = Config.load(environ={variable: value})
         assert Config.load(environ={variable: value}) == config  # a second load stays quiet
@@ -91,7 +90,7 @@ def test_bounds_given_as_an_argument_are_checked_like_the_environment_s(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A sequence or a string is read; bounds that do not increase warn and keep the default."""
-    config_module._warned.clear()
+    _state.warned.clear()
     assert Config.load(environ={}, use_time_buckets=[2, 5]).use_time_buckets == (2.0, 5.0)
     assert Config.load(environ={}, use_time_buckets="off").use_time_buckets == ()
     with caplog.at_level(logging.WARNING, logger="poolwatch"):
@@ -137,7 +136,7 @@ def test_a_bad_keyword_warns_naming_the_setting_and_the_default(
     caplog: pytest.LogCaptureFixture, keyword: str, value: object, default: str
 ) -> None:
     """A wrong type or value in code is a warning and the default, never an exception."""
-    config_module._warned.clear()
+    _state.warned.clear()
     with caplog.at_level(logging.WARNING, logger="poolwatch"):
         config = Config.load(environ={}, **{keyword: value})
     assert config == Config()
@@ -149,7 +148,7 @@ def test_a_bad_keyword_warns_naming_the_setting_and_the_default(
 
 def test_a_bad_keyword_falls_back_to_the_environment(caplog: pytest.LogCaptureFixture) -> None:
     """When the keyword is unusable the variable still applies, and the warning says so."""
-    config_module._warned.clear()
+    _state.warned.clear()
     environ = {"OTEL_PYTHON_POOLWATCH_LEAK_THRESHOLD": "7"}
     with caplog.at_level(logging.WARNING, logger="poolwatch"):
         config = Config.load(environ=environ, leak_threshold="later")

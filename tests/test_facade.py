@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from psycopg_pool import ConnectionPool
 
 import poolwatch
-from poolwatch.config import Config, Settings
+from poolwatch.config import Config, ConfigKeywords
 from poolwatch.testing import Capture
 
 Configured = Callable[..., Config]
@@ -44,7 +44,7 @@ def _psycopg_pool(_sqlite_url: str, providers: dict[str, Any], **settings: Any) 
         poolwatch.instrument_psycopg_pool(pool, **providers, **settings)
         binding = ADAPTER.binding_of(pool)
         assert binding is not None
-        return binding.recorder.telemetry.config
+        return binding.recorder.owner.config
     finally:
         poolwatch.uninstrument_psycopg_pool()
 
@@ -120,7 +120,7 @@ def test_a_config_of_another_type_is_a_type_error(configured: Callable[..., Conf
 
 def test_every_instrument_function_takes_the_same_settings() -> None:
     """The three signatures end alike: ``config``, the providers, then ``**settings`` typed by
-    :class:`~poolwatch.config.Settings`, with the same annotations and defaults."""
+    :class:`~poolwatch.config.ConfigKeywords`, with the same annotations and defaults."""
     tails = {}
     for name, function in FACADE.items():
         parameters = list(inspect.signature(function).parameters.values())
@@ -130,14 +130,19 @@ def test_every_instrument_function_takes_the_same_settings() -> None:
         ("meter_provider", inspect.Parameter.KEYWORD_ONLY, "MeterProvider | None", None),
         ("tracer_provider", inspect.Parameter.KEYWORD_ONLY, "TracerProvider | None", None),
         ("logger_provider", inspect.Parameter.KEYWORD_ONLY, "LoggerProvider | None", None),
-        ("settings", inspect.Parameter.VAR_KEYWORD, "Unpack[Settings]", inspect.Parameter.empty),
+        (
+            "settings",
+            inspect.Parameter.VAR_KEYWORD,
+            "Unpack[ConfigKeywords]",
+            inspect.Parameter.empty,
+        ),
     ]
     assert tails == dict.fromkeys(FACADE, expected)
 
 
 def test_the_settings_are_the_fields_of_config() -> None:
     """One keyword per field, so a new field is a new keyword of every ``instrument_*``."""
-    assert list(typing.get_type_hints(Settings)) == [
+    assert list(typing.get_type_hints(ConfigKeywords)) == [
         field.name for field in dataclasses.fields(Config)
     ]
 

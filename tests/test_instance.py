@@ -15,9 +15,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from poolwatch import _instance
+from poolwatch import _instance, _state
 from poolwatch.config import Config
-from poolwatch.telemetry import Telemetry
+from poolwatch.instrumentors import instrumentation_for
 
 SERVICE = {"service.name": "shop"}
 
@@ -53,7 +53,7 @@ def test_a_missing_id_is_assigned_and_exported(
     bare: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
     """Instrumenting through a provider without an id gives it a random UUID, which is exported."""
-    Telemetry(Config(), meter_provider=bare)
+    instrumentation_for(Config(), bare)
 
     assigned = _instance.instance_id(bare)
 
@@ -65,7 +65,7 @@ def test_a_missing_id_is_assigned_and_exported(
 def test_a_configured_id_is_kept(reader: InMemoryMetricReader) -> None:
     """An id the user configured is exported unchanged."""
     for provider in provider_with(reader, **{_instance.SERVICE_INSTANCE_ID: "pod-7"}):
-        Telemetry(Config(), meter_provider=provider)
+        instrumentation_for(Config(), provider)
         assert exported_id(provider, reader) == "pod-7"
 
 
@@ -74,10 +74,10 @@ def test_an_id_equal_to_the_host_name_is_warned_about(
 ) -> None:
     """An id equal to the host name is shared by every worker on the host: a warning names it."""
     host = socket.gethostname()
-    _instance._warned.discard(f"shared:{host}")
+    _state.warned.discard("instance:" + f"shared:{host}")
     for provider in provider_with(reader, **{_instance.SERVICE_INSTANCE_ID: host}):
         with caplog.at_level(logging.WARNING, logger="poolwatch"):
-            Telemetry(Config(), meter_provider=provider)
+            instrumentation_for(Config(), provider)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert f"service.instance.id={host!r} equals the host name" in warnings[0]
@@ -109,7 +109,7 @@ def test_a_missing_private_attribute_is_loud(
     from poolwatch import _guard
 
     saved = bare._sdk_config
-    _instance._warned.discard("hooks")
+    _state.warned.discard("instance:" + "hooks")
     del bare._sdk_config
     try:
         with caplog.at_level(logging.WARNING, logger="poolwatch"):
@@ -150,7 +150,7 @@ def _in_child(provider: MeterProvider) -> dict[str, Any]:
 
 def test_a_forked_child_gets_a_fresh_id(bare: MeterProvider) -> None:
     """Pre-fork workers: the child of a process poolwatch gave an id exports under a new one."""
-    Telemetry(Config(), meter_provider=bare)
+    instrumentation_for(Config(), bare)
     parent = _instance.instance_id(bare)
 
     first, second = _in_child(bare), _in_child(bare)
@@ -165,8 +165,8 @@ def test_a_configured_id_inherited_across_fork_is_warned_about(
 ) -> None:
     """A configured id the SDK does not renew is kept in the child, with a warning naming it."""
     for provider in provider_with(reader, **{_instance.SERVICE_INSTANCE_ID: "web-1"}):
-        Telemetry(Config(), meter_provider=provider)
-        _instance._warned.discard("shared:web-1")
+        instrumentation_for(Config(), provider)
+        _state.warned.discard("instance:" + "shared:web-1")
         child = _in_child(provider)
     if child["id"] != "web-1":
         # SDK 1.44 and later draw a new id in every forked child themselves.
@@ -180,7 +180,7 @@ def test_a_provider_reconfigured_after_instrumenting_gets_an_id_at_collection(
     bare: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
     """The id is checked at every collection too, so a resource replaced later still gets one."""
-    Telemetry(Config(), meter_provider=bare)
+    instrumentation_for(Config(), bare)
     bare._sdk_config.resource = Resource(SERVICE)
 
     exported = exported_id(bare, reader)

@@ -25,16 +25,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import poolwatch
-from poolwatch import _guard, _otlp_histograms, catalog, telemetry
+from poolwatch import _guard, _instruments, _otlp_histograms, catalog
 from poolwatch.config import Config
+from poolwatch.instrumentors import instrumentation_for
 from poolwatch.recorder import PoolRecorder, PoolState
+from poolwatch.testing import reset
 
 WAIT = catalog.CONNECTION_WAIT_TIME.name
 
 DELTA = {SdkHistogram: AggregationTemporality.DELTA}
 
 
-def _state() -> PoolState:
+def _pool_state() -> PoolState:
     return PoolState(used=0, idle=1, max=5)
 
 
@@ -46,12 +48,12 @@ class Pools:
     ):
         self.readers = readers or (InMemoryMetricReader(),)
         self.provider = MeterProvider(metric_readers=self.readers, views=views)
-        self.telemetry = telemetry.Telemetry(
+        self.telemetry = instrumentation_for(
             Config.load(environ={}, leak_threshold=0, **settings), self.provider
         )
 
     def pool(self, name: str = "app") -> PoolRecorder:
-        return self.telemetry.pool(name, _state)
+        return self.telemetry.pool(name, _pool_state)
 
     def points(self, name: str = WAIT, reader: int = 0) -> list[Any]:
         data = self.readers[reader].get_metrics_data()
@@ -216,12 +218,12 @@ def test_without_the_known_sdk_layout_histograms_are_recorded_per_checkout(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One warning, an internal-error count, and the same histograms through record()."""
-    _guard.reset()
+    reset()
     monkeypatch.setattr(_otlp_histograms, "check_layout", lambda: ("x._Missing.attr",))
     with caplog.at_level(logging.WARNING, logger="poolwatch"):
         made = Pools()
         recorder = made.pool()
-    assert made.telemetry.histogram_mode == "standard"
+    assert made.telemetry.signals.histogram_mode == "standard"
     assert _guard.error_counts() == {"otlp-histograms": 1}
     (record,) = caplog.records
     assert "x._Missing.attr" in str(record.exc_info[1] if record.exc_info else "")
@@ -232,7 +234,7 @@ def test_without_the_known_sdk_layout_histograms_are_recorded_per_checkout(
         0.02,
         catalog.CREATE_BUCKETS,
     )
-    _guard.reset()
+    reset()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -284,9 +286,9 @@ def test_a_meter_of_another_api_implementation_gets_record_calls() -> None:
 
     assert _otlp_histograms.meter_kind(NoOpMeter("x")) == "api"
     assert _otlp_histograms.meter_kind(MeterProvider().get_meter("x")) == "sdk"
-    assert telemetry.histogram_mode(Config(), object()) == "standard"
-    assert telemetry.histogram_mode(Config(), NoOpMeter("x")) == "otlp"
-    assert telemetry.histogram_mode(Config(histograms="aggregated"), object()) == "aggregated"
+    assert _instruments.histogram_mode(Config(), object()) == "standard"
+    assert _instruments.histogram_mode(Config(), NoOpMeter("x")) == "otlp"
+    assert _instruments.histogram_mode(Config(histograms="aggregated"), object()) == "aggregated"
 
 
 def test_one_pool_costs_the_documented_series_budget() -> None:
@@ -340,7 +342,7 @@ import sqlalchemy as sa, poolwatch
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from poolwatch import _guard, telemetry
+from poolwatch import _guard, _state
 engine = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool)
 poolwatch.instrument_sqlalchemy(engine, pool_name="early")
 reader = InMemoryMetricReader()
@@ -350,7 +352,7 @@ with engine.connect():
 data = reader.get_metrics_data()
 found = sorted((m.name, [p.count for p in m.data.data_points]) for r in data.resource_metrics
                for s in r.scope_metrics for m in s.metrics if m.name.endswith("_time"))
-print([t.histogram_mode for t in telemetry.active()], found, _guard.error_counts())
+print([i.signals.histogram_mode for i in _state.live()], found, _guard.error_counts())
 """
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60

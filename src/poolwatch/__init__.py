@@ -3,7 +3,7 @@
 The public facade: one ``instrument_*`` function per library, the ``BaseInstrumentor`` classes
 the ``opentelemetry-instrument`` launcher loads, and the configuration object. Every
 ``instrument_*`` takes the same settings: a ``config`` and keyword arguments overriding its fields
-(:class:`poolwatch.config.Settings`), and the OpenTelemetry providers to use.
+(:class:`poolwatch.config.ConfigKeywords`), and the OpenTelemetry providers to use.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from poolwatch.instrumentors import (
     DjangoInstrumentor,
     PsycopgPoolInstrumentor,
     SQLAlchemyPoolInstrumentor,
+    instrumentation_for,
 )
 from poolwatch.naming import APPLICATION_NAME
-from poolwatch.telemetry import telemetry_for
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
     from typing_extensions import Unpack
 
-    from poolwatch.config import Settings
-    from poolwatch.telemetry import Telemetry
+    from poolwatch._instrumentation import Instrumentation
+    from poolwatch.config import ConfigKeywords
 
 __all__ = [
     "Config",
@@ -53,7 +53,7 @@ def instrument_sqlalchemy(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
-    **settings: Unpack[Settings],
+    **settings: Unpack[ConfigKeywords],
 ) -> None:
     """Record SQLAlchemy pools: ``engine``'s (sync or async) or, with no engine, every one.
 
@@ -93,7 +93,7 @@ def instrument_psycopg_pool(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
-    **settings: Unpack[Settings],
+    **settings: Unpack[ConfigKeywords],
 ) -> None:
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
 
@@ -131,7 +131,7 @@ def instrument_django(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
-    **settings: Unpack[Settings],
+    **settings: Unpack[ConfigKeywords],
 ) -> None:
     """Track every Django database connection (all aliases) and report orphans.
 
@@ -159,10 +159,10 @@ def uninstrument_django() -> None:
 
 def _telemetry(
     config: Config | None,
-    settings: Settings,
+    settings: ConfigKeywords,
     meter_provider: MeterProvider | None,
     tracer_provider: TracerProvider | None,
     logger_provider: LoggerProvider | None,
-) -> Telemetry:
+) -> Instrumentation:
     resolved = Config.load(base=config, **settings)
-    return telemetry_for(resolved, meter_provider, tracer_provider, logger_provider)
+    return instrumentation_for(resolved, meter_provider, tracer_provider, logger_provider)

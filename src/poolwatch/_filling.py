@@ -34,9 +34,9 @@ class Work:
 
     __slots__ = ("kind", "started", "task", "thread")
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, started: float) -> None:
         self.kind = kind
-        self.started = _perf()
+        self.started = started
         self.thread = _current_thread()
         self.task = asyncio.current_task() if _running_loop() is not None else None
 
@@ -52,21 +52,22 @@ def _caller() -> tuple[int | None, int]:
 class Filling:
     """The opening and pinging going on in one pool, and what finished lately."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = _perf) -> None:
+        self._clock = clock
         self._active: dict[int, Work] = {}
         #: ``(caller, kind, started, ended)`` of finished work (appends are atomic).
         self._done: deque[tuple[tuple[int | None, int], str, float, float]] = deque(maxlen=_KEPT)
 
     def begin(self, kind: str) -> Work:
         """``kind`` work starts in the calling thread or task."""
-        work = Work(kind)
+        work = Work(kind, self._clock())
         self._active[id(work)] = work
         return work
 
     def end(self, work: Work) -> None:
         """``work`` is over (done or failed)."""
         self._active.pop(id(work), None)
-        self._done.append((work.caller(), work.kind, work.started, _perf()))
+        self._done.append((work.caller(), work.kind, work.started, self._clock()))
 
     def counts(self) -> dict[str, int]:
         """Pieces of work going on now, by kind."""
@@ -78,7 +79,7 @@ class Filling:
     def listing(self, label: Callable[[Any], str | None]) -> list[str]:
         """``N x opening a connection (oldest 4.1s, Thread-3)``, one entry per kind;
         ``label`` names a holder's asyncio task."""
-        now = _perf()
+        now = self._clock()
         oldest: dict[str, Work] = {}
         counts = self.counts()
         for work in list(self._active.values()):
@@ -100,7 +101,9 @@ class Filling:
                 found[kind] = found.get(kind, 0.0) + ended - max(started, since)
         for work in list(self._active.values()):
             if work.caller() == caller:
-                found[work.kind] = found.get(work.kind, 0.0) + _perf() - max(work.started, since)
+                found[work.kind] = (
+                    found.get(work.kind, 0.0) + self._clock() - max(work.started, since)
+                )
         return found
 
     def explain(self, since: float, timeout: float | None) -> dict[str, Any]:

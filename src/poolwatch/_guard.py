@@ -7,25 +7,22 @@ them per hook and logs the first one of each hook with its traceback. Nothing is
 from __future__ import annotations
 
 import logging
-import threading
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from poolwatch import _state
 
 T = TypeVar("T")
 
 _logger = logging.getLogger("poolwatch")
-_lock = threading.Lock()
-_counts: Counter[str] = Counter()
-_warned: set[str] = set()
 
 
 def internal_error(hook: str, exc: BaseException) -> None:
     """Count an error raised inside poolwatch's ``hook`` and log it the first time it is seen."""
     try:
-        with _lock:
-            _counts[hook] += 1
-            first = _counts[hook] == 1
+        with _state.lock:
+            _state.errors[hook] += 1
+            first = _state.errors[hook] == 1
         if first:
             _logger.warning(
                 "poolwatch: internal error in %s; telemetry for it is degraded, the "
@@ -39,8 +36,8 @@ def internal_error(hook: str, exc: BaseException) -> None:
 
 def count(hook: str) -> None:
     """Count a problem found inside poolwatch that its caller reports itself."""
-    with _lock:
-        _counts[hook] += 1
+    with _state.lock:
+        _state.errors[hook] += 1
 
 
 def guarded(hook: str, fn: Callable[..., T], *args: Any) -> T | None:
@@ -54,30 +51,15 @@ def guarded(hook: str, fn: Callable[..., T], *args: Any) -> T | None:
 
 def error_counts() -> dict[str, int]:
     """Errors caught so far, per hook."""
-    with _lock:
-        return dict(_counts)
-
-
-def after_fork() -> None:
-    """A forked child: a fresh lock (the parent's may be held) and counts of its own errors."""
-    global _lock  # noqa: PLW0603 - the module's one lock, replaced in a forked child
-    _lock = threading.Lock()
-    _counts.clear()
-    _warned.clear()
+    with _state.lock:
+        return dict(_state.errors)
 
 
 def warn_once(key: str, message: str, *args: object) -> bool:
     """Log ``message`` as a warning the first time ``key`` is seen in this process."""
-    with _lock:
-        if key in _warned:
+    with _state.lock:
+        if key in _state.warned:
             return False
-        _warned.add(key)
+        _state.warned.add(key)
     _logger.warning(message, *args)
     return True
-
-
-def reset() -> None:
-    """Forget counted errors (tests use this between cases)."""
-    with _lock:
-        _counts.clear()
-        _warned.clear()

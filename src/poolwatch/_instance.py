@@ -80,7 +80,6 @@ class _Books:
 
 
 _books = _Books()
-_warned: set[str] = set()
 
 
 def _sdk_config(provider: Any) -> Any | None:
@@ -176,9 +175,7 @@ def _warn_shared(instance_id: str, why: str) -> None:
 
 
 def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        _logger.warning(message)
+    _guard.warn_once(f"instance:{key}", "%s", message)
 
 
 def _after_fork_in_child() -> None:

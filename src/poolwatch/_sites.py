@@ -11,6 +11,7 @@ no SQL parameter outlives the call; code objects are shared and cheap to hold.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -92,6 +93,24 @@ def _library_prefixes(packages: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(prefixes))
 
 
+def _origins(modules: Iterable[str]) -> tuple[str, ...]:
+    """Where the source of each module (a package: its directory) is, for those that exist."""
+    found: list[str] = []
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # a parent that cannot be imported, a bad name
+            spec = None
+        origin = spec.origin if spec is not None else None
+        if not origin:
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            found.append(os.path.dirname(origin) + os.sep)
+        else:
+            found.append(origin)
+    return tuple(found)
+
+
 APP, THIRD_PARTY, LIBRARY = 0, 1, 2
 
 
@@ -108,8 +127,13 @@ class SiteCapture:
         limit: int,
         extra_library_paths: Iterable[str] = (),
         library_packages: Iterable[str] = (),
+        app_packages: Iterable[str] = (),
     ) -> None:
         self.limit = limit
+        #: Modules (and packages) whose frames are the application's wherever they live.
+        self.apps = tuple(app_packages)
+        self._app_modules = tuple(f"{name}." for name in self.apps)
+        self._app_paths = _origins(self.apps)
         #: Top-level packages whose frames are skipped.
         self.packages = frozenset(LIBRARY_PACKAGES) | frozenset(library_packages)
         self._prefixes = _library_prefixes(self.packages) + tuple(extra_library_paths)
@@ -134,6 +158,14 @@ class SiteCapture:
         return self.kind(frame.f_code, frame.f_globals.get("__name__"))
 
     def _classify(self, filename: str, module: object = None) -> int:
+        if self.apps and (
+            (
+                isinstance(module, str)
+                and (module in self.apps or module.startswith(self._app_modules))
+            )
+            or filename.startswith(self._app_paths)
+        ):
+            return APP
         if isinstance(module, str) and module.partition(".")[0] in self.packages:
             return LIBRARY
         # "<...>": frozen modules and generated code (SQLAlchemy's decorators, dataclasses)

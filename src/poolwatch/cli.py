@@ -138,6 +138,19 @@ def _doctor(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 3
+    monitoring = None
+    if args.monitoring_config is not None:
+        try:
+            from poolwatch.monitoring import config
+        except ImportError as missing:
+            print(f"poolwatch doctor --monitoring-config needs the monitoring extra ({missing.name} "
+                  "is missing): pip install 'poolwatch[monitoring]'", file=sys.stderr)  # fmt: skip
+            return 3
+        try:
+            monitoring = config.load(args.monitoring_config)
+        except config.ConfigError as exc:
+            print(f"poolwatch doctor: --monitoring-config: {exc}", file=sys.stderr)
+            return 3
     settings = doctor.Settings(
         pool_size=args.pool_size,
         max_overflow=args.max_overflow,
@@ -158,6 +171,7 @@ def _doctor(args: argparse.Namespace) -> int:
         at=args.at,
         timeout=args.timeout,
         pgbouncer_url=args.pgbouncer_url,
+        monitoring=monitoring,
     )
     report = doctor.diagnose(request)
     print(report.as_json() if args.json else report.as_text())
@@ -182,6 +196,11 @@ def _add_doctor(commands: Any) -> None:
     doctor.add_argument(
         "--pgbouncer-url", help="PgBouncer in front of PostgreSQL (its admin console is read)"
     )
+    doctor.add_argument(
+        "--monitoring-config", type=Path,
+        help="the monitoring config the alerts were generated from (poolwatch generate "
+        "--config): its pgbouncer_max_client_conn is checked against PgBouncer's",
+    )  # fmt: skip
     doctor.add_argument("--window", default="1h", help="PromQL range to look back over (1h)")
     doctor.add_argument("--selector", default="", help='extra label matchers, e.g. job="shop"')
     doctor.add_argument("--at", type=_seconds, help="evaluate at this Unix time (default: now)")

@@ -2,7 +2,7 @@
 
 Every environment variable is ``OTEL_PYTHON_POOLWATCH_<FIELD>``. A value that cannot be parsed,
 from a variable or a keyword argument, produces one warning naming the setting and the value used
-instead, and never an exception. :class:`Settings` types the keyword arguments every
+instead, and never an exception. :class:`ConfigKeywords` types the keyword arguments every
 ``instrument_*()`` takes, one per field of :class:`Config`.
 """
 
@@ -17,13 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, get_args
 
-from poolwatch import catalog
+from poolwatch import _guard, catalog
 
 _logger = logging.getLogger("poolwatch")
 
 ENV_PREFIX = "OTEL_PYTHON_POOLWATCH_"
-
-_warned: set[tuple[str, str]] = set()
 
 HistogramMode = Literal["otlp", "standard", "aggregated"]
 HistogramAggregation = Literal["explicit", "exponential"]
@@ -97,6 +95,12 @@ class Config:
         "code that calls them; added to poolwatch's list (SQLAlchemy, Django, psycopg, SQLModel, "
         "Flask-SQLAlchemy, FastAPI, Starlette, AnyIO, asgiref, ...).",
     )
+    app_packages: tuple[str, ...] = _setting(
+        (),
+        "Comma-separated modules (or packages) whose frames are always the application's, "
+        "even inside a package listed as a library: an application shipped inside another "
+        "package, or code that poolwatch would otherwise skip.",
+    )
     conflict_window: float = _setting(
         60.0,
         "Seconds after a pool timeout during which a session conflict in the same thread or "
@@ -156,7 +160,7 @@ class Config:
         return cls(**values) if base is None else dataclasses.replace(base, **values)
 
 
-class Settings(TypedDict, total=False):
+class ConfigKeywords(TypedDict, total=False):
     """The keyword arguments of every ``instrument_*()``: one per field of :class:`Config`, each
     overriding it (None: not given). Strings are read as the environment variable would be."""
 
@@ -170,6 +174,7 @@ class Settings(TypedDict, total=False):
     leak_threshold: float | str | None
     capture_stacks: bool | str | None
     library_packages: Sequence[str] | str | None
+    app_packages: Sequence[str] | str | None
     conflict_window: float | str | None
     django_idle_in_transaction: float | str | None
     django_idle_outside_request: float | str | None
@@ -226,11 +231,9 @@ def _from_environment(field: dataclasses.Field[Any], env: Mapping[str, str]) -> 
 def _warn(
     setting: str, value: object, reason: Exception, used: object, source: str = "the default"
 ) -> None:
-    if (setting, repr(value)) in _warned:  # once per process, however many instrumentors load
-        return
-    _warned.add((setting, repr(value)))
-    _logger.warning("poolwatch: ignoring %s%r (%s); using %s %r",
-                    setting, value, reason, source, used)  # fmt: skip
+    # once per process, however many instrumentors load
+    _guard.warn_once(f"config:{setting}:{value!r}", "poolwatch: ignoring %s%r (%s); using %s %r",
+                     setting, value, reason, source, used)  # fmt: skip
 
 
 def _parser(field: dataclasses.Field[Any]) -> Callable[[dataclasses.Field[Any], str], Any]:
@@ -309,13 +312,16 @@ def _parse_choice(field: dataclasses.Field[Any], raw: str) -> str:
 
 
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
-def _parse_packages(_field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]:
+def _parse_packages(field: dataclasses.Field[Any], raw: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in raw.split(",") if name.strip())
-    bad = [name for name in names if not _PACKAGE.match(name)]
+    dotted = field.name == "app_packages"
+    bad = [name for name in names if not (_MODULE if dotted else _PACKAGE).match(name)]
     if bad:
-        raise ValueError(f"not a top-level package name: {', '.join(bad)}")
+        kind = "module name" if dotted else "top-level package name"
+        raise ValueError(f"not a {kind}: {', '.join(bad)}")
     return names
 
 

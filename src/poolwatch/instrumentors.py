@@ -10,23 +10,47 @@ from typing import Any, Final
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from poolwatch import naming
+from poolwatch import _state, naming
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.config import Config
 from poolwatch.integrations._extras import hint
-from poolwatch.telemetry import Telemetry, forget_shared, telemetry_for
+from poolwatch.recorder import Settings
+from poolwatch.telemetry import Telemetry
 
 _logger = logging.getLogger("poolwatch")
 
 
-def telemetry_from(kwargs: Mapping[str, Any]) -> Telemetry:
-    """The shared telemetry for the providers and settings passed to ``instrument()``.
+def instrumentation_for(
+    config: Config,
+    meter_provider: Any = None,
+    tracer_provider: Any = None,
+    logger_provider: Any = None,
+) -> Instrumentation:
+    """The one live instrumentation for these settings and providers: made once (its
+    instruments with it), shared by every adapter and ``instrument_*`` call that uses them."""
+
+    clock = _state.clock
+
+    def make() -> Instrumentation:
+        telemetry = Telemetry(config, meter_provider, tracer_provider, logger_provider)
+        settings = Settings(config, telemetry.exponential, telemetry.standard_histograms, clock)
+        instrumentation = Instrumentation(config, telemetry, settings)
+        telemetry.read_pools(instrumentation.pools, instrumentation.drop)
+        return instrumentation
+
+    key = (config, meter_provider, tracer_provider, logger_provider, clock)
+    return _state.shared(key, make)  # type: ignore[no-any-return]
+
+
+def telemetry_from(kwargs: Mapping[str, Any]) -> Instrumentation:
+    """The shared instrumentation for the providers and settings passed to ``instrument()``.
 
     ``instrument()`` takes what ``instrument_*()`` takes (``config``, settings, providers), and
     the launcher's own keyword arguments too (``raise_exception_on_conflict``), left alone here.
     """
     settings = {key: value for key, value in kwargs.items() if key in _SETTINGS}
     config = Config.load(base=kwargs.get("config"), **settings)
-    return telemetry_for(
+    return instrumentation_for(
         config,
         kwargs.get("meter_provider"),
         kwargs.get("tracer_provider"),
@@ -60,7 +84,7 @@ class _Instrumentor(BaseInstrumentor):  # type: ignore[misc]
     _library = ""
     #: The extra of pyproject.toml that installs the library.
     _extra = ""
-    _telemetry: Telemetry | None = None
+    _telemetry: Instrumentation | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (self._requirement,)
@@ -74,10 +98,10 @@ class _Instrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         self._stop()
         if self._telemetry is not None:
-            forget_shared(self._telemetry)
+            _state.forget(self._telemetry)
             self._telemetry = None
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def _stop(self) -> None:
@@ -96,7 +120,7 @@ class SQLAlchemyPoolInstrumentor(_Instrumentor):
     _library = "sqlalchemy"
     _extra = "sqlalchemy"
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.sqlalchemy import ADAPTER
 
         ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
@@ -114,7 +138,7 @@ class PsycopgPoolInstrumentor(_Instrumentor):
     _library = "psycopg_pool"
     _extra = "psycopg"
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.psycopg_pool import ADAPTER
 
         ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
@@ -136,7 +160,7 @@ class DjangoInstrumentor(_Instrumentor):
     _library = "django"
     _extra = "django"
 
-    def _start(self, telemetry: Telemetry, kwargs: dict[str, Any]) -> None:
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.django import ADAPTER
 
         ADAPTER.instrument(telemetry)

@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
-from poolwatch import _process, catalog
+from poolwatch import _process, _state, catalog
 
 _logger = logging.getLogger("poolwatch")
 
@@ -264,6 +264,7 @@ class NameRegistry:
 
 #: The one registry every adapter names its pools through.
 REGISTRY: Final = NameRegistry()
+_state.on_reset(REGISTRY.clear)
 _process.on_fork("naming", REGISTRY.after_fork)
 
 

@@ -3,7 +3,8 @@
 Adapters report facts (a checkout began, succeeded, failed; a connection came back, was
 detached, was created) to a :class:`PoolRecorder`. It keeps pending callers, timeouts, the three
 histograms and the loans (who holds which connection, since when, borrowed where). Everything
-that leaves the process goes through :class:`poolwatch.telemetry.Telemetry`.
+that leaves the process goes out through :class:`Signals` (implemented by telemetry, which this
+module never imports); loans and leaks are kept in :mod:`poolwatch._leaks`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
-from opentelemetry.trace import Span, SpanContext
-
-from poolwatch import _errors, _filling, _guard, _sites, catalog
+from poolwatch import _errors, _filling, _guard, _leaks, _sites, catalog
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
-
-if TYPE_CHECKING:
-    from poolwatch.telemetry import Telemetry
+from poolwatch._leaks import Loan, LoanEntry, Loans, OwnerRef
+from poolwatch.config import Config
 
 _perf = time.perf_counter
 #: Buffered waits per pool past which a checkout that records its site folds them into the buckets.
@@ -46,9 +45,6 @@ class PoolState(NamedTuple):
     idle_min: int | None = None
 
 
-#: A weak reference (or anything called the same way) to what the application holds.
-OwnerRef = Callable[[], object]
-
 #: Reads a pool's state; returns None once the pool is gone.
 StateReader = Callable[[], "PoolState | None"]
 
@@ -69,12 +65,6 @@ class Traced:
         self.state = state
 
 
-#: What is kept per checkout: (started, owner, site, thread, task, current span). A plain tuple:
-#: building one costs a fifth of an object with an ``__init__``, and it runs on every checkout.
-#: ``site`` is empty when the borrow site was not captured at checkout (see :class:`PoolRecorder`).
-#: The span is kept rather than its context, which is read only if the loan is reported.
-LoanEntry = tuple[float, "OwnerRef | None", _sites.Site, threading.Thread, Any, "Span | None"]
-
 #: An exemplar (the slowest traced wait of its bucket) gives way to any later one once this old.
 EXEMPLAR_TTL_NS = 60_000_000_000
 
@@ -84,7 +74,8 @@ class Exemplar(NamedTuple):
 
     value: float
     time_ns: int
-    context: SpanContext
+    #: The checkout span's context (whatever :meth:`Signals.checkout_span` returned).
+    context: Any
 
 
 #: Without ``capture_stacks``, one checkout in this many records its borrow site (a power of two).
@@ -93,50 +84,68 @@ _SITE_MASK = SITE_EVERY - 1
 #: ... and every checkout does while at least this share of the pool's maximum is checked out.
 BUSY_SHARE = 0.5
 #: Loans without a borrow site get the holder's stack sampled once they are this old (seconds).
-SAMPLE_AFTER = 1.0
+SAMPLE_AFTER = _leaks.SAMPLE_AFTER
 
 
-class Loan:
-    """A readable view of one checked-out connection, built only when it is reported."""
+class Recording(Protocol):
+    """A histogram that takes one value at a time (an SDK histogram in ``standard`` mode)."""
 
-    def __init__(
-        self,
-        entry: LoanEntry,
-        leaked: bool = False,
-        sampled: _Sample | None = None,
-        sites: _sites.SiteCapture | None = None,
-    ) -> None:
-        self.started, self.owner, self.site, thread, task, span = entry
-        #: How :attr:`site` was found, and when (seconds after checkout) if it was sampled.
-        self.site_source = catalog.SITE_CHECKOUT if self.site else None
-        self.sampled_after: float | None = None
-        if not self.site and sampled is not None:
-            self.site, self.sampled_after = sampled
-            self.site_source = catalog.SITE_HOLDER_SAMPLE if self.site else None
-        self.thread_id = thread.ident
-        # the name outlives the thread: a thread that died holding a connection is still named
-        self.thread_name = thread.name
-        self.task: str | None = (
-            _sites.task_label(sites, task)
-            if sites is not None
-            else (task.get_name() if task is not None else None)
-        )
-        context = span.get_span_context() if isinstance(span, Span) else None
-        #: The borrower's span context, when the checkout was made inside a span.
-        self.context: SpanContext | None = context if context and context.is_valid else None
-        self.leaked = leaked
-
-    def collected(self) -> bool:
-        """Whether the application's handle was garbage-collected without being returned."""
-        return self.owner is not None and self.owner() is None
-
-    def holder(self) -> str:
-        """The thread (and asyncio task) that borrowed the connection."""
-        return self.thread_name if self.task is None else f"{self.thread_name}/{self.task}"
+    def record(self, amount: float, attributes: Any = None) -> None: ...
 
 
-#: A holder's stack sampled while it held a connection, and the loan's age at that moment.
-_Sample = tuple[_sites.Site, float]
+class Standard(Protocol):
+    """The per-checkout histograms of ``standard`` mode."""
+
+    @property
+    def wait(self) -> Recording: ...
+
+    @property
+    def use(self) -> Recording: ...
+
+    @property
+    def create(self) -> Recording: ...
+
+
+class Signals(Protocol):
+    """What the recorder reports, and to whom: implemented by :class:`poolwatch.telemetry.Telemetry`.
+
+    The recorder keeps the books; everything that leaves the process goes through these calls.
+    """
+
+    def checkout_span(
+        self, started_ns: int, state: dict[str, Any], waited: float, error: BaseException | None
+    ) -> Any:
+        """Make the span of one traced checkout; returns its context for the wait's exemplar
+        (None when there is nothing to link to)."""
+
+    def timed_out(
+        self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
+    ) -> None: ...
+
+    def connection_failed(
+        self, pool: str, state: dict[str, Any], error: BaseException, code: str | None
+    ) -> None: ...
+
+    def leaked(self, recorder: PoolRecorder, loan: Loan, threshold: float) -> None: ...
+
+    def returned(self, recorder: PoolRecorder, loan: Loan, held: float) -> None: ...
+
+    def never_returned(self, recorder: PoolRecorder, loan: Loan, held: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a recorder needs to know, decided once per instrumentation.
+
+    ``exponential``: keep exponential buckets (``otlp`` mode with exponential aggregation);
+    ``standard``: the SDK histograms to record each value into (``standard`` mode), or None;
+    ``clock``: seconds, monotonic (tests inject their own).
+    """
+
+    config: Config
+    exponential: bool = False
+    standard: Standard | None = None
+    clock: Callable[[], float] = _perf
 
 
 class PoolRecorder:
@@ -155,12 +164,21 @@ class PoolRecorder:
 
     def __init__(
         self,
-        telemetry: Telemetry,
         name: str,
         read_state: StateReader,
+        *,
+        settings: Settings,
+        signals: Signals,
+        sites: _sites.SiteCapture,
         identity: Mapping[str, str | int] | None = None,
+        first_checkout: Callable[[], None] | None = None,
+        owner: Any = None,
     ) -> None:
-        self.telemetry = telemetry
+        #: The instrumentation this pool belongs to (opaque here: adapters read it).
+        self.owner = owner
+        self.settings = settings
+        self.signals = signals
+        self._first_checkout = first_checkout
         self.read_state = read_state
         #: ``db.system.name``, ``db.namespace``, ``server.*``: constant for the pool's life.
         self.identity: dict[str, str | int] = dict(identity or {})
@@ -173,18 +191,19 @@ class PoolRecorder:
         #: When recording began (the start time of the cumulative histograms).
         self.started_ns = time.time_ns()
         self.timeouts = 0
-        self.leaks = 0
         self.never_returned = 0
         #: Failed opens by (error.type, database code or None).
         self.create_errors: dict[tuple[str, str | None], int] = {}
         #: When the last open failed (a burst ends after CREATE_BURST_GAP without one).
         self._failed_open_at = -catalog.CREATE_BURST_GAP
-        #: Connections out right now, by the adapter's key for the connection.
-        self.loans: dict[object, LoanEntry] = {}
-        #: Keys of loans already reported as leaked.
-        self._leaked: set[object] = set()
-        #: Holders' stacks sampled for loans that have no borrow site, by loan key.
-        self._sampled: dict[object, _Sample] = {}
+        self._clock = settings.clock
+        self._sites = sites
+        #: Connections out right now, who holds them, which were reported as leaked.
+        self.loans = Loans(name, sites, settings.clock)
+        # the book's containers, read on every checkout and checkin without an attribute hop
+        self._out = self.loans.out
+        self._leaked = self.loans.leaked
+        self._sampled = self.loans.sampled
         self._tick = 0
         #: Loans out from which on every checkout records its site (-1: not worked out yet).
         self._busy_at = -1
@@ -194,8 +213,8 @@ class PoolRecorder:
         self._waits: deque[float] = deque()
         self._uses: deque[float] = deque()
         self._lock = threading.Lock()
-        config = telemetry.config
-        exponential = config.histogram_aggregation == "exponential" and config.histograms == "otlp"
+        config = settings.config
+        exponential = settings.exponential
         self.wait = _histogram(config.wait_time_buckets, exponential)
         self.use = _histogram(config.use_time_buckets, exponential)
         self.create = _histogram(config.create_time_buckets, exponential)
@@ -203,25 +222,47 @@ class PoolRecorder:
         self.exemplars: dict[int, Exemplar] = {}
         self.spans = config.spans
         self.root_spans = config.root_spans
-        self._standard = telemetry.standard_histograms
-        self._sites = telemetry.sites
+        self._standard = settings.standard
         self._capture_all = config.capture_stacks
-        #: The adapter's answer to "is this loan still out?" (None: it cannot tell). Asked
-        #: before a loan is reported as leaked, so a checkin poolwatch missed is no leak.
-        self.still_out: Callable[[object, LoanEntry], bool] | None = None
         #: Connections being opened or pinged for callers that have no loan yet.
-        self.filling = _filling.Filling()
+        self.filling = _filling.Filling(settings.clock)
 
     def after_fork(self) -> None:
         """In a forked child: books of its own, from zero (the parent's loans, counts and locks
         are the parent's)."""
-        still_out = self.still_out
-        PoolRecorder.__init__(self, self.telemetry, self.name, self.read_state, self.identity)
-        self.still_out = still_out
+        still_out = self.loans.still_out
+        PoolRecorder.__init__(
+            self,
+            self.name,
+            self.read_state,
+            settings=self.settings,
+            signals=self.signals,
+            sites=self._sites,
+            identity=self.identity,
+            first_checkout=self._first_checkout,
+            owner=self.owner,
+        )
+        self.loans.still_out = still_out
+
+    @property
+    def still_out(self) -> Callable[[object, LoanEntry], bool] | None:
+        """The adapter's answer to "is this loan still out?" (None: it cannot tell). Asked
+        before a loan is reported as leaked, so a checkin poolwatch missed is no leak."""
+        return self.loans.still_out
+
+    @still_out.setter
+    def still_out(self, answer: Callable[[object, LoanEntry], bool] | None) -> None:
+        self.loans.still_out = answer
+
+    @property
+    def leaks(self) -> int:
+        """Loans reported as leaked since the pool was first seen."""
+        return self.loans.leaks
 
     def rename(self, name: str) -> None:
         """Report under ``name`` from now on (the registry gave this pool's name to another)."""
         self.name = name
+        self.loans.name = name
         # in place: the histogram bridge holds this very dict (same keys, so a reader iterating
         # it meanwhile is safe)
         self.attributes[catalog.POOL_NAME] = name
@@ -244,7 +285,7 @@ class PoolRecorder:
     def begin(self) -> float:
         """A caller asked the pool for a connection; returns the start time to hand back later."""
         self._waiting.append(None)
-        return _perf()
+        return self._clock()
 
     def abandoned(self) -> None:
         """A checkout ended in a way the adapter could not follow: the caller waits no more."""
@@ -262,7 +303,7 @@ class PoolRecorder:
         traced: Traced | None,
         key: object,
         owner: OwnerRef | None,
-        parent: Span | None,
+        parent: Any,
     ) -> None:
         """The caller got a connection.
 
@@ -270,11 +311,11 @@ class PoolRecorder:
         the caller holds (dead once it is garbage-collected); ``parent`` is the current span, if
         there is one.
         """
-        now = _perf()
+        now = self._clock()
         waited = now - started
         self._waiting.pop()
         self._waits.append(waited)
-        loans = self.loans
+        loans = self._out
         if key not in loans:
             tick = self._tick
             self._tick = tick + 1
@@ -296,15 +337,16 @@ class PoolRecorder:
             self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
-                waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited)
+                waited, self.signals.checkout_span(traced.started_ns, traced.state, waited, None)
             )
 
     def _upkeep_and_site(self, tick: int) -> _sites.Site:
         """What a checkout that records its site also does, then that site. Never raises: the
         loan is recorded whatever fails here (without a site if the stack cannot be read)."""
         try:
-            if not tick:  # this process's first checkout (a forked child starts at 0)
-                self.telemetry.first_checkout()
+            if not tick and self._first_checkout is not None:
+                # this process's first checkout (a forked child starts at 0)
+                self._first_checkout()
             if self._busy_at < 0:
                 self._busy_at = self._busy_threshold()
             # the buffers are bounded here, at most once every SITE_EVERY checkouts: every
@@ -326,7 +368,7 @@ class PoolRecorder:
     ) -> None:
         """The caller got an exception instead of a connection (a pool timeout, or any other);
         ``timeout`` is the pool's configured checkout timeout, when the adapter knows it."""
-        waited = _perf() - started
+        waited = self._clock() - started
         state = None
         # the caller stops waiting whatever fails below; counts come before anything reported
         try:
@@ -347,19 +389,21 @@ class PoolRecorder:
             self._standard.wait.record(waited, self._sdk_attributes)
         if traced is not None:
             self._exemplar(
-                waited, self.telemetry.checkout_span(traced.started_ns, traced.state, waited, exc)
+                waited, self.signals.checkout_span(traced.started_ns, traced.state, waited, exc)
             )
         if state is not None:
-            state[catalog.POOL_HOLDERS] = self.holders() + self.filling.listing(self._task_label)
+            state[catalog.POOL_HOLDERS] = self.loans.holders() + self.filling.listing(
+                self._task_label
+            )
             state.update(self.filling.explain(started, timeout))
-            self.telemetry.timed_out(self.name, state, waited, exc)
+            self.signals.timed_out(self.name, state, waited, exc)
 
-    def _exemplar(self, waited: float, context: SpanContext | None) -> None:
+    def _exemplar(self, waited: float, context: Any) -> None:
         """Keep ``waited`` as its bucket's exemplar if it is the slowest there (or the slot is old).
 
         Only traced checkouts get here; a race between two of them loses one exemplar, never a count.
         """
-        if context is None or not context.is_valid:
+        if context is None:
             return
         index = self.wait.index(waited)
         now = time.time_ns()
@@ -371,17 +415,15 @@ class PoolRecorder:
 
     def checked_in(self, key: object) -> None:
         """A connection came back to the pool."""
-        entry = self.loans.pop(key, None)
+        entry = self._out.pop(key, None)
         if entry is None:
             return
-        held = _perf() - entry[0]
+        held = self._clock() - entry[0]
         self._uses.append(held)
         owner = entry[1]
         # one test on the common path: nothing sampled or leaked, and the owner still alive
         if self._sampled or self._leaked or (owner is not None and owner() is None):
-            sampled = self._sampled.pop(key, None)
-            leaked = key in self._leaked
-            self._leaked.discard(key)  # the books first: reporting below may fail
+            sampled, leaked = self.loans.ended(key)  # the books first: reporting may fail
             collected = owner is not None and owner() is None
             if collected:
                 with self._lock:
@@ -393,22 +435,20 @@ class PoolRecorder:
 
     def forget(self, key: object) -> None:
         """A connection left the pool's books without coming back (detached from the pool)."""
-        entry = self.loans.pop(key, None)
-        sampled = self._sampled.pop(key, None)
-        leaked = key in self._leaked
-        self._leaked.discard(key)  # the books first: reporting below may fail
+        entry = self._out.pop(key, None)
+        sampled, leaked = self.loans.ended(key)  # the books first: reporting below may fail
         if entry is not None and entry[1] is not None and entry[1]() is None:
             with self._lock:
                 self.never_returned += 1
-            self._came_back(Loan(entry, leaked, sampled, self._sites), _perf() - entry[0])
+            self._came_back(Loan(entry, leaked, sampled, self._sites), self._clock() - entry[0])
 
     def _came_back(self, loan: Loan, held: float) -> None:
         """Report a loan that ended after a leak report, or with its handle collected (counted
         already: this only reports)."""
         if loan.collected():
-            self.telemetry.never_returned(self, loan, held)
+            self.signals.never_returned(self, loan, held)
         elif loan.leaked:
-            self.telemetry.returned(self, loan, held)
+            self.signals.returned(self, loan, held)
 
     def connection_created(self, seconds: float) -> None:
         """The pool opened a new database connection, taking ``seconds``."""
@@ -421,14 +461,14 @@ class PoolRecorder:
         """Opening a new database connection failed with ``error`` (the app may never see it:
         a pool's background opener retries). The first failure of a burst is reported."""
         key = (_errors.error_type(error), _errors.status_code(error))
-        now = _perf()
+        now = self._clock()
         with self._lock:
             self.create_errors[key] = self.create_errors.get(key, 0) + 1
             starts = now - self._failed_open_at >= catalog.CREATE_BURST_GAP
             self._failed_open_at = now
         if starts:
             state = self.state_attributes(self.state_now(), self.pending)
-            self.telemetry.connection_failed(self.name, state, error, key[1])
+            self.signals.connection_failed(self.name, state, error, key[1])
 
     def fold(self) -> None:
         """Move buffered waits and hold times into their buckets (collection calls this)."""
@@ -446,82 +486,11 @@ class PoolRecorder:
         limit = state.max if state is not None else None
         return max(1, int(limit * BUSY_SHARE)) if limit else sys.maxsize
 
-    # --- borrow sites ----------------------------------------------------------------------
-
-    def sample_sites(self, older_than: float) -> None:
-        """Sample the holder's stack for loans at least ``older_than`` old that have no site."""
-        cutoff = _perf() - older_than
-        sampled = self._sampled
-        missing = [
-            (key, entry)
-            for key, entry in list(self.loans.items())
-            if not entry[2] and entry[0] <= cutoff and key not in sampled
-        ]
-        if not missing:
-            return
-        frames = sys._current_frames()
-        now = _perf()
-        for key, entry in missing:
-            # a stack that cannot be read leaves the loan without a site; its leak or timeout
-            # is still reported
-            site = _guard.guarded("sites.sample", self._sites.of_holder, entry[3], entry[4], frames)
-            sampled[key] = (site or (), now - entry[0])
-            if self.loans.get(key) is not entry:  # came back meanwhile
-                sampled.pop(key, None)
-
-    def loan(self, key: object, entry: LoanEntry, leaked: bool = False) -> Loan:
-        """The readable view of one loan, with its sampled site if it has one."""
-        return Loan(entry, leaked, self._sampled.get(key), self._sites)
-
-    # --- leaks ---------------------------------------------------------------------------------
-
-    def find_leaks(self, threshold: float) -> list[Loan]:
-        """Loans older than ``threshold`` not reported yet; marks them reported."""
-        cutoff = _perf() - threshold
-        found = [
-            (key, entry)
-            for key, entry in list(self.loans.items())
-            if entry[0] <= cutoff and key not in self._leaked
-        ]
-        if found and self.still_out is not None:
-            found = [(key, entry) for key, entry in found if self._confirm(key, entry)]
-        if not found:
-            return []
-        with self._lock:
-            self.leaks += len(found)
-        self._leaked.update(key for key, _ in found)
-        return [self.loan(key, entry, leaked=True) for key, entry in found]
-
-    def _confirm(self, key: object, entry: LoanEntry) -> bool:
-        """Whether the loan is really out; one whose checkin was missed leaves the books."""
-        assert self.still_out is not None
-        if self.still_out(key, entry):
-            return True
-        if self.loans.get(key) is entry:
-            self.loans.pop(key, None)
-            self._sampled.pop(key, None)
-            _guard.internal_error("recorder.missed_checkin", _MissedCheckin(self.name))
-        return False
+    # --- leaks ----------------------------------------------------------------------------
 
     def leaked_now(self) -> int:
         """Connections held past the threshold right now."""
-        return len(self._leaked & set(self.loans))
-
-    def holders(self, limit: int = 5) -> list[str]:
-        """Who holds the pool's connections, by borrowing function, commonest first.
-
-        Each entry reads ``N x path in function (lines a, b; oldest Ns, thread)``.
-        """
-        self.sample_sites(0.0)
-        now = _perf()
-        groups: dict[str, _Holders] = {}
-        for key, entry in list(self.loans.items()):
-            loan = self.loan(key, entry)
-            where, line = _sites.function_of(loan.site)
-            group = groups.setdefault(where, _Holders())
-            group.add(line, now - loan.started, loan.holder())
-        ranked = sorted(groups.items(), key=lambda item: (-item[1].count, -item[1].oldest))
-        return [f"{group.count} x {where} ({group.detail()})" for where, group in ranked[:limit]]
+        return self.loans.leaked_now()
 
     def _task_label(self, task: Any) -> str | None:
         return _sites.task_label(self._sites, task)
@@ -531,7 +500,7 @@ class PoolRecorder:
     def state_now(self) -> PoolState:
         """The pool's state, for spans and events."""
         state = self.read_state()
-        return state if state is not None else PoolState(used=len(self.loans), idle=0)
+        return state if state is not None else PoolState(used=len(self._out), idle=0)
 
     def state_attributes(self, state: PoolState, pending: int) -> dict[str, Any]:
         """Span/event attributes describing ``state`` (and ``pending`` callers) for this pool."""
@@ -556,30 +525,3 @@ def _drain(values: deque[float], buckets: Histogram) -> None:
     """Observe the values in ``values`` now (others may append meanwhile; only one drains)."""
     take = values.popleft
     buckets.observe_many([take() for _ in range(len(values))])
-
-
-class _MissedCheckin(Exception):
-    """A connection came back to its pool without poolwatch seeing it (counted, not raised)."""
-
-    def __init__(self, pool: str) -> None:
-        super().__init__(f"a connection of pool {pool} came back unseen; its loan was dropped")
-
-
-class _Holders:
-    """Connections held from one function: how many, from which lines, the oldest and its holder."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.lines: set[int] = set()
-        self.oldest = -1.0
-        self.holder = ""
-
-    def add(self, line: int, age: float, holder: str) -> None:
-        self.count += 1
-        self.lines.add(line)
-        if age > self.oldest:
-            self.oldest, self.holder = age, holder
-
-    def detail(self) -> str:
-        lines = ", ".join(str(line) for line in sorted(self.lines))
-        return f"line{'s' if len(self.lines) > 1 else ''} {lines}; oldest {self.oldest:.1f}s, {self.holder}"

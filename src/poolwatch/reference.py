@@ -273,7 +273,7 @@ def _setting_lines() -> list[str]:
         "",
         "Every `instrument_*()` (and every instrumentor's `instrument()`) takes the same "
         "settings: `config=` (a `poolwatch.Config`) and one keyword argument per setting below "
-        "(`leak_threshold=10`), typed by `poolwatch.config.Settings`. Keyword arguments win over "
+        "(`leak_threshold=10`), typed by `poolwatch.config.ConfigKeywords`. Keyword arguments win over "
         "the fields of `config`; without `config`, they win over environment variables, which "
         "win over defaults. Keyword arguments are checked as strictly as variables (strings such "
         'as `spans="false"` are read as a variable would be): a value that cannot be used logs '

@@ -1,33 +1,28 @@
-"""The one place that talks to OpenTelemetry: instruments, spans, events and the leak watchdog.
+"""The one place that talks to OpenTelemetry: instruments, spans and events, and their payloads.
 
 Counts and gauges are observable instruments read from the pool recorders at collection time;
 the histograms leave as OTLP histograms built from the recorders' buckets at the same moment
-(:mod:`poolwatch._otlp_histograms`). Events are log records with an ``event_name`` (and span events on
-the active span). A daemon thread looks for connections held past the leak threshold.
+(:mod:`poolwatch._instruments`). Events are log records with an ``event_name`` (and span events
+on the active span); every event's body and attributes are built here, from the facts the
+recorder and the adapters hand over. :class:`Telemetry` is what they call
+(:class:`poolwatch._instrumentation.Outlet`); it never calls them back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import weakref
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger_provider
 from opentelemetry.context import Context
-from opentelemetry.metrics import (
-    CallbackOptions,
-    Histogram,
-    MeterProvider,
-    Observation,
-    get_meter_provider,
-)
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter_provider
 from opentelemetry.trace import (
     NonRecordingSpan,
+    Span,
     SpanContext,
     SpanKind,
     Status,
@@ -35,150 +30,18 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import (
-    _errors,
-    _filling,
-    _guard,
-    _instance,
-    _otlp_histograms,
-    _process,
-    _sites,
-    catalog,
-)
-from poolwatch._histogram import Buckets
+from poolwatch import _errors, _filling, _guard, _instance, _instruments, _sites, catalog
+from poolwatch._instrumentation import Reading
+from poolwatch._leaks import Loan
+from poolwatch._recent import RecentTimeouts, caller_key
+from poolwatch._sites import Site
 from poolwatch._version import __version__
 from poolwatch.config import Config
-from poolwatch.recorder import (
-    SAMPLE_AFTER,
-    Loan,
-    PoolRecorder,
-    PoolState,
-    StateReader,
-)
-
-_RECENT_TIMEOUTS = 4096
-
-
-#: The three histograms: the recorder's field, the metric, the setting holding its bounds.
-HISTOGRAMS: tuple[tuple[str, catalog.Metric, str], ...] = (
-    ("wait", catalog.CONNECTION_WAIT_TIME, "wait_time_buckets"),
-    ("use", catalog.CONNECTION_USE_TIME, "use_time_buckets"),
-    ("create", catalog.CONNECTION_CREATE_TIME, "create_time_buckets"),
-)
-
-
-class _StandardHistograms:
-    """The SDK histograms recorded per checkout in ``standard`` mode (and when the bridge cannot run)."""
-
-    def __init__(self, meter: Any, config: Config) -> None:
-        made = {field: _histogram(meter, metric, getattr(config, bounds))
-                for field, metric, bounds in HISTOGRAMS}  # fmt: skip
-        self.wait: Histogram = made["wait"]
-        self.use: Histogram = made["use"]
-        self.create: Histogram = made["create"]
-
-
-def _histogram(meter: Any, metric: catalog.Metric, bounds: tuple[float, ...]) -> Histogram:
-    return meter.create_histogram(  # type: ignore[no-any-return]
-        metric.name,
-        unit=metric.unit,
-        description=metric.description,
-        explicit_bucket_boundaries_advisory=list(bounds),
-    )
-
-
-def histogram_mode(config: Config, meter: Any) -> str:
-    """The mode that runs: ``otlp`` falls back to ``standard`` for a meter that is not the SDK's
-    (nor the API's no-op or proxy meter), or when the SDK's layout is not the known one.
-
-    A layout mismatch warns once per process and counts an internal error.
-    """
-    if config.histograms != "otlp":
-        return config.histograms
-    kind = _otlp_histograms.meter_kind(meter)
-    if kind == "api":
-        return "otlp"
-    if kind == "other":  # another implementation of the API: its histograms take record()
-        return "standard"
-    problems = _otlp_histograms.check_layout()
-    if not problems:
-        return "otlp"
-    _guard.internal_error(
-        "otlp-histograms",
-        RuntimeError(
-            "the installed OpenTelemetry SDK lacks what poolwatch's OTLP histograms rely on ("
-            + "; ".join(problems)
-            + "): recording them through Histogram.record() per checkout instead"
-        ),
-    )
-    return "standard"
-
-
-class _Bridged:
-    """The ``otlp`` mode: one SDK histogram and bridge per histogram, synced at collection."""
-
-    def __init__(self, meter: Any, config: Config) -> None:
-        exponential = config.histogram_aggregation == "exponential"
-        self.bridges = [
-            (
-                field,
-                _otlp_histograms.Bridge(
-                    _histogram(meter, metric, getattr(config, bounds)),
-                    exponential,
-                    getattr(config, bounds),
-                ),
-            )
-            for field, metric, bounds in HISTOGRAMS
-        ]
-
-    def sync(self, telemetry: Telemetry) -> None:
-        """Place every pool's histograms in every reader's storage (runs at each collection)."""
-        recorders = telemetry.pools()
-        for field, bridge in self.bridges:
-            bridge.sync(_source(recorder, field) for recorder in recorders)
-
-
-def _source(recorder: PoolRecorder, field: str) -> _otlp_histograms.Source:
-    histogram = getattr(recorder, field)
-
-    def read(window: list[float], reset: bool, after_ns: int) -> _otlp_histograms.Snapshot:
-        recorder.drain()
-        with recorder._lock:
-            exemplars = (
-                [
-                    (kept.value, kept.time_ns, kept.context.span_id, kept.context.trace_id)
-                    for kept in list(recorder.exemplars.values())
-                    if kept.time_ns > after_ns
-                ]
-                if field == "wait"
-                else []
-            )
-            return _otlp_histograms.snapshot(histogram, window, reset, exemplars)
-
-    return _otlp_histograms.Source(
-        recorder, recorder.attributes, recorder.started_ns, read, histogram
-    )
-
-
-class RecentTimeout:
-    """A pool timeout seen by one thread or task, kept to explain a conflict that follows it."""
-
-    __slots__ = ("at", "message", "pool")
-
-    def __init__(self, at: float, pool: str, message: str) -> None:
-        self.at = at
-        self.pool = pool
-        self.message = message
-
-
-def caller_key() -> tuple[int, int]:
-    """Identifies the running thread and asyncio task (0 outside a task)."""
-    task = asyncio.current_task() if asyncio.events._get_running_loop() is not None else None
-    return threading.get_ident(), id(task) if task is not None else 0
+from poolwatch.recorder import PoolRecorder
 
 
 class Telemetry:
-    """The instruments, tracer and logger of one instrumentation, and the pools it records."""
+    """The instruments, tracer and logger of one instrumentation."""
 
     def __init__(
         self,
@@ -189,19 +52,14 @@ class Telemetry:
     ) -> None:
         self.config = config
         self.active = True
-        self._pools: list[PoolRecorder] = []
         self._lock = threading.Lock()
-        self.sites = _sites.SiteCapture(
-            limit=64 if config.capture_stacks else 3, library_packages=config.library_packages
-        )
         self.conflicts: Counter[str] = Counter()
-        self._recent: OrderedDict[tuple[int, int], RecentTimeout] = OrderedDict()
+        #: The last pool timeout each thread or task saw (a conflict's likely cause).
+        self.recent = RecentTimeouts()
         self._meter_provider = meter_provider
         provider = meter_provider or get_meter_provider()
         _guard.guarded("instance", _instance.ensure_instance_id, provider)
-        meter = provider.get_meter(catalog.INSTRUMENTATION_SCOPE, __version__)
-        #: poolwatch's meter: adapters with instruments of their own (Django) register them here.
-        self.meter = meter
+        self.meter = provider.get_meter(catalog.INSTRUMENTATION_SCOPE, __version__)
         self.tracer = trace.get_tracer(
             catalog.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
         )
@@ -209,82 +67,64 @@ class Telemetry:
             catalog.INSTRUMENTATION_SCOPE, __version__
         )
         #: ``otlp``, ``standard`` or ``aggregated``: what runs (see :func:`histogram_mode`).
-        self.histogram_mode = histogram_mode(config, meter)
+        self.histogram_mode = _instruments.histogram_mode(config, self.meter)
         self.standard_histograms = (
-            _StandardHistograms(meter, config) if self.histogram_mode == "standard" else None
+            _instruments.StandardHistograms(self.meter, config)
+            if self.histogram_mode == "standard"
+            else None
         )
-        self.bridged = _Bridged(meter, config) if self.histogram_mode == "otlp" else None
-        _register_observables(meter, self)
-        _LIVE.add(self)
+        self.bridged = (
+            _instruments.Bridged(self.meter, config) if self.histogram_mode == "otlp" else None
+        )
+        #: Whether recorders keep exponential buckets (exported as exponential histograms).
+        self.exponential = (
+            self.histogram_mode == "otlp" and config.histogram_aggregation == "exponential"
+        )
 
     def meter_provider(self) -> MeterProvider:
         """The provider poolwatch's meter comes from (the global one unless one was passed)."""
         return self._meter_provider or get_meter_provider()
 
-    # --- pools ----------------------------------------------------------------------------
-
-    def pool(
+    def read_pools(
         self,
-        name: str,
-        read_state: StateReader,
-        identity: Mapping[str, str | int] | None = None,
-    ) -> PoolRecorder:
-        """A recorder for a newly seen pool (starts the leak watchdog with the first one);
-        ``identity`` (:meth:`poolwatch.naming.Target.attributes`) goes on all its points."""
-        recorder = PoolRecorder(self, name, read_state, identity)
-        with self._lock:
-            self._pools.append(recorder)
-        if self.config.leak_threshold > 0:
-            WATCHDOG.watch(self)
-        return recorder
+        pools: Callable[[], list[PoolRecorder]],
+        drop: Callable[[PoolRecorder], None],
+    ) -> None:
+        """Create the collection-time instruments, reading the pools ``pools`` gives."""
+        _instruments.register(
+            self.meter,
+            self,
+            pools=pools,
+            drop=drop,
+            mode=self.histogram_mode,
+            bridged=self.bridged,
+        )
 
-    def first_checkout(self) -> None:
-        """A pool's first checkout in this process: the watchdog runs here too (a forked child
-        starts one now, not at the fork)."""
-        if self.active and self.config.leak_threshold > 0:
-            WATCHDOG.watch(self)
+    def observe(self, metric: catalog.Metric, read: Reading) -> None:
+        """A collection-time instrument for ``metric`` read from ``read``'s (value, attributes)."""
+
+        def callback(_options: CallbackOptions) -> Iterator[Observation]:
+            if not self.active:
+                return
+            try:
+                readings = list(read())
+            except Exception as exc:  # noqa: BLE001 - never raise into collection
+                _guard.internal_error("collect", exc)
+                return
+            for value, attributes in readings:
+                yield Observation(value, dict(attributes))
+
+        _instruments.observable(self.meter, metric, callback)
 
     def after_fork(self) -> None:
-        """In a forked child: fresh locks, and books (conflicts, pools) of the child's own."""
+        """In a forked child: a fresh lock, and conflicts of the child's own."""
         self._lock = threading.Lock()
         self.conflicts.clear()
-        self._recent.clear()
-        for recorder in self._pools:
-            recorder.after_fork()
-
-    def drop(self, recorder: PoolRecorder) -> None:
-        """Stop reporting a pool."""
-        with self._lock:
-            if recorder in self._pools:
-                self._pools.remove(recorder)
-
-    def pools(self) -> list[PoolRecorder]:
-        """The pools reported right now (empty once this instrumentation is shut down)."""
-        if not self.active:
-            return []
-        with self._lock:
-            return list(self._pools)
+        self.recent = RecentTimeouts()
 
     def shutdown(self) -> None:
-        """Stop reporting; instruments stay registered (the API cannot remove them) but go quiet."""
+        """Go quiet: instruments stay registered (the API cannot remove them) but read nothing."""
         self.active = False
-        with self._lock:
-            self._pools.clear()
-
-    def check_leaks(self) -> None:
-        """Report every connection that has just crossed the leak threshold (the watchdog's job).
-
-        Loans without a borrow site first get their holder's stack sampled, once they are
-        :data:`~poolwatch.recorder.SAMPLE_AFTER` old (or as old as the threshold, if it is lower).
-        """
-        threshold = self.config.leak_threshold
-        sample_after = min(SAMPLE_AFTER, threshold)
-        for recorder in self.pools():
-            if not self.config.capture_stacks:
-                # without a site the leak is still reported
-                _guard.guarded("leak-watchdog", recorder.sample_sites, sample_after)
-            for loan in recorder.find_leaks(threshold):
-                _guard.guarded("leak-watchdog", self._leaked, recorder, loan)
 
     # --- spans and events ---------------------------------------------------------------------
 
@@ -294,11 +134,11 @@ class Telemetry:
         state: dict[str, Any],
         waited: float,
         error: BaseException | None = None,
-    ) -> SpanContext:
+    ) -> SpanContext | None:
         """The span of one checkout that began at ``started_ns``, child of the current span.
 
         ``state`` describes the pool when the wait began; a failed checkout records ``error``.
-        Returns the span's context (the wait's exemplar links to it).
+        Returns the span's context (the wait's exemplar links to it), None if it is invalid.
         """
         attributes = {**state, catalog.WAIT_DURATION: waited}
         if error is not None:
@@ -313,13 +153,14 @@ class Telemetry:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end()
-        return span.get_span_context()
+        context = span.get_span_context()
+        return context if context.is_valid else None
 
     def timed_out(
         self, pool: str, state: dict[str, Any], waited: float, exc: BaseException
     ) -> None:
         """A pool timeout: remembered for the caller, and a ``poolwatch.pool.timeout`` event."""
-        self._remember_timeout(RecentTimeout(time.monotonic(), pool, str(exc).split("\n")[0]))
+        self.recent.remember(pool, str(exc).split("\n")[0])
         attributes = dict(state)
         attributes[catalog.WAIT_DURATION] = waited
         attributes[catalog.ERROR_TYPE] = type(exc).__qualname__
@@ -352,17 +193,18 @@ class Telemetry:
         )
         self.emit_event(catalog.EVENT_CREATE_FAILED, body, attributes)
 
-    def _leaked(self, recorder: PoolRecorder, loan: Loan) -> None:
-        age = time.perf_counter() - loan.started
+    def leaked(self, recorder: PoolRecorder, loan: Loan, threshold: float) -> None:
+        """A connection held past the leak threshold: a ``poolwatch.connection.leak`` event."""
+        age = recorder.settings.clock() - loan.started
         attributes = _loan_attributes(recorder, loan)
         attributes[catalog.CONNECTION_AGE] = age
-        attributes[catalog.LEAK_THRESHOLD] = self.config.leak_threshold
+        attributes[catalog.LEAK_THRESHOLD] = threshold
         body = (
             f"connection from pool {recorder.name} held for {age:.1f}s "
-            f"(threshold {self.config.leak_threshold:g}s) by {loan.holder()}, "
+            f"(threshold {threshold:g}s) by {loan.holder()}, "
             f"{_where(loan)}"
         )
-        self.emit_event(catalog.EVENT_LEAK, body, attributes, context=loan.context)
+        self.emit_event(catalog.EVENT_LEAK, body, attributes, context=_context(loan))
 
     def returned(self, recorder: PoolRecorder, loan: Loan, held: float) -> None:
         """A connection reported as leaked came back (HikariCP's "unleaked")."""
@@ -370,7 +212,7 @@ class Telemetry:
         attributes[catalog.CONNECTION_HELD] = held
         body = f"leaked connection from pool {recorder.name} returned after {held:.1f}s"
         self.emit_event(
-            catalog.EVENT_RETURNED, body, attributes, SeverityNumber.INFO, context=loan.context
+            catalog.EVENT_RETURNED, body, attributes, SeverityNumber.INFO, context=_context(loan)
         )
 
     def never_returned(self, recorder: PoolRecorder, loan: Loan, held: float) -> None:
@@ -381,14 +223,15 @@ class Telemetry:
             f"connection from pool {recorder.name} was garbage-collected without being "
             f"returned, {held:.1f}s after {loan.holder()} borrowed it; {_where(loan)}"
         )
-        self.emit_event(catalog.EVENT_NEVER_RETURNED, body, attributes, context=loan.context)
+        self.emit_event(catalog.EVENT_NEVER_RETURNED, body, attributes, context=_context(loan))
 
-    def conflict(self, kind: str, attributes: dict[str, Any], body: str) -> None:
+    def conflict(self, kind: str, attributes: dict[str, Any], message: str | None) -> None:
         """A session conflict: counted by kind, explained by a recent pool timeout if there was one."""
         with self._lock:
             self.conflicts[kind] += 1
+        body = _conflict_body(kind, attributes, message)
         attributes = {catalog.CONFLICT_KIND: kind, **attributes}
-        cause = self.recent_timeout()
+        cause = self.recent.find(self.config.conflict_window)
         if cause is not None:
             attributes[catalog.CONFLICT_CAUSE] = catalog.CAUSE_POOL_TIMEOUT
             attributes[catalog.CONFLICT_CAUSE_POOL] = cause.pool
@@ -401,21 +244,10 @@ class Telemetry:
             )
         self.emit_event(catalog.EVENT_CONFLICT, body, attributes)
 
-    def recent_timeout(self) -> RecentTimeout | None:
-        """The pool timeout this thread or task saw within the conflict window, if any."""
-        with self._lock:
-            recent = self._recent.get(caller_key())
-        if recent is None or time.monotonic() - recent.at > self.config.conflict_window:
-            return None
-        return recent
-
-    def _remember_timeout(self, recent: RecentTimeout) -> None:
-        key = caller_key()
-        with self._lock:
-            self._recent[key] = recent
-            self._recent.move_to_end(key)
-            while len(self._recent) > _RECENT_TIMEOUTS:
-                self._recent.popitem(last=False)
+    def orphaned(self, attributes: dict[str, Any], site: Site) -> None:
+        """A Django connection found orphaned; ``site`` is where it was opened."""
+        attributes = {**attributes, **_sites.attributes(site)}
+        self.emit_event(catalog.EVENT_ORPHANED, _orphan_body(attributes, site), attributes)
 
     def emit_event(
         self,
@@ -477,261 +309,48 @@ def _where(loan: Loan) -> str:
     return "borrow site not captured (capture_stacks records it at every checkout)"
 
 
-class _Watchdog:
-    """One daemon thread per process that looks for leaks in every watched telemetry.
-
-    It wakes a few times per leak threshold (the smallest among those watched) and ends by
-    itself when nothing is left to watch; :meth:`watch` starts it again.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._watched: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-        self._thread: threading.Thread | None = None
-        # a forked child has no copy of the thread; its first checkout starts one
-        _process.on_fork("watchdog", self._forget_thread)
-
-    def watch(self, telemetry: Telemetry) -> None:
-        """Look for leaks in ``telemetry``'s pools from now on."""
-        with self._lock:
-            self._watched.add(telemetry)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="poolwatch-leaks", daemon=True
-                )
-                self._thread.start()
-
-    def _forget_thread(self) -> None:
-        self._lock = threading.Lock()
-        self._thread = None
-
-    def _targets(self) -> list[Telemetry]:
-        with self._lock:
-            targets = [t for t in self._watched if t.active and t.config.leak_threshold > 0]
-            if not targets:
-                self._thread = None
-            return targets
-
-    def _run(self) -> None:
-        while targets := self._targets():
-            # a few times per threshold, and often enough to sample holders soon after
-            # SAMPLE_AFTER, while they are most likely still in the code that borrowed
-            interval = min(min(t.config.leak_threshold for t in targets) / 4, SAMPLE_AFTER / 2)
-            time.sleep(max(interval, 0.02))
-            for telemetry in targets:
-                try:
-                    telemetry.check_leaks()
-                except Exception as exc:  # noqa: BLE001 - the boundary of the watchdog thread
-                    _guard.internal_error("leak-watchdog", exc)
+def _context(loan: Loan) -> SpanContext | None:
+    """The borrower's span context, when the checkout was made inside a valid span."""
+    span = loan.span
+    context = span.get_span_context() if isinstance(span, Span) else None
+    return context if context is not None and context.is_valid else None
 
 
-WATCHDOG = _Watchdog()
-#: Every telemetry of this process (reset in a forked child).
-_LIVE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+def _conflict_body(kind: str, attributes: dict[str, Any], message: str | None) -> str:
+    if kind == catalog.CONFLICT_ALREADY_ATTACHED:
+        return (
+            f"{str(attributes.get(catalog.OBJECT_CLASS, '?')).rsplit('.', 1)[-1]} belongs to "
+            f"session {attributes.get(catalog.SESSION_OWNER)} (created at "
+            f"{attributes.get(catalog.SESSION_OWNER_SITE, 'unknown')}), not to session "
+            f"{attributes.get(catalog.SESSION_CURRENT)} (created at "
+            f"{attributes.get(catalog.SESSION_CURRENT_SITE, 'unknown')})"
+        )
+    code = attributes.get(catalog.DB_STATUS_CODE)
+    return f"{kind.replace('_', ' ')}{f' ({code})' if code is not None else ''}: {message}"
 
 
-def _after_fork() -> None:
-    global _shared_lock  # noqa: PLW0603 - the registry's lock, replaced in a forked child
-    _shared_lock = threading.Lock()
-    for telemetry in list(_LIVE):
-        telemetry.after_fork()
+_WHY = {
+    catalog.ORPHAN_REQUEST_ENDED: "outlived its request",
+    catalog.ORPHAN_THREAD_DEAD: "outlived its thread",
+    catalog.ORPHAN_IDLE_IN_TRANSACTION: "sits idle in a transaction",
+    catalog.ORPHAN_IDLE_OUTSIDE_REQUEST: "sits idle, opened and used outside any request",
+}
 
 
-_process.on_fork("telemetry", _after_fork)
-
-
-# --- collection-time instruments ---------------------------------------------------------------
-
-
-def _register_observables(meter: Any, telemetry: Telemetry) -> None:
-    """Create every collection-time instrument; each callback reads all pools of ``telemetry``."""
-
-    def observe(read: Callable[[Telemetry], Iterable[Observation]]) -> Callable[..., Any]:
-        def callback(_options: CallbackOptions) -> Iterator[Observation]:
-            try:
-                yield from read(telemetry)
-            except Exception as exc:  # noqa: BLE001 - the boundary: never raise into collection
-                _guard.internal_error("collect", exc)
-
-        return callback
-
-    for metric, read in _OBSERVED:
-        if metric in _AGGREGATED and telemetry.histogram_mode != "aggregated":
-            continue
-        callbacks = [observe(read)]
-        if metric is catalog.INTERNAL_ERRORS:
-            # the histograms ride on this instrument's collection: its callbacks run before the
-            # reader's storage is read, every time
-            callbacks.insert(0, _bridge(telemetry))
-        observable(meter, metric, *callbacks)
-
-
-def _bridge(telemetry: Telemetry) -> Callable[[CallbackOptions], Iterator[Observation]]:
-    """The callback that hands the pools' histograms to the SDK; it observes nothing itself."""
-
-    def bridge(_options: CallbackOptions) -> Iterator[Observation]:
-        try:
-            if telemetry.bridged is not None and telemetry.active:
-                telemetry.bridged.sync(telemetry)
-        except Exception as exc:  # noqa: BLE001 - the boundary: never raise into collection
-            _guard.internal_error("otlp-histograms", exc)
-        return iter(())
-
-    return bridge
-
-
-def observable(meter: Any, metric: catalog.Metric, *callbacks: Callable[..., Any]) -> None:
-    """Create the collection-time instrument for ``metric``: a counter or an up-down counter."""
-    create = (
-        meter.create_observable_counter
-        if metric.kind is catalog.Kind.COUNTER
-        else meter.create_observable_up_down_counter
+def _orphan_body(attributes: dict[str, Any], site: Site) -> str:
+    method = attributes.get(catalog.HTTP_METHOD)
+    route = attributes.get(catalog.HTTP_ROUTE)
+    view = attributes.get(catalog.DJANGO_VIEW)
+    during = (
+        f" during {method or '?'} {route or '?'} ({view or '?'})"
+        if method is not None or route is not None or view is not None
+        else ""
     )
-    create(metric.name, callbacks=list(callbacks), unit=metric.unit, description=metric.description)
-
-
-def _states(telemetry: Telemetry) -> Iterator[tuple[PoolRecorder, PoolState]]:
-    for recorder in telemetry.pools():
-        state = recorder.read_state()
-        if state is None:
-            telemetry.drop(recorder)
-            continue
-        yield recorder, state
-
-
-def _read_count(telemetry: Telemetry) -> Iterator[Observation]:
-    for recorder, state in _states(telemetry):
-        pool = recorder.attributes
-        yield Observation(state.used, {**pool, catalog.STATE: catalog.STATE_USED})
-        yield Observation(state.idle, {**pool, catalog.STATE: catalog.STATE_IDLE})
-
-
-def _state_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
-    def read(telemetry: Telemetry) -> Iterator[Observation]:
-        for recorder, state in _states(telemetry):
-            value = getattr(state, field)
-            if value is not None:
-                yield Observation(value, recorder.attributes)
-
-    return read
-
-
-def _recorder_field(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
-    def read(telemetry: Telemetry) -> Iterator[Observation]:
-        for recorder in telemetry.pools():
-            yield Observation(getattr(recorder, field), recorder.attributes)
-
-    return read
-
-
-def _leaked_now(telemetry: Telemetry) -> Iterator[Observation]:
-    for recorder in telemetry.pools():
-        yield Observation(recorder.leaked_now(), recorder.attributes)
-
-
-def _buckets(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
-    def read(telemetry: Telemetry) -> Iterator[Observation]:
-        for recorder in telemetry.pools():
-            recorder.fold()
-            buckets: Buckets = getattr(recorder, field)
-            with recorder._lock:
-                pairs = list(buckets.cumulative())
-            for le, count in pairs:
-                yield Observation(count, {**recorder.attributes, catalog.LE: le})
-
-    return read
-
-
-def _sums(field: str) -> Callable[[Telemetry], Iterator[Observation]]:
-    def read(telemetry: Telemetry) -> Iterator[Observation]:
-        for recorder in telemetry.pools():
-            recorder.fold()
-            yield Observation(getattr(recorder, field).total, recorder.attributes)
-
-    return read
-
-
-def _create_errors(telemetry: Telemetry) -> Iterator[Observation]:
-    for recorder in telemetry.pools():
-        with recorder._lock:
-            counts = sorted(recorder.create_errors.items(), key=lambda item: str(item[0]))
-        for (kind, code), count in counts:
-            attributes = {**recorder.attributes, catalog.ERROR_TYPE: kind}
-            if code is not None:
-                attributes[catalog.DB_STATUS_CODE] = code
-            yield Observation(count, attributes)
-
-
-def _conflicts(telemetry: Telemetry) -> Iterator[Observation]:
-    if not telemetry.active:
-        return
-    with telemetry._lock:
-        counts = sorted(telemetry.conflicts.items())
-    for kind, count in counts:
-        yield Observation(count, {catalog.CONFLICT_KIND: kind})
-
-
-def _internal_errors(telemetry: Telemetry) -> Iterator[Observation]:
-    # Once per collection: the global provider may have been a proxy when instrumenting began.
-    _guard.guarded("instance", _instance.ensure_instance_id, telemetry.meter_provider())
-    for hook, count in sorted(_guard.error_counts().items()):
-        yield Observation(count, {catalog.HOOK: hook})
-
-
-_AGGREGATED = frozenset(catalog.AGGREGATED_HISTOGRAMS)
-
-_OBSERVED: tuple[tuple[catalog.Metric, Callable[[Telemetry], Iterable[Observation]]], ...] = (
-    (catalog.CONNECTION_COUNT, _read_count),
-    (catalog.CONNECTION_IDLE_MAX, _state_field("idle_max")),
-    (catalog.CONNECTION_IDLE_MIN, _state_field("idle_min")),
-    (catalog.CONNECTION_MAX, _state_field("max")),
-    (catalog.CONNECTION_PENDING_REQUESTS, _recorder_field("pending")),
-    (catalog.CONNECTION_TIMEOUTS, _recorder_field("timeouts")),
-    (catalog.WAIT_TIME_BUCKET, _buckets("wait")),
-    (catalog.WAIT_TIME_SUM, _sums("wait")),
-    (catalog.USE_TIME_BUCKET, _buckets("use")),
-    (catalog.USE_TIME_SUM, _sums("use")),
-    (catalog.CREATE_TIME_BUCKET, _buckets("create")),
-    (catalog.CREATE_TIME_SUM, _sums("create")),
-    (catalog.CONNECTION_LEAKED, _leaked_now),
-    (catalog.CONNECTION_LEAKS, _recorder_field("leaks")),
-    (catalog.CONNECTION_NEVER_RETURNED, _recorder_field("never_returned")),
-    (catalog.CONNECTION_CREATE_ERRORS, _create_errors),
-    (catalog.SESSION_CONFLICTS, _conflicts),
-    (catalog.INTERNAL_ERRORS, _internal_errors),
-)
-
-
-_shared: dict[tuple[Config, int, int, int], Telemetry] = {}
-_shared_lock = threading.Lock()
-
-
-def telemetry_for(
-    config: Config,
-    meter_provider: MeterProvider | None = None,
-    tracer_provider: TracerProvider | None = None,
-    logger_provider: LoggerProvider | None = None,
-) -> Telemetry:
-    """The one live :class:`Telemetry` for these providers and settings (instruments made once)."""
-    key = (config, id(meter_provider), id(tracer_provider), id(logger_provider))
-    with _shared_lock:
-        telemetry = _shared.get(key)
-        if telemetry is None or not telemetry.active:
-            telemetry = Telemetry(config, meter_provider, tracer_provider, logger_provider)
-            _shared[key] = telemetry
-        return telemetry
-
-
-def forget_shared(telemetry: Telemetry) -> None:
-    """Shut ``telemetry`` down and let the next :func:`telemetry_for` build a fresh one."""
-    telemetry.shutdown()
-    with _shared_lock:
-        for key, value in list(_shared.items()):
-            if value is telemetry:
-                del _shared[key]
-
-
-def active() -> list[Telemetry]:
-    """Every live telemetry (session-conflict hooks report to all of them)."""
-    with _shared_lock:
-        return [telemetry for telemetry in _shared.values() if telemetry.active]
+    pid = attributes.get(catalog.BACKEND_PID)
+    return (
+        f"Django connection {attributes[catalog.DJANGO_ALIAS]}"
+        f"{f' (backend pid {pid})' if pid is not None else ''} "
+        f"{_WHY[attributes[catalog.ORPHAN_REASON]]}: opened by "
+        f"{attributes[catalog.THREAD_NAME]} at {_sites.describe(site)}{during}; last query at "
+        f"{attributes[catalog.LAST_QUERY_SITE]}"
+    )

@@ -1,8 +1,16 @@
-"""Capture poolwatch's telemetry in memory: for poolwatch's own tests and for users' tests.
+"""Test with poolwatch: in-memory telemetry, a clock you move, and a leak check you call.
 
-``with capture() as telemetry:`` gives SDK providers backed by in-memory readers and exporters;
-pass them to ``instrument_*`` and read back exact metric points, spans and events. Needs the
-OpenTelemetry SDK (``pip install poolwatch[sdk]``).
+- ``with capture() as telemetry:`` gives SDK providers backed by in-memory readers and
+  exporters; pass them to ``instrument_*`` and read back exact metric points, spans and events.
+- ``with fake_clock() as clock:`` makes every pool instrumented inside the block measure time
+  with ``clock`` and holds the leak watchdog; ``clock.advance(31)`` then :func:`check_leaks`
+  reports a connection held past a 30 s threshold at once, without waiting.
+- :func:`reset` undoes every instrumentation between tests.
+- As a pytest plugin (``-p poolwatch.testing``, or ``pytest_plugins = ["poolwatch.testing"]``
+  in a ``conftest.py``): fixtures ``poolwatch_telemetry`` (a :class:`Capture`, reset after the
+  test) and ``poolwatch_clock`` (a :class:`FakeClock`, as ``fake_clock()``).
+
+Needs the OpenTelemetry SDK (``pip install poolwatch[sdk]``).
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from poolwatch import _leaks, _state
 
 try:
     from opentelemetry.sdk._logs import LoggerProvider
@@ -138,6 +148,51 @@ def _point(point: Any) -> Point:
     return Point(attributes, value)
 
 
+class FakeClock:
+    """A monotonic clock in seconds that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        if seconds < 0:
+            raise ValueError(f"a monotonic clock cannot go back ({seconds} s)")
+        self.now += seconds
+
+
+@contextmanager
+def fake_clock(start: float = 1000.0) -> Iterator[FakeClock]:
+    """Pools instrumented inside the block use a :class:`FakeClock`; the leak watchdog is held
+    meanwhile, so leaks are found only when :func:`check_leaks` is called."""
+    clock = FakeClock(start)
+    previous = _state.clock
+    _state.clock = clock
+    watchdog = _leaks.watchdog()
+    watchdog.pause()
+    try:
+        yield clock
+    finally:
+        _state.clock = previous
+        watchdog.pause(False)
+
+
+def check_leaks() -> None:
+    """Run the leak check now, on every live instrumentation (what the watchdog does)."""
+    for instrumentation in _state.live():
+        instrumentation.check_leaks()
+
+
+def reset() -> None:
+    """Undo every poolwatch instrumentation in this process and forget its state: adapters
+    uninstalled, instrumentations shut down, internal errors and warnings forgotten, pool
+    names released. Call it between tests."""
+    _state.reset()
+
+
 @contextmanager
 def capture() -> Iterator[Capture]:
     """In-memory providers for the duration of the block."""
@@ -146,3 +201,26 @@ def capture() -> Iterator[Capture]:
         yield sink
     finally:
         sink.shutdown()
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is only needed for the plugin
+    pass
+else:
+
+    @pytest.fixture
+    def poolwatch_telemetry() -> Iterator[Capture]:
+        """In-memory providers to pass to ``instrument_*``; poolwatch is reset afterwards."""
+        sink = Capture()
+        try:
+            yield sink
+        finally:
+            reset()
+            sink.shutdown()
+
+    @pytest.fixture
+    def poolwatch_clock() -> Iterator[FakeClock]:
+        """A clock for pools instrumented during the test; the watchdog is held meanwhile."""
+        with fake_clock() as clock:
+            yield clock

@@ -104,7 +104,7 @@ def test_the_otlp_file_holds_the_conflicts_and_their_cause(finished_demo: DemoRu
         assert f"QueuePool limit of size {POOL_SIZE} overflow {MAX_OVERFLOW} reached" in str(
             event[catalog.CONFLICT_CAUSE_MESSAGE]
         )
-        assert event[catalog.OBJECT_CLASS] == "poolwatch_demo_shop.orders.Order"
+        assert event[catalog.OBJECT_CLASS] == "poolwatch.demo.shop.Order"
     (point,) = last_points(finished_demo.requests(), catalog.SESSION_CONFLICTS.name)
     assert attributes(point) == {catalog.CONFLICT_KIND: catalog.CONFLICT_ALREADY_ATTACHED}
     assert number(point) == EXPECTED_CONFLICTS
@@ -115,7 +115,7 @@ def test_the_otlp_file_holds_the_one_leak_with_its_borrow_site(finished_demo: De
     (leak,) = events(finished_demo, catalog.EVENT_LEAK)
     assert leak[catalog.POOL_NAME] == POOL
     assert leak[catalog.CODE_FUNCTION] == "forgetful_report"
-    assert str(leak[catalog.CODE_FILE]).endswith("orders.py")
+    assert str(leak[catalog.CODE_FILE]).endswith("shop.py")
     assert leak[catalog.LEAK_THRESHOLD] == 2.0
     assert len(events(finished_demo, catalog.EVENT_RETURNED)) == 1
     (point,) = [

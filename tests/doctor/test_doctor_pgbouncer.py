@@ -9,6 +9,7 @@ without the setting that causes it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,55 @@ def test_an_unreachable_pgbouncer_cannot_be_checked(doctor_postgres: PostgresClu
     assert found.status == EXIT_UNCHECKED, found.output
     assert "pgbouncer.unreachable" in found.codes("unchecked")
     assert "hunter2" not in found.output
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("pgbouncer_max_client_conn: 40\n", ("ok", "pgbouncer.alert_limit_matches")),
+        ("pgbouncer_max_client_conn: 2000\n", ("warning", "pgbouncer.alert_limit_differs")),
+        ("selector: 'cluster=\"prod\"'\n", ("warning", "pgbouncer.alert_limit_unset")),
+    ],
+)
+def test_monitoring_config_limit_against_max_client_conn(
+    doctor_postgres: PostgresCluster,
+    bouncer: Start,
+    tmp_path: Path,
+    settings: str,
+    expected: tuple[str, str],
+) -> None:
+    """--monitoring-config: its pgbouncer_max_client_conn against PgBouncer's, equal or not."""
+    level, code = expected
+    running = bouncer(pool_mode="session", max_client_conn=MAX_CLIENT_CONN)
+    monitoring = tmp_path / "monitoring.yaml"
+    monitoring.write_text(settings)
+    found = diagnose(doctor_postgres, running, "--pool-size", "1", "--max-overflow", "0",
+                     "--monitoring-config", str(monitoring))  # fmt: skip
+    assert [c for c in pgbouncer_codes(found) if c.startswith("pgbouncer.alert")] == [code]
+    assert code in found.codes(level), found.output
+    message = next(f["message"] for f in found.report["findings"] if f["code"] == code)  # type: ignore[index]
+    assert f"PgBouncer's max_client_conn is {MAX_CLIENT_CONN}" in message, message
+
+
+def test_without_monitoring_config_the_alert_limit_is_not_checked(
+    doctor_postgres: PostgresCluster, bouncer: Start
+) -> None:
+    """No --monitoring-config: no finding about the alert's limit."""
+    running = bouncer(pool_mode="session", max_client_conn=MAX_CLIENT_CONN)
+    found = diagnose(doctor_postgres, running, "--pool-size", "1", "--max-overflow", "0")
+    assert not [c for c in pgbouncer_codes(found) if c.startswith("pgbouncer.alert")]
+
+
+def test_an_unreadable_monitoring_config_cannot_be_checked(
+    doctor_postgres: PostgresCluster, bouncer: Start, tmp_path: Path
+) -> None:
+    """A monitoring config with a bad value: exit 3, naming the option and the setting."""
+    running = bouncer(pool_mode="session")
+    monitoring = tmp_path / "monitoring.yaml"
+    monitoring.write_text("pgbouncer_max_client_conn: many\n")
+    found = diagnose(doctor_postgres, running, "--pool-size", "1",
+                     "--monitoring-config", str(monitoring))  # fmt: skip
+    assert found.status == EXIT_UNCHECKED, found.output
+    assert "--monitoring-config: pgbouncer_max_client_conn: expected a whole number" in (
+        found.output
+    ), found.output

@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import poolwatch
-from poolwatch import _guard, catalog
-from poolwatch import telemetry as telemetry_module
+from poolwatch import _state, catalog
 from poolwatch.testing import Capture
 
 POOL = "app"
@@ -49,9 +48,16 @@ def test_a_child_forked_while_poolwatch_locks_are_held_starts_clean(
     held = engine.connect()  # the parent's loan, out across the fork
     with pytest.raises(sa.exc.TimeoutError):
         engine.connect()
-    (shared,) = telemetry_module.active()
+    (shared,) = _state.live()
     (recorder,) = shared.pools()
-    locks = [shared._lock, recorder._lock, _guard._lock, telemetry_module._shared_lock]
+    locks = [
+        shared._lock,
+        shared.signals._lock,
+        recorder._lock,
+        recorder.loans._lock,
+        _state.lock,
+        _state._shared_lock,
+    ]
     taken, release = threading.Event(), threading.Event()
 
     def hog() -> None:

@@ -11,11 +11,11 @@ from opentelemetry.trace import Span
 from poolwatch import catalog
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch.config import Config
+from poolwatch.instrumentors import instrumentation_for
 from poolwatch.integrations._compat import Table
 from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
 from poolwatch.naming import REGISTRY, Target
 from poolwatch.recorder import PoolState
-from poolwatch.telemetry import telemetry_for
 from poolwatch.testing import Capture
 
 _ATTR = "_poolwatch_binding"
@@ -116,7 +116,7 @@ def _putconn(original: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.fixture
 def toy(telemetry: Capture) -> Iterator[ToyAdapter]:
     """The toy adapter recording every pool into ``telemetry``; unhooked afterwards."""
-    ADAPTER.instrument_all(telemetry_for(Config.load(environ={}), **telemetry.providers))
+    ADAPTER.instrument_all(instrumentation_for(Config.load(environ={}), **telemetry.providers))
     yield ADAPTER
     ADAPTER.uninstrument_all()
 
@@ -193,7 +193,7 @@ def test_a_collected_connection_is_forgotten_at_the_next_state_read(
 def test_root_spans_make_a_span_outside_any_trace(telemetry: Capture) -> None:
     """``wants_span`` with ``root_spans=True``: a checkout outside any trace gets a span too."""
     config = Config.load(environ={}, root_spans=True)
-    ADAPTER.instrument_all(telemetry_for(config, **telemetry.providers))
+    ADAPTER.instrument_all(instrumentation_for(config, **telemetry.providers))
     try:
         pool = ToyPool("toys")
         pool.putconn(pool.getconn())

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch import telemetry as telemetry_module
 from poolwatch.integrations._compat import Hook
 from poolwatch.integrations._replacing import is_replacement
 from poolwatch.integrations.psycopg_pool import COMPATIBILITY
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.psycopg_pool.conftest import PoolFactory
 from tests.support.compat import assert_reported_once, remove
 
@@ -38,7 +36,10 @@ def test_a_missing_hook_warns_once_counts_and_switches_off_its_feature(
 
 @pytest.mark.postgres
 def test_without_connect_checkouts_are_still_recorded(
-    make_pool: PoolFactory, telemetry: Capture, monkeypatch: pytest.MonkeyPatch
+    make_pool: PoolFactory,
+    telemetry: Capture,
+    poolwatch_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``_connect`` missing at instrument time, checkouts are still recorded: a connection
     held past the leak threshold is reported."""
@@ -53,9 +54,8 @@ def test_without_connect_checkouts_are_still_recorded(
     pool.open(wait=True)
     with pool.connection() as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)
-        time.sleep(0.1)
-        for shared in telemetry_module.active():
-            shared.check_leaks()
+        poolwatch_clock.advance(0.1)
+        check_leaks()
     pool_name = {catalog.POOL_NAME: "app"}
     assert telemetry.value(catalog.CONNECTION_LEAKS.name, attributes=pool_name) == 1
     assert telemetry.value(catalog.CONNECTION_LEAKED.name, attributes=pool_name) == 0

@@ -4,7 +4,6 @@ one is warned about once, counted, and switches off only the feature that needs 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import pytest
@@ -13,10 +12,9 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch import telemetry as telemetry_module
 from poolwatch.integrations._compat import Hook
 from poolwatch.integrations.sqlalchemy import CHECKIN, COMPATIBILITY
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.compat import assert_reported_once, remove
 
 
@@ -45,7 +43,10 @@ def test_a_missing_hook_warns_once_counts_and_switches_off_its_feature(
 
 
 def test_without_the_checkin_hook_checkins_come_from_the_public_event(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture, monkeypatch: pytest.MonkeyPatch
+    make_engine: Callable[..., sa.Engine],
+    telemetry: Capture,
+    poolwatch_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``_ConnectionRecord.checkin`` missing, loans still end at checkin (through the
     ``checkin`` pool event): a leaked connection is reported returned, and leaked no more."""
@@ -58,9 +59,8 @@ def test_without_the_checkin_hook_checkins_come_from_the_public_event(
     assert not hasattr(vars(_ConnectionRecord)["checkin"], "_poolwatch")
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT 1").scalar() == 1
-        time.sleep(0.1)
-        for shared in telemetry_module.active():
-            shared.check_leaks()
+        poolwatch_clock.advance(0.1)
+        check_leaks()
     pool = {catalog.POOL_NAME: "app"}
     assert telemetry.value(catalog.CONNECTION_LEAKS.name, attributes=pool) == 1
     assert len(telemetry.events(catalog.EVENT_RETURNED)) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 import poolwatch
-from poolwatch import _guard, _sites, catalog, recorder
-from poolwatch import telemetry as telemetry_module
+from poolwatch import _guard, _leaks, _sites, catalog, recorder
 from poolwatch._histogram import Buckets
+from poolwatch._leaks import Loans
 from poolwatch.integrations import sqlalchemy as adapter
 from poolwatch.recorder import PoolRecorder
 from poolwatch.telemetry import Telemetry
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.readings import counts
 
 POOL = "faulty"
@@ -31,18 +30,19 @@ STEPS: list[tuple[Any, str]] = [
     (PoolRecorder, "trace"),
     (PoolRecorder, "state_now"),
     (PoolRecorder, "state_attributes"),
-    (PoolRecorder, "holders"),
-    (PoolRecorder, "sample_sites"),
+    (Loans, "holders"),
+    (Loans, "sample_sites"),
     (PoolRecorder, "drain"),
     (PoolRecorder, "_busy_threshold"),
     (PoolRecorder, "_came_back"),
-    (PoolRecorder, "loan"),
+    (Loans, "view"),
     (recorder, "Loan"),
+    (_leaks, "Loan"),
     (Telemetry, "checkout_span"),
     (Telemetry, "timed_out"),
     (Telemetry, "emit_event"),
-    (Telemetry, "first_checkout"),
-    (Telemetry, "_leaked"),
+    (_leaks.Watchdog, "watch"),
+    (Telemetry, "leaked"),
     (Telemetry, "returned"),
     (Telemetry, "never_returned"),
     (_sites.SiteCapture, "capture"),
@@ -57,16 +57,15 @@ def _broken(*_args: Any, **_kwargs: Any) -> Any:
     raise RuntimeError("injected fault")
 
 
-def _workload(engine: sa.Engine) -> None:
+def _workload(engine: sa.Engine, clock: FakeClock) -> None:
     """The pool emptied (only the first checkout records its site), a pool timeout, every
     connection leaked then returned, one handle dropped unreturned."""
     held = [engine.connect() for _ in range(SIZE)]
     assert held[0].exec_driver_sql("SELECT 1").scalar() == 1
     with pytest.raises(sa.exc.TimeoutError):
         engine.connect()
-    time.sleep(LEAK_THRESHOLD * 2)
-    for telemetry in telemetry_module.active():
-        telemetry.check_leaks()
+    clock.advance(LEAK_THRESHOLD * 2)
+    check_leaks()
     for connection in held:
         connection.close()
     dropped = engine.connect()
@@ -81,6 +80,7 @@ def test_counts_equal_the_pool_after_an_error_at_any_step(
     step: tuple[Any, str] | None,
     make_engine: Callable[..., sa.Engine],
     telemetry: Capture,
+    poolwatch_clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With one internal step raising, the app runs unchanged and pending, timeouts, used,
@@ -96,7 +96,7 @@ def test_counts_equal_the_pool_after_an_error_at_any_step(
     )
     if step is not None:
         monkeypatch.setattr(*step, _broken)
-    _workload(engine)
+    _workload(engine, poolwatch_clock)
     read = telemetry.metrics  # collect once with the fault still in place
     read()
     monkeypatch.undo()
@@ -112,7 +112,10 @@ def test_counts_equal_the_pool_after_an_error_at_any_step(
 
 
 def test_a_missed_checkin_is_no_leak(
-    make_engine: Callable[..., sa.Engine], telemetry: Capture, monkeypatch: pytest.MonkeyPatch
+    make_engine: Callable[..., sa.Engine],
+    telemetry: Capture,
+    poolwatch_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A connection that came back while the checkin hook failed is dropped from the books
     when the watchdog finds it old, counted as a missed checkin, and never reported leaked."""
@@ -123,9 +126,8 @@ def test_a_missed_checkin_is_no_leak(
     monkeypatch.setattr(PoolRecorder, "checked_in", _broken)
     engine.connect().close()
     monkeypatch.undo()
-    time.sleep(LEAK_THRESHOLD * 2)
-    for shared in telemetry_module.active():
-        shared.check_leaks()
+    poolwatch_clock.advance(LEAK_THRESHOLD * 2)
+    check_leaks()
     pool = {catalog.POOL_NAME: POOL}
     assert telemetry.events(catalog.EVENT_LEAK) == []
     assert telemetry.value(catalog.CONNECTION_LEAKS.name, attributes=pool) == 0

@@ -358,12 +358,12 @@ def write_rules(path: Path, settings: Mapping[str, Any]) -> Path:
     return path
 
 
-def alertmanager_config(path: Path, webhook_url: str) -> Path:
-    """Everything to the webhook at once: group_wait and group_interval 1 s, no resolved messages."""
+def alertmanager_config(path: Path, webhook_url: str, group_wait: str = "1s") -> Path:
+    """Everything to the webhook at once: group_interval 1 s, no resolved messages."""
     route = {
         "receiver": RECEIVER,
         "group_by": list(GROUP_BY),
-        "group_wait": "1s",
+        "group_wait": group_wait,
         "group_interval": "1s",
         "repeat_interval": "1h",
     }
@@ -462,10 +462,12 @@ def start_backends(
     *,
     scrape_port: int | None = None,
     out_of_order_window: str | None = None,
+    group_wait: str = "1s",
 ) -> Backends:
     """Alertmanager to the webhook, and Prometheus with poolwatch's rules, both ready.
 
-    Prometheus accepts remote write always, and scrapes ``scrape_port`` when given.
+    Prometheus accepts remote write always, and scrapes ``scrape_port`` when given; Alertmanager
+    waits ``group_wait`` before it sends a new group.
     """
     prometheus_bin = find_tool(*PROMETHEUS)
     alertmanager_bin = find_tool(*ALERTMANAGER)
@@ -473,7 +475,7 @@ def start_backends(
     backends = Backends(
         f"http://127.0.0.1:{prometheus_port}", f"http://127.0.0.1:{alertmanager_port}"
     )
-    am_config = alertmanager_config(directory / "alertmanager.yaml", webhook.url)
+    am_config = alertmanager_config(directory / "alertmanager.yaml", webhook.url, group_wait)
     processes.start(
         "alertmanager",
         [

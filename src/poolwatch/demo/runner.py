@@ -180,6 +180,8 @@ class Demo:
                     target,
                     pool_name=name,
                     leak_threshold=self.leak_threshold,
+                    # the demo's application lives inside poolwatch, whose frames are skipped
+                    app_packages=[workload.SHOP],
                     **self.providers.kwargs,
                 )
             tracer = self.providers.tracer_provider.get_tracer("poolwatch.demo")

@@ -15,7 +15,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from opentelemetry.trace import Tracer
 
-from poolwatch_demo_shop import orders as shop
+from poolwatch.demo import shop
+
+#: The module of the demo's application (its frames are the application's).
+SHOP = shop.__name__
 
 #: The pool the incident happens to, and a neighbour that stays healthy throughout.
 POOL = "orders"

@@ -8,6 +8,7 @@ the pools, and what the user says about the deployment; reports in plain words o
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from poolwatch._redact import redact
 from poolwatch.doctor import checks, pgbouncer
@@ -23,6 +24,10 @@ from poolwatch.doctor.findings import (
 from poolwatch.doctor.observed import Prometheus, PrometheusError, observe
 from poolwatch.doctor.report import Report
 from poolwatch.doctor.server import Server, libpq_url, read
+
+if TYPE_CHECKING:
+    # Type only: the monitoring extra (PyYAML) is needed only to load one.
+    from poolwatch.monitoring.config import MonitoringConfig
 
 __all__ = [
     "EXIT_OK",
@@ -48,6 +53,8 @@ class Request:
     timeout: float = 10.0
     #: PgBouncer between the app and PostgreSQL: its admin console (any database name).
     pgbouncer_url: str | None = None
+    #: The monitoring config the alerts were generated from, to check against PgBouncer.
+    monitoring: MonitoringConfig | None = None
 
 
 #: URL schemes libpq reads (a SQLAlchemy driver suffix such as ``+psycopg`` is dropped).
@@ -97,7 +104,8 @@ def diagnose(request: Request) -> Report:
         if request.pgbouncer_url:
             # The apps connect to PgBouncer; PgBouncer's pools are what PostgreSQL must fit.
             report.findings += pgbouncer.check(request.pgbouncer_url, request.timeout, server,
-                                               request.settings, report.capacity)  # fmt: skip
+                                               request.settings, report.capacity,
+                                               monitoring=request.monitoring)  # fmt: skip
         else:
             report.findings += checks.capacity_findings(report.capacity)
         report.findings += checks.settings_findings(request.settings, server)

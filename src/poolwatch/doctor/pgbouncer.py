@@ -2,19 +2,24 @@
 
 Checks both sides of PgBouncer: the app pools' possible client connections against
 ``max_client_conn``, the server connections PgBouncer may open against PostgreSQL's usable slots,
-and the habits that break under transaction pooling.
+the habits that break under transaction pooling, and (given the monitoring config) whether the
+client-connections alert measures against PgBouncer's real ``max_client_conn``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from poolwatch.doctor.checks import HIGH_USE, Capacity, Settings
 from poolwatch.doctor.findings import Finding, Level
 from poolwatch.doctor.server import Server
+
+if TYPE_CHECKING:
+    # Type only: the monitoring extra (PyYAML) is needed only to load one.
+    from poolwatch.monitoring.config import MonitoringConfig
 
 #: The admin console's database.
 CONSOLE = "pgbouncer"
@@ -190,19 +195,54 @@ def transaction_findings(bouncer: Bouncer, settings: Settings) -> list[Finding]:
     return found
 
 
+def alert_findings(bouncer: Bouncer, monitoring: MonitoringConfig) -> list[Finding]:
+    """Does the monitoring config's ``pgbouncer_max_client_conn`` equal PgBouncer's limit?
+
+    PgBouncer's monitor cannot read ``max_client_conn`` (see collector/pgbouncer.yaml), so the
+    client-connections alert takes it from the monitoring config.
+    """
+    limit = bouncer.max_client_conn
+    configured = monitoring.pgbouncer_max_client_conn
+    real = f"PgBouncer's max_client_conn is {limit}"
+    if configured is None:
+        return [Finding(Level.WARNING, "pgbouncer.alert_limit_unset",
+                        "the monitoring config sets no pgbouncer_max_client_conn, so the "
+                        f"PgBouncer client-connections alert is left out; {real}: set it to "
+                        "that and regenerate")]  # fmt: skip
+    if configured != limit:
+        return [Finding(Level.WARNING, "pgbouncer.alert_limit_differs",
+                        f"the monitoring config's pgbouncer_max_client_conn is {configured} but "
+                        f"{real}: the client-connections alert measures against the wrong "
+                        "limit; set it to that and regenerate")]  # fmt: skip
+    return [Finding(Level.OK, "pgbouncer.alert_limit_matches",
+                    f"{real}, as the monitoring config's pgbouncer_max_client_conn says")]  # fmt: skip
+
+
 def findings(
-    bouncer: Bouncer, server: Server, settings: Settings, app: Capacity | None
+    bouncer: Bouncer,
+    server: Server,
+    settings: Settings,
+    app: Capacity | None,
+    *,
+    monitoring: MonitoringConfig | None = None,
 ) -> list[Finding]:
-    """Every PgBouncer rule."""
+    """Every PgBouncer rule; the alert's limit only when the monitoring config is given."""
     return [
         *client_findings(app, bouncer),
         *server_findings(bouncer, server),
         *transaction_findings(bouncer, settings),
+        *(alert_findings(bouncer, monitoring) if monitoring is not None else ()),
     ]
 
 
 def check(
-    url: str, timeout: float, server: Server, settings: Settings, app: Capacity | None
+    url: str,
+    timeout: float,
+    server: Server,
+    settings: Settings,
+    app: Capacity | None,
+    *,
+    monitoring: MonitoringConfig | None = None,
 ) -> list[Finding]:
     """Read PgBouncer at ``url`` and apply every rule; unreadable is an unchecked finding."""
     try:
@@ -210,4 +250,4 @@ def check(
     except Exception as exc:  # noqa: BLE001 - psycopg's errors, DNS, bad URLs: all "cannot read"
         return [Finding(Level.UNCHECKED, "pgbouncer.unreachable",
                         f"cannot read PgBouncer's admin console: {str(exc).strip()}")]  # fmt: skip
-    return findings(bouncer, server, settings, app)
+    return findings(bouncer, server, settings, app, monitoring=monitoring)

@@ -56,9 +56,9 @@ from poolwatch.naming import APPLICATION_NAME, REGISTRY, Target
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from poolwatch._instrumentation import Instrumentation
     from poolwatch.integrations._compat import Table
     from poolwatch.recorder import PoolRecorder, PoolState
-    from poolwatch.telemetry import Telemetry
 
 #: The adapter's own bookkeeping for one pool.
 D = TypeVar("D")
@@ -94,7 +94,7 @@ class Binding(Generic[D]):
         owner: Any,
         *,
         details: D,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         chosen: str | None,
         target: Target,
     ) -> None:
@@ -161,9 +161,9 @@ class PoolAdapter(ABC, Generic[D]):
         self._lock = threading.RLock()
         self._installed = False
         #: The telemetry every pool first seen from now on is recorded by (``instrument_all``).
-        self._auto: Telemetry | None = None
+        self._auto: Instrumentation | None = None
         #: The telemetry last handed to this adapter, for hooks that see no pool.
-        self._latest: Telemetry | None = None
+        self._latest: Instrumentation | None = None
         self._application_name: str | None = APPLICATION_NAME
         self._bindings: dict[int, Binding[D]] = {}
         self._replaced = Replacements()
@@ -183,7 +183,7 @@ class PoolAdapter(ABC, Generic[D]):
         return self._installed
 
     def instrument_all(
-        self, telemetry: Telemetry, application_name: str | None = APPLICATION_NAME
+        self, telemetry: Instrumentation, application_name: str | None = APPLICATION_NAME
     ) -> None:
         """Record every pool first seen from now on (pools already attached stay attached)."""
         with self._lock:
@@ -256,7 +256,7 @@ class PoolAdapter(ABC, Generic[D]):
         self,
         pool: Any,
         owner: Any,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None,
         app_name: str | None,
     ) -> PoolRecorder:
@@ -279,7 +279,7 @@ class PoolAdapter(ABC, Generic[D]):
         self,
         pool: Any,
         owner: Any,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None,
         app_name: str | None,
     ) -> Binding[D]:
@@ -302,7 +302,7 @@ class PoolAdapter(ABC, Generic[D]):
     def _detach(self, key: int, binding: Binding[D]) -> None:
         del self._bindings[key]
         self._unbind(binding)
-        binding.recorder.telemetry.drop(binding.recorder)
+        binding.recorder.owner.drop(binding.recorder)
         REGISTRY.release(binding)
 
     def _install(self) -> None:

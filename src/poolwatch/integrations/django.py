@@ -25,7 +25,8 @@ from typing import Any
 
 import wrapt
 
-from poolwatch import _guard, _process, catalog
+from poolwatch import _guard, _process, _state, catalog
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._extras import check_installed
 from poolwatch.integrations._replacing import Replacements
@@ -39,7 +40,6 @@ from poolwatch.integrations.django_tracking import (
     closes_at_request_end,
     pool_name,
 )
-from poolwatch.telemetry import Telemetry
 
 #: Where a wrapper keeps its :class:`ConnectionRecord` while its connection is open.
 _ATTR = "_poolwatch_connection"
@@ -58,7 +58,7 @@ class DjangoAdapter:
         self._replaced = Replacements()
         self._pools: list[weakref.ref[Any]] = []
         #: Telemetries whose meter has the Django instruments already (made once per meter).
-        self._metered: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        self._metered: weakref.WeakSet[Instrumentation] = weakref.WeakSet()
         _process.on_fork("django", self._after_fork)
 
     def _after_fork(self) -> None:
@@ -66,7 +66,7 @@ class DjangoAdapter:
         if self.tracker is not None:
             self.tracker.after_fork()
 
-    def _tracker_of(self, telemetry: Telemetry) -> Tracker | None:
+    def _tracker_of(self, telemetry: Instrumentation) -> Tracker | None:
         """The live tracker reporting into ``telemetry``, if any (read by its instruments)."""
         tracker = self.tracker
         return tracker if tracker is not None and tracker.telemetry is telemetry else None
@@ -76,7 +76,7 @@ class DjangoAdapter:
         """Whether Django is patched right now."""
         return self.tracker is not None
 
-    def instrument(self, telemetry: Telemetry) -> None:
+    def instrument(self, telemetry: Instrumentation) -> None:
         """Track every Django connection from now on; a second call does nothing."""
         check_installed("django", "django", "django")
         with self._lock:
@@ -84,7 +84,7 @@ class DjangoAdapter:
                 return
             tracker = Tracker(telemetry)
             if telemetry not in self._metered:
-                register_metrics(telemetry.meter, functools.partial(self._tracker_of, telemetry))
+                register_metrics(telemetry, functools.partial(self._tracker_of, telemetry))
                 self._metered.add(telemetry)
             self.tracker = tracker
             for module in sorted({module for module, _cls, _name in _REPLACEMENTS}):
@@ -103,6 +103,10 @@ class DjangoAdapter:
                 cls = getattr(module, class_name, None) if module_name == module.__name__ else None
                 if cls is not None:
                     self._replaced.replace(cls, name, make)
+
+    def uninstrument_all(self) -> None:
+        """Undo everything (what a reset of poolwatch's state calls)."""
+        self.uninstrument()
 
     def uninstrument(self) -> None:
         """Restore Django exactly as it was and stop reporting."""
@@ -160,6 +164,7 @@ class DjangoAdapter:
 
 
 ADAPTER = DjangoAdapter()
+_state.adapters["django"] = ADAPTER
 
 
 def _named_params(method: Callable[[Any], dict[str, Any]], wrapper: Any) -> dict[str, Any]:

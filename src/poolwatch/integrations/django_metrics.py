@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Observation
-
-from poolwatch import _guard, catalog
+from poolwatch import catalog
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations.django_tracking import Tracker
-from poolwatch.telemetry import observable
+
+#: One reading: a value and the attributes of its point.
+Observation = tuple[float, dict[str, Any]]
 
 _STATES = (
     catalog.DJANGO_IN_REQUEST,
@@ -21,9 +22,10 @@ _STATES = (
 TrackerSource = Callable[[], "Tracker | None"]
 
 
-def register_metrics(meter: Any, source: TrackerSource) -> None:
-    """The ``poolwatch.django.*`` observable instruments, read from the tracker ``source`` gives
-    (registered once per meter: re-instrumenting swaps the tracker, not the instruments)."""
+def register_metrics(instrumentation: Instrumentation, source: TrackerSource) -> None:
+    """The ``poolwatch.django.*`` collection-time metrics, read from the tracker ``source``
+    gives (registered once per instrumentation: re-instrumenting swaps the tracker, not the
+    instruments)."""
     for metric, read in (
         (catalog.DJANGO_CONNECTIONS, _observe_states),
         (catalog.DJANGO_CONNECTION_AGE, _observe_ages),
@@ -32,55 +34,49 @@ def register_metrics(meter: Any, source: TrackerSource) -> None:
         (catalog.DJANGO_CLOSED, _observe_closed),
         (catalog.DJANGO_ORPHANS, _observe_orphans),
     ):
-        observable(meter, metric, _callback(source, read))
+        instrumentation.observe(metric, _reader(source, read))
 
 
-def _callback(
+def _reader(
     source: TrackerSource, read: Callable[[Tracker], Iterator[Observation]]
-) -> Callable[[CallbackOptions], list[Observation]]:
-    def callback(_options: CallbackOptions) -> list[Observation]:
+) -> Callable[[], list[Observation]]:
+    def reader() -> list[Observation]:
         tracker = source()
-        if tracker is None or not (tracker.active and tracker.telemetry.active):
+        if tracker is None or not tracker.active:
             return []
-        try:
-            return list(read(tracker))
-        except Exception as exc:  # noqa: BLE001 - never raise into collection
-            _guard.internal_error("django.collect", exc)
-            return []
+        return list(read(tracker))
 
-    return callback
+    return reader
 
 
 def _observe_states(tracker: Tracker) -> Iterator[Observation]:
     for alias, (states, _age, _idle) in sorted(tracker.snapshot().items()):
         for state in _STATES:
-            yield Observation(
-                states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state}
-            )
+            yield (states[state], {catalog.DJANGO_ALIAS: alias, catalog.DJANGO_STATE: state})
 
 
 def _observe_ages(tracker: Tracker) -> Iterator[Observation]:
     for alias, (_states, age, _idle) in sorted(tracker.snapshot().items()):
-        yield Observation(age, {catalog.DJANGO_ALIAS: alias})
+        yield (age, {catalog.DJANGO_ALIAS: alias})
 
 
 def _observe_idle(tracker: Tracker) -> Iterator[Observation]:
     for alias, (_states, _age, idle) in sorted(tracker.snapshot().items()):
-        yield Observation(idle, {catalog.DJANGO_ALIAS: alias})
+        yield (idle, {catalog.DJANGO_ALIAS: alias})
 
 
 def _observe_opened(tracker: Tracker) -> Iterator[Observation]:
     for alias, count in tracker.counted(tracker.opened):
-        yield Observation(count, {catalog.DJANGO_ALIAS: alias})
+        yield (count, {catalog.DJANGO_ALIAS: alias})
 
 
 def _observe_closed(tracker: Tracker) -> Iterator[Observation]:
     tracker.reap()
     for (alias, reason), count in tracker.counted(tracker.closed):
-        yield Observation(count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
+        yield (count, {catalog.DJANGO_ALIAS: alias, catalog.CLOSE_REASON: reason})
 
 
 def _observe_orphans(tracker: Tracker) -> Iterator[Observation]:
     orphans = dict(tracker.counted(tracker.orphans))
     for alias, _opened in tracker.counted(tracker.opened):
-        yield Observation(orphans.get(alias, 0), {catalog.DJANGO_ALIAS: alias})
+        yield (orphans.get(alias, 0), {catalog.DJANGO_ALIAS: alias})

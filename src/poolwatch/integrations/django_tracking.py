@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from poolwatch import _guard, _process, _sites, catalog, naming
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.naming import REGISTRY
 from poolwatch.recorder import PoolRecorder, PoolState
-from poolwatch.telemetry import Telemetry
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
@@ -155,7 +155,7 @@ def closes_at_request_end(wrapper: Any) -> bool:
 class Tracker:
     """The open Django connections of one instrumentation, and what became of closed ones."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Instrumentation) -> None:
         self.telemetry = telemetry
         self.config = telemetry.config
         self.active = True
@@ -364,8 +364,7 @@ class Tracker:
             attributes[catalog.BACKEND_PID] = record.backend_pid
         if record.application_name is not None:
             attributes[catalog.BACKEND_APPLICATION] = record.application_name
-        attributes.update(_sites.attributes(record.site))
-        self.telemetry.emit_event(catalog.EVENT_ORPHANED, _describe(record, reason), attributes)
+        self.telemetry.orphaned(attributes, record.site)
 
     def _close_orphan(self, record: ConnectionRecord, wrapper: Any) -> None:
         """Close a dead thread's connection from the checker thread (nobody else can use it).
@@ -464,27 +463,4 @@ def settings_target(vendor: str, settings: dict[str, Any]) -> naming.Target:
         str(settings.get("NAME") or "") or None,
         host,
         int(port) if port.isdigit() else (naming.default_port(system) if host else None),
-    )
-
-
-_WHY = {
-    catalog.ORPHAN_REQUEST_ENDED: "outlived its request",
-    catalog.ORPHAN_THREAD_DEAD: "outlived its thread",
-    catalog.ORPHAN_IDLE_IN_TRANSACTION: "sits idle in a transaction",
-    catalog.ORPHAN_IDLE_OUTSIDE_REQUEST: "sits idle, opened and used outside any request",
-}
-
-
-def _describe(record: ConnectionRecord, reason: str) -> str:
-    request = record.request
-    during = (
-        f" during {request.method or '?'} {request.route or '?'} ({request.view or '?'})"
-        if request is not None
-        else ""
-    )
-    pid = f" (backend pid {record.backend_pid})" if record.backend_pid is not None else ""
-    return (
-        f"Django connection {record.alias}{pid} {_WHY[reason]}: opened by "
-        f"{record.thread.name} at {_sites.describe(record.site)}{during}; last query at "
-        f"{_sites.describe(record.last_site)}"
     )

@@ -21,15 +21,15 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from poolwatch import _guard
+from poolwatch import _guard, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, Filling, Work
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._extras import requires
 from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
 from poolwatch.naming import APPLICATION_NAME, Target, application_name, dsn_target
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
-from poolwatch.telemetry import Telemetry
 
 with requires("psycopg_pool", "psycopg", "psycopg", "psycopg_pool"):
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -147,7 +147,7 @@ class PsycopgPoolAdapter(PoolAdapter[_Naming]):
     def instrument_pool(
         self,
         pool: Any,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None = None,
         application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
@@ -210,6 +210,7 @@ class PsycopgPoolAdapter(PoolAdapter[_Naming]):
 
 
 ADAPTER = PsycopgPoolAdapter()
+_state.adapters["psycopg_pool"] = ADAPTER
 
 
 # --- the hot path ------------------------------------------------------------------------------

@@ -24,16 +24,16 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
-from poolwatch import _guard
+from poolwatch import _guard, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, PINGING
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
 from poolwatch.integrations._extras import requires
 from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
 from poolwatch.integrations._replacing import is_replacement
 from poolwatch.naming import APPLICATION_NAME, Target, application_name, url_target
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
-from poolwatch.telemetry import Telemetry
 
 with requires("sqlalchemy", "sqlalchemy", "sqlalchemy"):
     from sqlalchemy import event, exc
@@ -167,7 +167,7 @@ class SQLAlchemyAdapter(PoolAdapter[_Shadows]):
     def instrument_engine(
         self,
         engine: Any,
-        telemetry: Telemetry,
+        telemetry: Instrumentation,
         pool_name: str | None = None,
         application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
@@ -178,7 +178,7 @@ class SQLAlchemyAdapter(PoolAdapter[_Shadows]):
         )
 
     def instrument_pool(
-        self, pool: Pool, telemetry: Telemetry, pool_name: str | None = None
+        self, pool: Pool, telemetry: Instrumentation, pool_name: str | None = None
     ) -> PoolRecorder:
         """Record a pool made without an engine."""
         return self._instrument(pool, None, telemetry, pool_name, None)
@@ -189,14 +189,15 @@ class SQLAlchemyAdapter(PoolAdapter[_Shadows]):
         with self._lock:
             self._uninstrument(self.binding_of(sync_engine.pool))
 
-    def telemetry_of(self, target: Any) -> Telemetry | None:
+    def telemetry_of(self, target: Any) -> Instrumentation | None:
         """The telemetry recording ``target`` (an engine, or a session through its bind)."""
         bind = getattr(target, "bind", target)
         engine = getattr(bind, "engine", bind)
         recorder = getattr(getattr(engine, "pool", None), _ATTR, None)
         # anything may stand in for a bind (a mock in a test): only poolwatch's own recorder counts
-        if isinstance(recorder, PoolRecorder) and recorder.telemetry.active:
-            return recorder.telemetry
+        owner = recorder.owner if isinstance(recorder, PoolRecorder) else None
+        if isinstance(owner, Instrumentation) and owner.active:
+            return owner
         for candidate in (self._auto, self._latest):
             if candidate is not None and candidate.active:
                 return candidate
@@ -457,6 +458,7 @@ def _is_named_connect(candidate: Any) -> bool:
 
 
 ADAPTER = SQLAlchemyAdapter()
+_state.adapters["sqlalchemy"] = ADAPTER
 
 
 # --- the hot path ------------------------------------------------------------------------------

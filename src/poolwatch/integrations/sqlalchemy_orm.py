@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.exc import StaleDataError
 
 from poolwatch import _guard, _sites, catalog
+from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.recorder import PoolRecorder
-from poolwatch.telemetry import Telemetry
 
 _SITE_ATTR = "_poolwatch_site"
 _SEEN_ATTR = "_poolwatch_seen"
@@ -52,7 +52,7 @@ _SQLSTATE_KINDS = {
 _MYSQL_KINDS = {1213: catalog.CONFLICT_DEADLOCK, 1205: catalog.CONFLICT_LOCK_TIMEOUT}
 _CONCURRENT = re.compile(r"already flushing|concurrent operations are not permitted|isce")
 
-TelemetryFinder = Callable[[Any], Telemetry | None]
+TelemetryFinder = Callable[[Any], Instrumentation | None]
 
 BEFORE_ATTACH = Hook(
     "sqlalchemy.orm.session",
@@ -161,8 +161,7 @@ class SessionConflicts:
         pool = getattr(engine.pool, "_poolwatch_recorder", None)
         if isinstance(pool, PoolRecorder):
             attributes[catalog.POOL_NAME] = pool.name
-        message = str(error).strip().split("\n")[0]
-        telemetry.conflict(kind, attributes, f"{kind.replace('_', ' ')} ({code}): {message}")
+        telemetry.conflict(kind, attributes, str(error).strip().split("\n")[0])
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -183,12 +182,7 @@ class SessionConflicts:
         }
         if owner is not None:
             attributes[catalog.SESSION_OWNER_SITE] = _sites.describe(getattr(owner, _SITE_ATTR, ()))
-        body = (
-            f"{type(obj).__qualname__} belongs to session {state.session_id} (created at "
-            f"{attributes.get(catalog.SESSION_OWNER_SITE, 'unknown')}), not to session "
-            f"{session.hash_key} (created at {attributes[catalog.SESSION_CURRENT_SITE]})"
-        )
-        telemetry.conflict(catalog.CONFLICT_ALREADY_ATTACHED, attributes, body)
+        telemetry.conflict(catalog.CONFLICT_ALREADY_ATTACHED, attributes)
 
     def _report(self, session: Any, conflict: BaseException) -> None:
         """A session method raised ``conflict``: reported if it is a concurrency conflict."""
@@ -204,8 +198,7 @@ class SessionConflicts:
             catalog.SESSION_CURRENT: str(session.hash_key),
             catalog.SESSION_CURRENT_SITE: _sites.describe(getattr(session, _SITE_ATTR, ())),
         }
-        message = str(conflict).strip().split("\n")[0]
-        telemetry.conflict(kind, attributes, f"{kind.replace('_', ' ')}: {message}")
+        telemetry.conflict(kind, attributes, str(conflict).strip().split("\n")[0])
 
 
 def _session_kind(conflict: BaseException) -> str | None:
