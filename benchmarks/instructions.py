@@ -13,11 +13,14 @@ judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout
 ``SELECT 1`` through the driver and an ORM session reading one row by primary key (``--path``
 picks any of them). The child runs them from that file, so their frames are application frames to
 poolwatch, as an application's are, and borrow-site walks stop where they would in an app.
+``--path psycopg`` measures a psycopg_pool ``getconn``+``putconn`` cycle instead, on a one-connection
+pool of a throwaway PostgreSQL started for the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -45,15 +48,27 @@ from opentelemetry.sdk.trace import TracerProvider
 import poolwatch
 from checkout_overhead import CYCLES
 
-engine = sa.create_engine(url, poolclass=sa.pool.QueuePool)
 reader = InMemoryMetricReader()
-if variant == "poolwatch":
-    poolwatch.instrument_sqlalchemy(
-        engine,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-        tracer_provider=TracerProvider(),
-    )
-_title, cycle, _share = CYCLES[path]
+providers = {
+    "meter_provider": MeterProvider(metric_readers=[reader]),
+    "tracer_provider": TracerProvider(),
+}
+if path == "psycopg":
+    from psycopg_pool import ConnectionPool
+
+    engine = ConnectionPool(url, min_size=1, max_size=1, open=False)
+    if variant == "poolwatch":
+        poolwatch.instrument_psycopg_pool(engine, **providers)
+    engine.open(wait=True)
+
+    def cycle(pool):
+        pool.putconn(pool.getconn())
+
+else:
+    engine = sa.create_engine(url, poolclass=sa.pool.QueuePool)
+    if variant == "poolwatch":
+        poolwatch.instrument_sqlalchemy(engine, **providers)
+    _title, cycle, _share = CYCLES[path]
 for _ in range(int(warm_up)):
     cycle(engine)
 # what exists now is never collected again: a full collection then costs the same in both runs
@@ -62,12 +77,15 @@ for _ in range(int(cycles)):
     cycle(engine)
 if variant == "poolwatch":
     reader.collect()
+if path == "psycopg":
+    engine.close()
 """
 
 
 #: The cycles of ``checkout_overhead.py`` measured here, and the share of ``--cycles`` each runs
 #: (an ORM cycle is far longer).
-PATHS = {"bare": 1, "driver": 1, "statement": 1, "orm": 5}
+PATHS = {"bare": 1, "driver": 1, "statement": 1, "orm": 5, "psycopg": 1}
+PSYCOPG_TITLE = "psycopg_pool getconn + putconn"
 
 
 def instructions(script: Path, variant: str, path: str, url: str, cycles: int) -> int:
@@ -114,17 +132,24 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian package valgrind)")
-    with tempfile.TemporaryDirectory() as tmp:
+    paths = args.path or ("bare", "driver", "orm")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         script = Path(tmp) / "app.py"
         script.write_text(CHILD)
         create_schema(url)  # here, not in a child: both runs of a pair must find it made
+        dsn = ""
+        if "psycopg" in paths:
+            from _postgres import throwaway_postgres
+
+            dsn = stack.enter_context(throwaway_postgres()).dsn
         print(f"{'cycle':50} {'bare':>10} {'poolwatch':>10} {'x bare':>7}")
-        for path in args.path or ("bare", "driver", "orm"):
+        for path in paths:
             cycles = max(args.cycles // PATHS[path], 1)
-            bare = per_cycle(script, "bare", path, url, cycles)
-            instrumented = per_cycle(script, "poolwatch", path, url, cycles)
-            title = CYCLES[path][0]
+            target = dsn if path == "psycopg" else url
+            bare = per_cycle(script, "bare", path, target, cycles)
+            instrumented = per_cycle(script, "poolwatch", path, target, cycles)
+            title = PSYCOPG_TITLE if path == "psycopg" else CYCLES[path][0]
             print(f"{title:50} {bare:10.0f} {instrumented:10.0f} {instrumented / bare:7.3f}")
 
 

@@ -1,12 +1,13 @@
 """poolwatch: connection-pool trouble made visible through OpenTelemetry.
 
 The public facade: one ``instrument_*`` function per library, the ``BaseInstrumentor`` classes
-the ``opentelemetry-instrument`` launcher loads, and the configuration object.
+the ``opentelemetry-instrument`` launcher loads, and the configuration object. Every
+``instrument_*`` takes the same settings: a ``config`` and keyword arguments overriding its fields
+(:class:`poolwatch.config.ConfigKeywords`), and the OpenTelemetry providers to use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from poolwatch._version import __version__
@@ -15,18 +16,18 @@ from poolwatch.instrumentors import (
     DjangoInstrumentor,
     PsycopgPoolInstrumentor,
     SQLAlchemyPoolInstrumentor,
-    telemetry_from,
+    instrumentation_for,
 )
 from poolwatch.naming import APPLICATION_NAME
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from opentelemetry._logs import LoggerProvider
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
+    from typing_extensions import Unpack
 
-    from poolwatch.config import HistogramAggregation, HistogramMode
+    from poolwatch._instrumentation import Instrumentation
+    from poolwatch.config import ConfigKeywords
 
 __all__ = [
     "Config",
@@ -47,22 +48,12 @@ def instrument_sqlalchemy(
     engine: Any = None,
     *,
     pool_name: str | None = None,
+    application_name: str | None = APPLICATION_NAME,
+    config: Config | None = None,
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
-    spans: bool | None = None,
-    root_spans: bool | None = None,
-    histograms: HistogramMode | None = None,
-    histogram_aggregation: HistogramAggregation | None = None,
-    wait_time_buckets: Sequence[float] | str | None = None,
-    use_time_buckets: Sequence[float] | str | None = None,
-    create_time_buckets: Sequence[float] | str | None = None,
-    leak_threshold: float | None = None,
-    capture_stacks: bool | None = None,
-    library_packages: Sequence[str] | None = None,
-    app_packages: Sequence[str] | None = None,
-    conflict_window: float | None = None,
-    application_name: str | None = APPLICATION_NAME,
+    **settings: Unpack[ConfigKeywords],
 ) -> None:
     """Record SQLAlchemy pools: ``engine``'s (sync or async) or, with no engine, every one.
 
@@ -70,30 +61,13 @@ def instrument_sqlalchemy(
     database, else its server, else its ``db.system.name`` (:mod:`poolwatch.naming`). PostgreSQL
     connections opened from then on get ``application_name`` (``{pool}`` stands for the pool's
     name; the default is the name alone) unless the URL, ``connect_args`` or ``PGAPPNAME`` set
-    one; None leaves it unset. Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*``
-    variables, then defaults. Calling it again for the same engine does nothing.
+    one; None leaves it unset. Settings: ``config``, its fields overridden by keyword arguments;
+    without it, settings left as None come from ``OTEL_PYTHON_POOLWATCH_*`` variables, then
+    defaults. Calling it again for the same engine does nothing.
     """
     from poolwatch.integrations.sqlalchemy import ADAPTER
 
-    telemetry = telemetry_from(
-        {
-            "meter_provider": meter_provider,
-            "tracer_provider": tracer_provider,
-            "logger_provider": logger_provider,
-            "spans": spans,
-            "root_spans": root_spans,
-            "histograms": histograms,
-            "histogram_aggregation": histogram_aggregation,
-            "wait_time_buckets": wait_time_buckets,
-            "use_time_buckets": use_time_buckets,
-            "create_time_buckets": create_time_buckets,
-            "leak_threshold": leak_threshold,
-            "capture_stacks": capture_stacks,
-            "library_packages": library_packages,
-            "app_packages": app_packages,
-            "conflict_window": conflict_window,
-        }
-    )
+    telemetry = _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
     if engine is None:
         ADAPTER.instrument_all(telemetry, application_name)
     else:
@@ -114,21 +88,12 @@ def instrument_psycopg_pool(
     pool: Any = None,
     *,
     pool_name: str | None = None,
+    application_name: str | None = APPLICATION_NAME,
+    config: Config | None = None,
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
-    spans: bool | None = None,
-    root_spans: bool | None = None,
-    histograms: HistogramMode | None = None,
-    histogram_aggregation: HistogramAggregation | None = None,
-    wait_time_buckets: Sequence[float] | str | None = None,
-    use_time_buckets: Sequence[float] | str | None = None,
-    create_time_buckets: Sequence[float] | str | None = None,
-    leak_threshold: float | None = None,
-    capture_stacks: bool | None = None,
-    library_packages: Sequence[str] | None = None,
-    app_packages: Sequence[str] | None = None,
-    application_name: str | None = APPLICATION_NAME,
+    **settings: Unpack[ConfigKeywords],
 ) -> None:
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
 
@@ -138,28 +103,12 @@ def instrument_psycopg_pool(
     default is the name alone, matching ``pg_stat_activity`` rows to the metrics; PostgreSQL keeps
     63 bytes), unless the conninfo, ``kwargs`` or ``PGAPPNAME`` set one; None leaves it unset.
     Connections opened before instrumenting keep their name and are not in the create-time
-    histogram. Calling it again for the same pool does nothing.
+    histogram. Settings as for :func:`instrument_sqlalchemy`. Calling it again for the same pool
+    does nothing.
     """
     from poolwatch.integrations.psycopg_pool import ADAPTER
 
-    telemetry = telemetry_from(
-        {
-            "meter_provider": meter_provider,
-            "tracer_provider": tracer_provider,
-            "logger_provider": logger_provider,
-            "spans": spans,
-            "root_spans": root_spans,
-            "histograms": histograms,
-            "histogram_aggregation": histogram_aggregation,
-            "wait_time_buckets": wait_time_buckets,
-            "use_time_buckets": use_time_buckets,
-            "create_time_buckets": create_time_buckets,
-            "leak_threshold": leak_threshold,
-            "capture_stacks": capture_stacks,
-            "library_packages": library_packages,
-            "app_packages": app_packages,
-        }
-    )
+    telemetry = _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
     if pool is None:
         ADAPTER.instrument_all(telemetry, application_name)
     else:
@@ -178,22 +127,11 @@ def uninstrument_psycopg_pool(pool: Any = None) -> None:
 
 def instrument_django(
     *,
+    config: Config | None = None,
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     logger_provider: LoggerProvider | None = None,
-    histograms: HistogramMode | None = None,
-    histogram_aggregation: HistogramAggregation | None = None,
-    wait_time_buckets: Sequence[float] | str | None = None,
-    use_time_buckets: Sequence[float] | str | None = None,
-    create_time_buckets: Sequence[float] | str | None = None,
-    leak_threshold: float | None = None,
-    capture_stacks: bool | None = None,
-    library_packages: Sequence[str] | None = None,
-    app_packages: Sequence[str] | None = None,
-    django_idle_in_transaction: float | None = None,
-    django_idle_outside_request: float | None = None,
-    close_orphans: bool | None = None,
-    django_application_name: bool | None = None,
+    **settings: Unpack[ConfigKeywords],
 ) -> None:
     """Track every Django database connection (all aliases) and report orphans.
 
@@ -202,32 +140,14 @@ def instrument_django(
     pool name of their metrics, unless they set one; Django's own pool (5.1+) is recorded as
     the psycopg pool of that name
     (``leak_threshold`` applies to that pool, ``histograms`` to it and to each alias's
-    connection create times). Settings left as None come from ``OTEL_PYTHON_POOLWATCH_*``
-    variables, then defaults. Calling it again does nothing.
+    connection create times). Settings as for :func:`instrument_sqlalchemy`. Calling it again
+    does nothing.
     """
     from poolwatch.integrations.django import ADAPTER
 
-    telemetry = telemetry_from(
-        {
-            "meter_provider": meter_provider,
-            "tracer_provider": tracer_provider,
-            "logger_provider": logger_provider,
-            "histograms": histograms,
-            "histogram_aggregation": histogram_aggregation,
-            "wait_time_buckets": wait_time_buckets,
-            "use_time_buckets": use_time_buckets,
-            "create_time_buckets": create_time_buckets,
-            "leak_threshold": leak_threshold,
-            "capture_stacks": capture_stacks,
-            "library_packages": library_packages,
-            "app_packages": app_packages,
-            "django_idle_in_transaction": django_idle_in_transaction,
-            "django_idle_outside_request": django_idle_outside_request,
-            "close_orphans": close_orphans,
-            "django_application_name": django_application_name,
-        }
+    ADAPTER.instrument(
+        _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
     )
-    ADAPTER.instrument(telemetry)
 
 
 def uninstrument_django() -> None:
@@ -235,3 +155,14 @@ def uninstrument_django() -> None:
     from poolwatch.integrations.django import ADAPTER
 
     ADAPTER.uninstrument()
+
+
+def _telemetry(
+    config: Config | None,
+    settings: ConfigKeywords,
+    meter_provider: MeterProvider | None,
+    tracer_provider: TracerProvider | None,
+    logger_provider: LoggerProvider | None,
+) -> Instrumentation:
+    resolved = Config.load(base=config, **settings)
+    return instrumentation_for(resolved, meter_provider, tracer_provider, logger_provider)

@@ -2,7 +2,8 @@
 
 Every environment variable is ``OTEL_PYTHON_POOLWATCH_<FIELD>``. A value that cannot be parsed,
 from a variable or a keyword argument, produces one warning naming the setting and the value used
-instead, and never an exception.
+instead, and never an exception. :class:`ConfigKeywords` types the keyword arguments every
+``instrument_*()`` takes, one per field of :class:`Config`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 from poolwatch import _guard, catalog
 
@@ -133,27 +134,52 @@ class Config:
             object.__setattr__(self, name, bounds(getattr(self, name), name))
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """Build a config: keyword arguments win over environment variables, which win over defaults."""
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        base: Config | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """Build a config: keyword arguments (None: not given) win over environment variables,
+        which win over defaults. With ``base``, keyword arguments win over its fields, and
+        neither the environment nor the defaults are read."""
         env = os.environ if environ is None else environ
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown poolwatch setting(s): {', '.join(sorted(unknown))}")
+        if base is not None and not isinstance(base, Config):
+            raise TypeError(f"config must be a poolwatch.Config, not {type(base).__name__}")
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             given = overrides.get(field.name)
             if given is not None:
-                try:
-                    values[field.name] = _keyword(field, given)
-                    continue
-                except ValueError as exc:
-                    fallback = _from_environment(field, env)
-                    source = "the default" if fallback == field.default else "the environment's"
-                    _warn(f"the keyword argument {field.name}=", given, exc, fallback, source)
-                    values[field.name] = fallback
-                    continue
-            values[field.name] = _from_environment(field, env)
-        return cls(**values)
+                values[field.name] = _given(field, given, env, base)
+            elif base is None:
+                values[field.name] = _from_environment(field, env)
+        return cls(**values) if base is None else dataclasses.replace(base, **values)
+
+
+class ConfigKeywords(TypedDict, total=False):
+    """The keyword arguments of every ``instrument_*()``: one per field of :class:`Config`, each
+    overriding it (None: not given). Strings are read as the environment variable would be."""
+
+    spans: bool | str | None
+    root_spans: bool | str | None
+    histograms: HistogramMode | None
+    histogram_aggregation: HistogramAggregation | None
+    wait_time_buckets: Sequence[float] | str | None
+    use_time_buckets: Sequence[float] | str | None
+    create_time_buckets: Sequence[float] | str | None
+    leak_threshold: float | str | None
+    capture_stacks: bool | str | None
+    library_packages: Sequence[str] | str | None
+    app_packages: Sequence[str] | str | None
+    conflict_window: float | str | None
+    django_idle_in_transaction: float | str | None
+    django_idle_outside_request: float | str | None
+    close_orphans: bool | str | None
+    django_application_name: bool | str | None
 
 
 _BOUNDS = ("wait_time_buckets", "use_time_buckets", "create_time_buckets")
@@ -176,6 +202,23 @@ def bounds(value: Any, name: str = "buckets") -> Bounds:
     ):
         raise ValueError(f"{name}: bounds must be finite, above zero and increasing: {result}")
     return result
+
+
+def _given(
+    field: dataclasses.Field[Any], given: object, env: Mapping[str, str], base: Config | None
+) -> Any:
+    """A keyword argument's value; one that cannot be used warns and yields what stands in for
+    it (``base``'s field, else the environment's value, else the default)."""
+    try:
+        return _keyword(field, given)
+    except ValueError as exc:
+        if base is not None:
+            used, source = getattr(base, field.name), "the config's"
+        else:
+            used = _from_environment(field, env)
+            source = "the default" if used == field.default else "the environment's"
+        _warn(f"the keyword argument {field.name}=", given, exc, used, source)
+        return used
 
 
 def _from_environment(field: dataclasses.Field[Any], env: Mapping[str, str]) -> Any:

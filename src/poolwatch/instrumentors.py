@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, Final
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -12,6 +13,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from poolwatch import _state, naming
 from poolwatch._instrumentation import Instrumentation
 from poolwatch.config import Config
+from poolwatch.integrations._extras import hint
 from poolwatch.recorder import Settings
 from poolwatch.telemetry import Telemetry
 
@@ -40,10 +42,14 @@ def instrumentation_for(
     return _state.shared(key, make)  # type: ignore[no-any-return]
 
 
-def telemetry_from(kwargs: dict[str, Any]) -> Instrumentation:
-    """The shared instrumentation for the providers and settings passed to ``instrument()``."""
-    fields = Config.__dataclass_fields__
-    config = Config.load(**{key: value for key, value in kwargs.items() if key in fields})
+def telemetry_from(kwargs: Mapping[str, Any]) -> Instrumentation:
+    """The shared instrumentation for the providers and settings passed to ``instrument()``.
+
+    ``instrument()`` takes what ``instrument_*()`` takes (``config``, settings, providers), and
+    the launcher's own keyword arguments too (``raise_exception_on_conflict``), left alone here.
+    """
+    settings = {key: value for key, value in kwargs.items() if key in _SETTINGS}
+    config = Config.load(base=kwargs.get("config"), **settings)
     return instrumentation_for(
         config,
         kwargs.get("meter_provider"),
@@ -52,15 +58,20 @@ def telemetry_from(kwargs: dict[str, Any]) -> Instrumentation:
     )
 
 
-def dependencies_missing(requirements: Collection[str], name: str) -> bool:
+_SETTINGS: Final = frozenset(field.name for field in dataclasses.fields(Config))
+
+
+def dependencies_missing(requirements: Collection[str], name: str, extra: str = "") -> bool:
     """Check our own requirements even when the launcher said to skip the check.
 
     The launcher checks the whole distribution once (any one supported library is enough), so
-    each instrumentor checks the library it needs before importing it.
+    each instrumentor checks the library it needs before importing it, quietly (the launcher
+    loads every instrumentor of the distribution): the install hint is logged at debug level.
     """
     conflict = get_dependency_conflicts(list(requirements))
     if conflict is not None:
-        _logger.debug("poolwatch: not instrumenting %s: %s", name, conflict)
+        found = f" ({hint(name, extra)})" if extra else ""
+        _logger.debug("poolwatch: not instrumenting %s: %s%s", name, conflict, found)
         return True
     return False
 
@@ -71,13 +82,15 @@ class _Instrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _requirement = ""
     _library = ""
+    #: The extra of pyproject.toml that installs the library.
+    _extra = ""
     _telemetry: Instrumentation | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return (self._requirement,)
 
     def _instrument(self, **kwargs: Any) -> None:
-        if dependencies_missing(self.instrumentation_dependencies(), self._library):
+        if dependencies_missing(self.instrumentation_dependencies(), self._library, self._extra):
             return
         self._telemetry = telemetry_from(kwargs)
         self._start(self._telemetry, kwargs)
@@ -105,6 +118,7 @@ class SQLAlchemyPoolInstrumentor(_Instrumentor):
 
     _requirement = SQLALCHEMY_REQUIREMENT
     _library = "sqlalchemy"
+    _extra = "sqlalchemy"
 
     def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.sqlalchemy import ADAPTER
@@ -122,6 +136,7 @@ class PsycopgPoolInstrumentor(_Instrumentor):
 
     _requirement = PSYCOPG_POOL_REQUIREMENT
     _library = "psycopg_pool"
+    _extra = "psycopg"
 
     def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.psycopg_pool import ADAPTER
@@ -143,6 +158,7 @@ class DjangoInstrumentor(_Instrumentor):
 
     _requirement = DJANGO_REQUIREMENT
     _library = "django"
+    _extra = "django"
 
     def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
         from poolwatch.integrations.django import ADAPTER

@@ -271,10 +271,14 @@ def _event_lines() -> list[str]:
 def _setting_lines() -> list[str]:
     lines = [
         "",
-        "Keyword arguments of `instrument_*()` win over environment variables, which win over "
-        "defaults. Keyword arguments are checked as strictly as variables (strings such as "
-        '`spans="false"` are read as a variable would be): a value that cannot be used logs one '
-        "warning naming the setting and the value used instead, never an exception.",
+        "Every `instrument_*()` (and every instrumentor's `instrument()`) takes the same "
+        "settings: `config=` (a `poolwatch.Config`) and one keyword argument per setting below "
+        "(`leak_threshold=10`), typed by `poolwatch.config.ConfigKeywords`. Keyword arguments win over "
+        "the fields of `config`; without `config`, they win over environment variables, which "
+        "win over defaults. Keyword arguments are checked as strictly as variables (strings such "
+        'as `spans="false"` are read as a variable would be): a value that cannot be used logs '
+        "one warning naming the setting and the value used instead, never an exception. A "
+        "keyword argument of `instrument_*()` that is no setting is a `TypeError`.",
         "",
         "| environment variable | default | meaning |",
         "| --- | --- | --- |",

@@ -108,7 +108,7 @@ def test_uninstrument_restores_sqlalchemy_exactly(
     assert _ConnectionRecord.checkin is not ORIGINAL_CHECKIN
     assert sa.engine.Connection._handle_dbapi_exception is not ORIGINAL_ERROR_PATH
     assert Session.execute is not ORIGINAL_SESSION["execute"]
-    listeners = next(iter(ADAPTER._bindings.values())).listeners
+    listeners = next(iter(ADAPTER._bindings.values())).details.listeners
 
     poolwatch.uninstrument_sqlalchemy()
 

@@ -28,6 +28,7 @@ import wrapt
 from poolwatch import _guard, _process, _state, catalog
 from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
+from poolwatch.integrations._extras import check_installed
 from poolwatch.integrations._replacing import Replacements
 from poolwatch.integrations.django_metrics import register_metrics
 from poolwatch.integrations.django_tracking import (
@@ -77,6 +78,7 @@ class DjangoAdapter:
 
     def instrument(self, telemetry: Instrumentation) -> None:
         """Track every Django connection from now on; a second call does nothing."""
+        check_installed("django", "django", "django")
         with self._lock:
             if self.tracker is not None:
                 return

@@ -13,32 +13,27 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import Span
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from poolwatch import _guard, _process, _state
+from poolwatch import _guard, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, Filling, Work
 from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
-from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import Replacements
-from poolwatch.naming import (
-    APPLICATION_NAME,
-    REGISTRY,
-    Target,
-    application_name,
-    dsn_target,
-)
+from poolwatch.integrations._extras import requires
+from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
+from poolwatch.naming import APPLICATION_NAME, Target, application_name, dsn_target
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
+
+with requires("psycopg_pool", "psycopg", "psycopg", "psycopg_pool"):
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 _ATTR = "_poolwatch_binding"
 _LIBRARY = "psycopg_pool"
@@ -76,55 +71,17 @@ COMPATIBILITY = Table(
 )
 
 
-class _Binding:
-    """Ties one recorder to the pool it watches, and collects loans whose connection died."""
+@dataclass
+class _Naming:
+    """How poolwatch names one pool's connections (``application_name``), undone on detach."""
 
-    def __init__(self, pool: Any) -> None:
-        self.pool_ref = weakref.ref(pool)
-        self.recorder: PoolRecorder | None = None
-        #: Loan keys (weak references) whose connection was garbage-collected while out.
-        #: Filled from inside the garbage collector, so only appended to, never locked.
-        self.collected: deque[weakref.ref[Any]] = deque()
-        #: The pool's ``kwargs`` before and after poolwatch added ``application_name``.
-        self.kwargs_swap: tuple[Any, dict[str, Any]] | None = None
-        #: The ``application_name`` template, while poolwatch names the pool's connections.
-        self.template: str | None = None
+    #: The pool's ``kwargs`` before and after poolwatch added ``application_name``.
+    kwargs_swap: tuple[Any, dict[str, Any]] | None = None
+    #: The ``application_name`` template, while poolwatch names the pool's connections.
+    template: str | None = None
 
-    def drained(self) -> bool:
-        """Whether the pool opened connections and has none open now (its name may move)."""
-        return self.recorder is not None and self.recorder.drained()
 
-    def rename(self, name: str) -> None:
-        """Report, and name new connections, under ``name`` from now on."""
-        if self.recorder is not None:
-            self.recorder.rename(name)
-        pool = self.pool_ref()
-        if pool is not None and self.kwargs_swap is not None and self.template is not None:
-            before, after = self.kwargs_swap
-            if pool.kwargs is after:
-                renamed = {**after, "application_name": application_name(self.template, name)}
-                pool.kwargs = renamed
-                self.kwargs_swap = (before, renamed)
-
-    def read_state(self) -> PoolState | None:
-        self.reap()
-        pool = self.pool_ref()
-        if pool is None or (pool.closed and getattr(pool, "_opened", True)):
-            return None  # gone, or closed for good (a psycopg pool cannot be reopened)
-        return pool_state(pool)
-
-    def key(self, connection: Any) -> weakref.ref[Any]:
-        """The loan key: equal to ``weakref.ref(connection)`` while the connection lives."""
-        return _weakref(connection, self.collected.append)
-
-    def reap(self) -> None:
-        """Report loans whose connection was garbage-collected without ``putconn``."""
-        while self.collected and self.recorder is not None:
-            try:
-                key = self.collected.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            self.recorder.forget(key)
+_Binding = Binding[_Naming]
 
 
 def pool_state(pool: Any) -> PoolState:
@@ -160,8 +117,8 @@ def name_connections(binding: _Binding, pool: Any, template: str | None, name: s
     before = pool.kwargs
     after = {**(before or {}), "application_name": application_name(template, name)}
     pool.kwargs = after
-    binding.kwargs_swap = (before, after)
-    binding.template = template
+    binding.details.kwargs_swap = (before, after)
+    binding.details.template = template
 
 
 def chosen_name(pool: Any) -> str | None:
@@ -181,37 +138,11 @@ def pool_target(pool: Any) -> Target:
     return dsn_target(make_conninfo(conninfo, **extra) if extra else conninfo)
 
 
-class PsycopgPoolAdapter:
+class PsycopgPoolAdapter(PoolAdapter[_Naming]):
     """Installs the class-level replacements once and attaches recorders to pools."""
 
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._installed = False
-        self._auto: Instrumentation | None = None
-        self._application_name: str | None = APPLICATION_NAME
-        self._bindings: dict[int, _Binding] = {}
-        self._replaced = Replacements()
-        self._graveyard = Graveyard()
-        _process.on_fork("psycopg_pool", self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.RLock()
-        for binding in self._bindings.values():
-            binding.collected.clear()  # the parent's loans: the recorder forgot them
-
-    @property
-    def installed(self) -> bool:
-        """Whether psycopg_pool's classes are patched right now."""
-        return self._installed
-
-    def instrument_all(
-        self, telemetry: Instrumentation, application_name: str | None = APPLICATION_NAME
-    ) -> None:
-        """Record every pool from its first checkout on."""
-        with self._lock:
-            self._install()
-            self._auto = telemetry
-            self._application_name = application_name
+    library = _LIBRARY
+    compatibility = COMPATIBILITY
 
     def instrument_pool(
         self,
@@ -221,95 +152,61 @@ class PsycopgPoolAdapter:
         application_name: str | None = APPLICATION_NAME,
     ) -> PoolRecorder:
         """Record one pool (sync or async); a second call returns the first recorder."""
-        with self._lock:
-            self._install()
-            existing: _Binding | None = vars(pool).get(_ATTR)
-            if existing is not None and existing.recorder is not None:
-                return existing.recorder
-            return self._attach(pool, telemetry, pool_name, application_name)
+        return self._instrument(pool, None, telemetry, pool_name, application_name)
 
     def uninstrument_pool(self, pool: Any) -> None:
         """Stop recording one pool."""
         with self._lock:
-            binding = vars(pool).get(_ATTR)
-            if binding is not None and id(binding) in self._bindings:
-                self._detach(id(binding), binding)
-            self._maybe_uninstall()
+            self._uninstrument(self.binding_of(pool))
 
-    def uninstrument_all(self) -> None:
-        """Stop recording every pool and restore psycopg_pool exactly as it was."""
-        with self._lock:
-            self._auto = None
-            self._graveyard.clear()
-            for key, binding in list(self._bindings.items()):
-                self._detach(key, binding)
-            self._maybe_uninstall()
+    # --- what the base asks of an adapter -----------------------------------------------------
 
-    def auto_attach(self, pool: Any) -> _Binding | None:
-        """Attach a pool first seen after :meth:`instrument_all`, else None."""
-        if self._auto is None:
-            return None
-        with self._lock:
-            existing: _Binding | None = vars(pool).get(_ATTR)
-            if existing is not None or self._auto is None:
-                return existing
-            self._attach(pool, self._auto, None, self._application_name)
-            return vars(pool)[_ATTR]  # type: ignore[no-any-return]
+    def binding_of(self, pool: Any) -> _Binding | None:
+        binding: _Binding | None = vars(pool).get(_ATTR)
+        return binding
 
-    # --- attaching ----------------------------------------------------------------------------
+    def read_state(self, binding: _Binding, pool: Any) -> PoolState | None:
+        if pool.closed and getattr(pool, "_opened", True):
+            return None  # closed for good (a psycopg pool cannot be reopened)
+        return pool_state(pool)
 
-    def _attach(
-        self, pool: Any, telemetry: Instrumentation, pool_name: str | None, app_name: str | None
-    ) -> PoolRecorder:
-        self._reap()
-        binding = _Binding(pool)
-        chosen = pool_name or chosen_name(pool)
-        target = pool_target(pool)
-        name = REGISTRY.claim(
-            chosen or target.derived_name(_LIBRARY),
-            owner=binding,
-            library=_LIBRARY,
-            explicit=bool(chosen),
-        )
-        binding.recorder = recorder = telemetry.pool(name, binding.read_state, target.attributes())
-        name_connections(binding, pool, app_name, name)
+    def _identify(self, pool: Any, owner: Any) -> tuple[str | None, Target]:
+        return chosen_name(pool), pool_target(pool)
+
+    def _details(self) -> _Naming:
+        return _Naming()
+
+    def _bind(self, binding: _Binding, pool: Any, app_name: str | None) -> None:
+        name_connections(binding, pool, app_name, binding.recorder.name)
         setattr(pool, _ATTR, binding)
-        self._bindings[id(binding)] = binding
-        self._graveyard.watch(pool, id(binding))
-        return recorder
 
-    def _reap(self) -> None:
-        self._graveyard.reap(self._bindings, self._detach)
-
-    def _detach(self, key: int, binding: _Binding) -> None:
-        del self._bindings[key]
+    def _unbind(self, binding: _Binding) -> None:
         pool = binding.pool_ref()
         if pool is not None and vars(pool).get(_ATTR) is binding:
             delattr(pool, _ATTR)
-        if pool is not None and binding.kwargs_swap is not None:
-            before, after = binding.kwargs_swap
+        swap = binding.details.kwargs_swap
+        if pool is not None and swap is not None:
+            before, after = swap
             if pool.kwargs is after:
                 pool.kwargs = before
-        if binding.recorder is not None:
-            binding.recorder.owner.drop(binding.recorder)
-        REGISTRY.release(binding)
 
-    def _install(self) -> None:
-        if self._installed:
-            return
-        COMPATIBILITY.check()
+    def _renamed(self, binding: _Binding, name: str) -> None:
+        """Name new connections under ``name``, if poolwatch names them."""
+        pool = binding.pool_ref()
+        naming = binding.details
+        if pool is not None and naming.kwargs_swap is not None and naming.template is not None:
+            before, after = naming.kwargs_swap
+            if pool.kwargs is after:
+                renamed = {**after, "application_name": application_name(naming.template, name)}
+                pool.kwargs = renamed
+                naming.kwargs_swap = (before, renamed)
+
+    def _hook(self) -> None:
         for cls in _CLASSES:
             asynchronous = cls is AsyncConnectionPool
             for method in _METHODS:
                 # a psycopg_pool without this method: that fact goes unrecorded
                 self._replaced.replace(cls, method, _REPLACEMENTS[asynchronous, method])
-        self._installed = True
-
-    def _maybe_uninstall(self) -> None:
-        if not self._installed or self._auto is not None or self._bindings:
-            return
-        self._replaced.restore()
-        self._installed = False
 
 
 ADAPTER = PsycopgPoolAdapter()
@@ -331,7 +228,6 @@ def _begin(pool: Any) -> _Begun | None:
             return None
     recorder = binding.recorder
     try:
-        assert recorder is not None
         parent = current_context().get(SPAN_KEY)
         started = recorder.begin()
     except Exception as error:  # noqa: BLE001 - the hook boundary
@@ -339,8 +235,7 @@ def _begin(pool: Any) -> _Begun | None:
         return None
     traced = (
         _guard.guarded("psycopg_pool.checkout", recorder.trace)
-        if recorder.spans
-        and (recorder.root_spans or (parent is not None and parent.is_recording()))
+        if (parent is not None or recorder.root_spans) and wants_span(recorder, parent)
         else None
     )
     return binding, started, parent, traced
@@ -352,10 +247,10 @@ def _succeeded(begun: _Begun, connection: Any) -> None:
         key = binding.key(connection)
     except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
         _guard.internal_error("psycopg_pool.checkout", error)
-        _guard.guarded("psycopg_pool.checkout", binding.recorder.abandoned)  # type: ignore[union-attr]
+        _guard.guarded("psycopg_pool.checkout", binding.recorder.abandoned)
         return
     try:
-        binding.recorder.succeeded(started, traced, key, key, parent)  # type: ignore[union-attr]
+        binding.recorder.succeeded(started, traced, key, key, parent)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
 
@@ -367,9 +262,7 @@ def _failed(begun: _Begun, failure: BaseException, timeout: float | None = None)
         if timeout is None:
             pool = binding.pool_ref()
             timeout = getattr(pool, "timeout", None) if pool is not None else None
-        binding.recorder.failed(  # type: ignore[union-attr]
-            started, traced, failure, timed_out, timeout
-        )
+        binding.recorder.failed(started, traced, failure, timed_out, timeout)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.checkout", error)
 
@@ -381,7 +274,7 @@ def _returned(pool: Any, connection: Any) -> None:
     try:
         if binding.collected:
             binding.reap()
-        binding.recorder.checked_in(_weakref(connection))  # type: ignore[union-attr]
+        binding.recorder.checked_in(_weakref(connection))
     except Exception as error:  # noqa: BLE001 - the hook boundary (a foreign object, say)
         _guard.internal_error("psycopg_pool.checkin", error)
 
@@ -391,7 +284,7 @@ def _created(pool: Any, started: float) -> None:
     if binding is None:
         return
     try:
-        binding.recorder.connection_created(_perf() - started)  # type: ignore[union-attr]
+        binding.recorder.connection_created(_perf() - started)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.connect", error)
 
@@ -401,7 +294,7 @@ def _open_failed(pool: Any, failure: Exception) -> None:
     if binding is None:
         return
     try:
-        binding.recorder.connection_failed(failure)  # type: ignore[union-attr]
+        binding.recorder.connection_failed(failure)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.connect", error)
 
@@ -410,7 +303,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
     def getconn(self: Any, timeout: float | None = None) -> Any:
         # _begin and _succeeded inlined: two calls and a tuple are a tenth of the overhead
         binding: _Binding | None = self.__dict__.get(_ATTR)
-        if binding is None or binding.recorder is None:
+        if binding is None:
             return _getconn_first_sight(original, self, timeout)
         recorder = binding.recorder
         try:
@@ -421,8 +314,7 @@ def _sync_getconn(original: Callable[..., Any]) -> Any:
             return original(self, timeout)
         traced = (
             _guard.guarded("psycopg_pool.checkout", recorder.trace)
-            if recorder.spans
-            and (recorder.root_spans or (parent is not None and parent.is_recording()))
+            if (parent is not None or recorder.root_spans) and wants_span(recorder, parent)
             else None
         )
         try:
@@ -494,7 +386,7 @@ def _async_putconn(original: Callable[..., Any]) -> Any:
 def _opening(pool: Any) -> tuple[Filling, Work] | None:
     """List a connection being opened by the pool (a worker, or the caller) as opening."""
     binding: _Binding | None = pool.__dict__.get(_ATTR)
-    if binding is None or binding.recorder is None:
+    if binding is None:
         return None
     try:
         filling = binding.recorder.filling

@@ -15,46 +15,44 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
-from sqlalchemy import event, exc
-from sqlalchemy.engine import Engine
-from sqlalchemy.pool import (
-    AssertionPool,
-    NullPool,
-    Pool,
-    QueuePool,
-    SingletonThreadPool,
-    StaticPool,
-)
-from sqlalchemy.pool.base import _ConnectionRecord
 
-from poolwatch import _guard, _process, _state
+from poolwatch import _guard, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, PINGING
 from poolwatch._instrumentation import Instrumentation
 from poolwatch.integrations._compat import Hook, Table
-from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import Replacements, is_replacement
-from poolwatch.integrations.sqlalchemy_orm import (
-    BEFORE_ATTACH,
-    HANDLE_DBAPI_EXCEPTION,
-    SessionConflicts,
-)
-from poolwatch.naming import (
-    APPLICATION_NAME,
-    REGISTRY,
-    Target,
-    application_name,
-    url_target,
-)
+from poolwatch.integrations._extras import requires
+from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
+from poolwatch.integrations._replacing import is_replacement
+from poolwatch.naming import APPLICATION_NAME, Target, application_name, url_target
 from poolwatch.recorder import PoolRecorder, PoolState, Traced
+
+with requires("sqlalchemy", "sqlalchemy", "sqlalchemy"):
+    from sqlalchemy import event, exc
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import (
+        AssertionPool,
+        NullPool,
+        Pool,
+        QueuePool,
+        SingletonThreadPool,
+        StaticPool,
+    )
+    from sqlalchemy.pool.base import _ConnectionRecord
+
+    from poolwatch.integrations.sqlalchemy_orm import (
+        BEFORE_ATTACH,
+        HANDLE_DBAPI_EXCEPTION,
+        SessionConflicts,
+    )
 
 _ATTR = "_poolwatch_recorder"
 _perf = time.perf_counter
@@ -105,40 +103,21 @@ _PING = "_do_ping_w_event"
 _APPNAME_KEYWORD = frozenset({"psycopg", "psycopg2", "psycopg2cffi", "pg8000"})
 
 
-class _Binding:
-    """Ties one recorder to the pool it watches, following the engine across ``dispose()``."""
+@dataclass
+class _Shadows:
+    """What poolwatch changed on one engine's pool and dialect, undone when it is detached."""
 
-    def __init__(self, pool: Pool, engine: Engine | None) -> None:
-        self.pool_ref = weakref.ref(pool)
-        self.engine_ref = weakref.ref(engine) if engine is not None else None
-        self.recorder: PoolRecorder | None = None
-        self.listeners: list[tuple[str, Callable[..., None]]] = []
-        #: Pools whose ``_invoke_creator`` poolwatch wrapped (weakly).
-        self.timed: list[weakref.ref[Pool]] = []
-        #: The dialect whose ``connect`` poolwatch shadows to set ``application_name``.
-        self.named_dialect: Any = None
-        #: The dialect whose pre-ping poolwatch shadows to list pings in timeouts.
-        self.pinged_dialect: Any = None
+    #: Pool event listeners, as ``(event name, listener)``.
+    listeners: list[tuple[str, Callable[..., None]]] = field(default_factory=list)
+    #: Pools whose ``_invoke_creator`` poolwatch wrapped (weakly).
+    timed: list[weakref.ref[Pool]] = field(default_factory=list)
+    #: The dialect whose ``connect`` poolwatch shadows to set ``application_name``.
+    named_dialect: Any = None
+    #: The dialect whose pre-ping poolwatch shadows to list pings in timeouts.
+    pinged_dialect: Any = None
 
-    def drained(self) -> bool:
-        """Whether the pool opened connections and has none open now (its name may move)."""
-        return self.recorder is not None and self.recorder.drained()
 
-    def rename(self, name: str) -> None:
-        if self.recorder is not None:
-            self.recorder.rename(name)
-
-    def pool(self) -> Pool | None:
-        if self.engine_ref is not None:
-            engine = self.engine_ref()
-            return engine.pool if engine is not None else None
-        return self.pool_ref()
-
-    def read_state(self) -> PoolState | None:
-        pool = self.pool()
-        if pool is None or self.recorder is None:
-            return None
-        return pool_state(pool, len(self.recorder.loans))
+_Binding = Binding[_Shadows]
 
 
 def pool_state(pool: Pool, loans: int) -> PoolState:
@@ -172,34 +151,18 @@ def _queue_pool_state(pool: QueuePool) -> PoolState:
     )
 
 
-class SQLAlchemyAdapter:
-    """Installs the class-level wrappers once and attaches recorders to pools."""
+class SQLAlchemyAdapter(PoolAdapter[_Shadows]):
+    """Installs the class-level wrappers once and attaches recorders to pools; a binding follows
+    its engine across ``dispose()``."""
+
+    library = _LIBRARY
+    compatibility = COMPATIBILITY
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._installed = False
-        self._auto: Instrumentation | None = None
-        self._latest: Instrumentation | None = None
-        self._bindings: dict[int, _Binding] = {}
-        self._application_name: str | None = APPLICATION_NAME
+        super().__init__()
         self.conflicts = SessionConflicts(self.telemetry_of)
-        self._graveyard = Graveyard()
-        self._replaced = Replacements()
-        _process.on_fork("sqlalchemy", self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.RLock()
 
     # --- public ------------------------------------------------------------------------------
-
-    def instrument_all(
-        self, telemetry: Instrumentation, application_name: str | None = APPLICATION_NAME
-    ) -> None:
-        """Record every pool from now on (and every engine already attached stays attached)."""
-        with self._lock:
-            self._install()
-            self._auto = self._latest = telemetry
-            self._application_name = application_name
 
     def instrument_engine(
         self,
@@ -210,35 +173,21 @@ class SQLAlchemyAdapter:
     ) -> PoolRecorder:
         """Record one engine's pool (an ``AsyncEngine`` is unwrapped to its sync engine)."""
         sync_engine: Engine = getattr(engine, "sync_engine", engine)
-        with self._lock:
-            self._install()
-            existing = getattr(sync_engine.pool, _ATTR, None)
-            if existing is not None:
-                return existing  # type: ignore[no-any-return]
-            return self._attach(
-                sync_engine.pool, sync_engine, telemetry, pool_name, application_name
-            )
+        return self._instrument(
+            sync_engine.pool, sync_engine, telemetry, pool_name, application_name
+        )
 
     def instrument_pool(
         self, pool: Pool, telemetry: Instrumentation, pool_name: str | None = None
     ) -> PoolRecorder:
         """Record a pool made without an engine."""
-        with self._lock:
-            self._install()
-            existing = getattr(pool, _ATTR, None)
-            if existing is not None:
-                return existing  # type: ignore[no-any-return]
-            return self._attach(pool, None, telemetry, pool_name, None)
+        return self._instrument(pool, None, telemetry, pool_name, None)
 
     def uninstrument_engine(self, engine: Any) -> None:
         """Stop recording one engine's pool."""
         sync_engine: Engine = getattr(engine, "sync_engine", engine)
-        recorder = getattr(sync_engine.pool, _ATTR, None)
         with self._lock:
-            for key, binding in list(self._bindings.items()):
-                if binding.recorder is recorder:
-                    self._detach(key, binding)
-            self._maybe_uninstall()
+            self._uninstrument(self.binding_of(sync_engine.pool))
 
     def telemetry_of(self, target: Any) -> Instrumentation | None:
         """The telemetry recording ``target`` (an engine, or a session through its bind)."""
@@ -254,104 +203,6 @@ class SQLAlchemyAdapter:
                 return candidate
         return None
 
-    def uninstrument_all(self) -> None:
-        """Stop recording every pool and restore SQLAlchemy exactly as it was."""
-        with self._lock:
-            self._auto = None
-            self._graveyard.clear()
-            for key, binding in list(self._bindings.items()):
-                self._detach(key, binding)
-            self._maybe_uninstall()
-
-    @property
-    def installed(self) -> bool:
-        """Whether SQLAlchemy's classes are wrapped right now."""
-        return self._installed
-
-    # --- attaching ----------------------------------------------------------------------------
-
-    def _attach(
-        self,
-        pool: Pool,
-        engine: Engine | None,
-        telemetry: Instrumentation,
-        pool_name: str | None,
-        app_name: str | None,
-    ) -> PoolRecorder:
-        self._reap()
-        self._latest = telemetry
-        binding = _Binding(pool, engine)
-        chosen = pool_name or getattr(pool, "logging_name", None)
-        target = url_target(engine.url) if engine is not None else Target.unknown()
-        name = REGISTRY.claim(
-            str(chosen) if chosen else target.derived_name(_LIBRARY),
-            owner=binding,
-            library=_LIBRARY,
-            explicit=bool(chosen),
-        )
-        recorder = telemetry.pool(name, binding.read_state, target.attributes())
-        recorder.still_out = still_out
-        binding.recorder = recorder
-        if engine is not None and app_name is not None:
-            _name_connections(binding, engine, app_name)
-        if engine is not None and getattr(pool, "_pre_ping", False):
-            _watch_pings(binding, engine)
-        self._listen(binding, pool)
-        setattr(pool, _ATTR, recorder)
-        self._bindings[id(binding)] = binding
-        self._graveyard.watch(engine if engine is not None else pool, id(binding))
-        return recorder
-
-    def _reap(self) -> None:
-        self._graveyard.reap(self._bindings, self._detach)
-
-    def _listen(self, binding: _Binding, pool: Pool) -> None:
-        # Pool events only: a dialect or engine listener (``do_connect``, say) would set
-        # SQLAlchemy's ``_has_events`` flag and make every execution dispatch those events.
-        assert binding.recorder is not None
-        hooks = _PoolHooks(binding.recorder)
-        names = ["detach"]
-        if not (COMPATIBILITY.has(CHECKIN) and COMPATIBILITY.has(RECORD_POOL)):
-            names.append("checkin")
-        for name in names:
-            fn = getattr(hooks, name)
-            event.listen(pool, name, fn)
-            binding.listeners.append((name, fn))
-        # a failure here costs create time and failed opens only, not the pool's other metrics
-        _guard.guarded("sqlalchemy.attach", _time_creator, binding, pool)
-
-    def _detach(self, key: int, binding: _Binding) -> None:
-        del self._bindings[key]
-        pool = binding.pool()
-        for name, fn in binding.listeners:
-            if pool is not None and event.contains(pool, name, fn):
-                event.remove(pool, name, fn)
-        _untime_creators(binding)
-        for candidate in (pool, binding.pool_ref()):
-            if candidate is not None and _ATTR in vars(candidate):
-                delattr(candidate, _ATTR)
-        if binding.recorder is not None:
-            binding.recorder.owner.drop(binding.recorder)
-        dialect = binding.named_dialect
-        if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
-            del dialect.connect
-        dialect = binding.pinged_dialect
-        shadow = vars(dialect).get(_PING) if dialect is not None else None
-        if isinstance(shadow, functools.partial) and shadow.func is _pinging:
-            delattr(dialect, _PING)
-        REGISTRY.release(binding)
-
-    def auto_attach(self, pool: Pool, engine: Engine | None = None) -> PoolRecorder | None:
-        """Attach a pool first seen after :meth:`instrument_all` (zero-code mode), else None."""
-        telemetry = self._auto
-        if telemetry is None:
-            return None
-        with self._lock:
-            existing = getattr(pool, _ATTR, None)
-            if existing is not None or self._auto is None:
-                return existing
-            return self._attach(pool, engine, telemetry, None, self._application_name)
-
     def rebind(self, old: Pool, new: Pool) -> None:
         """``Pool.recreate()`` made ``new`` to replace ``old``: keep recording under the same name."""
         recorder = getattr(old, _ATTR, None)
@@ -361,15 +212,81 @@ class SQLAlchemyAdapter:
         for binding in self._bindings.values():
             if binding.recorder is recorder:
                 _guard.guarded("sqlalchemy.recreate", _time_creator, binding, new)
-                if binding.engine_ref is None:
+                if binding.owner_ref is None:
                     binding.pool_ref = weakref.ref(new)
 
-    # --- class-level wrappers -------------------------------------------------------------------
+    # --- what the base asks of an adapter -----------------------------------------------------
 
-    def _install(self) -> None:
-        if self._installed:
-            return
-        COMPATIBILITY.check()
+    def binding_of(self, pool: Any) -> _Binding | None:
+        # the pool carries its recorder (one lookup on the hot path), not its binding
+        recorder = getattr(pool, _ATTR, None)
+        if recorder is None:
+            return None
+        for binding in self._bindings.values():
+            if binding.recorder is recorder:
+                return binding
+        return None
+
+    def current_pool(self, binding: _Binding) -> Pool | None:
+        if binding.owner_ref is not None:
+            engine = binding.owner_ref()
+            return engine.pool if engine is not None else None
+        return binding.pool_ref()
+
+    def read_state(self, binding: _Binding, pool: Pool) -> PoolState:
+        return pool_state(pool, len(binding.recorder.loans))
+
+    def _identify(self, pool: Pool, owner: Engine | None) -> tuple[str | None, Target]:
+        chosen = getattr(pool, "logging_name", None)
+        target = url_target(owner.url) if owner is not None else Target.unknown()
+        return (str(chosen) if chosen else None), target
+
+    def _details(self) -> _Shadows:
+        return _Shadows()
+
+    def _bind(self, binding: _Binding, pool: Pool, app_name: str | None) -> None:
+        binding.recorder.still_out = still_out
+        engine = binding.owner_ref() if binding.owner_ref is not None else None
+        if engine is not None and app_name is not None:
+            _name_connections(binding, engine, app_name)
+        if engine is not None and getattr(pool, "_pre_ping", False):
+            _watch_pings(binding, engine)
+        self._listen(binding, pool)
+        setattr(pool, _ATTR, binding.recorder)
+
+    def _listen(self, binding: _Binding, pool: Pool) -> None:
+        # Pool events only: a dialect or engine listener (``do_connect``, say) would set
+        # SQLAlchemy's ``_has_events`` flag and make every execution dispatch those events.
+        hooks = _PoolHooks(binding.recorder)
+        names = ["detach"]
+        if not (COMPATIBILITY.has(CHECKIN) and COMPATIBILITY.has(RECORD_POOL)):
+            names.append("checkin")
+        for name in names:
+            fn = getattr(hooks, name)
+            event.listen(pool, name, fn)
+            binding.details.listeners.append((name, fn))
+        # a failure here costs create time and failed opens only, not the pool's other metrics
+        _guard.guarded("sqlalchemy.attach", _time_creator, binding, pool)
+
+    def _unbind(self, binding: _Binding) -> None:
+        pool = binding.pool()
+        shadows = binding.details
+        for name, fn in shadows.listeners:
+            if pool is not None and event.contains(pool, name, fn):
+                event.remove(pool, name, fn)
+        _untime_creators(binding)
+        for candidate in (pool, binding.pool_ref()):
+            if candidate is not None and _ATTR in vars(candidate):
+                delattr(candidate, _ATTR)
+        dialect = shadows.named_dialect
+        if dialect is not None and _is_named_connect(vars(dialect).get("connect")):
+            del dialect.connect
+        dialect = shadows.pinged_dialect
+        shadow = vars(dialect).get(_PING) if dialect is not None else None
+        if isinstance(shadow, functools.partial) and shadow.func is _pinging:
+            delattr(dialect, _PING)
+
+    def _hook(self) -> None:
         for cls in _pool_classes():
             self._replaced.replace(cls, "connect", _make_connect)
             if "recreate" in vars(cls):
@@ -388,19 +305,13 @@ class SQLAlchemyAdapter:
         self._replaced.replace(_ConnectionRecord, _RECORD_CONNECT, _make_record_connect)
         wrapt.wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self.conflicts.install()
-        self._installed = True
 
-    def _maybe_uninstall(self) -> None:
-        if not self._installed or self._auto is not None or self._bindings:
-            return
-        self._replaced.restore()
+    def _unhook(self) -> None:
         for cls in _pool_classes():
             if hasattr(vars(cls).get("recreate"), "__wrapped__"):
                 unwrap(cls, "recreate")
         unwrap(Engine, "__init__")
         self.conflicts.uninstall()
-        self._latest = None
-        self._installed = False
 
 
 class _PoolHooks:
@@ -447,16 +358,16 @@ def _time_creator(binding: _Binding, pool: Pool) -> None:
     _invoke_creator._poolwatch = True  # type: ignore[attr-defined]
     setattr(pool, INVOKE_CREATOR.attribute, _invoke_creator)
     # pools replaced by dispose() are gone: keep the list as long as the live ones
-    binding.timed = [ref for ref in binding.timed if ref() is not None] + [pool_ref]
+    binding.details.timed = [ref for ref in binding.details.timed if ref() is not None] + [pool_ref]
 
 
 def _untime_creators(binding: _Binding) -> None:
-    for ref in binding.timed:
+    for ref in binding.details.timed:
         pool = ref()
         timed = vars(pool).get(INVOKE_CREATOR.attribute) if pool is not None else None
         if timed is not None and is_replacement(timed):
             setattr(pool, INVOKE_CREATOR.attribute, timed.__wrapped__)
-    binding.timed.clear()
+    binding.details.timed.clear()
 
 
 def _opened(pool_ref: weakref.ref[Pool], seconds: float, failure: Exception | None) -> None:
@@ -504,7 +415,7 @@ def _name_connections(binding: _Binding, engine: Engine, template: str) -> None:
     dialect.connect = functools.partial(  # type: ignore[method-assign]
         _named_connect, type(dialect).connect, dialect, weakref.ref(binding), template
     )
-    binding.named_dialect = dialect
+    binding.details.named_dialect = dialect
 
 
 def _named_connect(
@@ -576,8 +487,7 @@ def _make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self)
         traced = (
             _guard.guarded("sqlalchemy.checkout", recorder.trace)
-            if recorder.spans
-            and (recorder.root_spans or (parent is not None and parent.is_recording()))
+            if (parent is not None or recorder.root_spans) and wants_span(recorder, parent)
             else None
         )
         try:
@@ -687,7 +597,7 @@ def _watch_pings(binding: _Binding, engine: Engine) -> None:
     if _PING in vars(dialect):
         return  # shadowed already (another engine on this dialect)
     setattr(dialect, _PING, functools.partial(_pinging, original, dialect, weakref.ref(binding)))
-    binding.pinged_dialect = dialect
+    binding.details.pinged_dialect = dialect
 
 
 def _pinging(
