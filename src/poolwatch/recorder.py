@@ -197,6 +197,8 @@ class PoolRecorder:
         #: When the last open failed (a burst ends after CREATE_BURST_GAP without one).
         self._failed_open_at = -catalog.CREATE_BURST_GAP
         self._clock = settings.clock
+        #: What this pool's durations are measured with (adapters time opens with it too).
+        self.clock = settings.clock
         self._sites = sites
         #: Connections out right now, who holds them, which were reported as leaked.
         self.loans = Loans(name, sites, settings.clock)

@@ -43,7 +43,6 @@ from poolwatch.integrations.django_tracking import (
 
 #: Where a wrapper keeps its :class:`ConnectionRecord` while its connection is open.
 _ATTR = "_poolwatch_connection"
-_perf = time.perf_counter
 _monotonic = time.monotonic
 #: Orphans that stop being orphans when their owner queries again.
 _IDLE = frozenset({catalog.ORPHAN_IDLE_IN_TRANSACTION, catalog.ORPHAN_IDLE_OUTSIDE_REQUEST})
@@ -221,7 +220,8 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
         pooled = bool(self.settings_dict.get("OPTIONS", {}).get("pool"))
         if postgresql:
             _guard.guarded("django.connect", ADAPTER.prepare, self, tracker, pooled)
-        started = _perf()
+        clock = tracker.telemetry.settings.clock
+        started = clock()
         try:
             original(self)
         except Exception as failure:
@@ -235,7 +235,7 @@ def _connect(original: Callable[..., Any]) -> Callable[..., Any]:
             if postgresql:
                 _unshadow(self)
             if self.connection is not None:
-                _guard.guarded("django.connect", _opened, tracker, self, _perf() - started, pooled)
+                _guard.guarded("django.connect", _opened, tracker, self, clock() - started, pooled)
 
     return connect
 

@@ -284,7 +284,7 @@ def _created(pool: Any, started: float) -> None:
     if binding is None:
         return
     try:
-        binding.recorder.connection_created(_perf() - started)
+        binding.recorder.connection_created(binding.recorder.clock() - started)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.connect", error)
 
@@ -396,6 +396,12 @@ def _opening(pool: Any) -> tuple[Filling, Work] | None:
         return None
 
 
+def _clock_of(pool: Any) -> Callable[[], float]:
+    """The clock ``pool``'s durations are measured with (its recorder's)."""
+    binding: _Binding | None = pool.__dict__.get(_ATTR)
+    return binding.recorder.clock if binding is not None else _perf
+
+
 def _opened(work: tuple[Filling, Work] | None) -> None:
     if work is not None:
         work[0].end(work[1])
@@ -403,7 +409,7 @@ def _opened(work: tuple[Filling, Work] | None) -> None:
 
 def _sync_connect(original: Callable[..., Any]) -> Any:
     def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
-        started = _perf()
+        started = _clock_of(pool)()
         work = _opening(pool)
         try:
             connection = original(pool, *args, **kwargs)
@@ -420,7 +426,7 @@ def _sync_connect(original: Callable[..., Any]) -> Any:
 
 def _async_connect(original: Callable[..., Any]) -> Any:
     async def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
-        started = _perf()
+        started = _clock_of(pool)()
         work = _opening(pool)
         try:
             connection = await original(pool, *args, **kwargs)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +54,6 @@ with requires("sqlalchemy", "sqlalchemy", "sqlalchemy"):
     )
 
 _ATTR = "_poolwatch_recorder"
-_perf = time.perf_counter
 _BASE = "sqlalchemy.pool.base"
 _LOANS = "leak detection"
 _WITHOUT_LOANS = "no loans are kept: leaks, never-returned connections and holders go unreported"
@@ -341,15 +339,16 @@ def _time_creator(binding: _Binding, pool: Pool) -> None:
     if original is None or is_replacement(original):
         return
     pool_ref = weakref.ref(pool)
+    clock = binding.recorder.clock
 
     def _invoke_creator(record: Any) -> Any:
-        started = _perf()
+        started = clock()
         try:
             connection = original(record)
         except Exception as failure:
             _opened(pool_ref, 0.0, failure)
             raise
-        _opened(pool_ref, _perf() - started, None)
+        _opened(pool_ref, clock() - started, None)
         return connection
 
     # marked by hand: an instance attribute nothing introspects, and a forwarder would cost a
