@@ -39,8 +39,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import poolwatch
-from poolwatch.integrations.psycopg_pool import ADAPTER as PSYCOPG
-from poolwatch.integrations.sqlalchemy import ADAPTER
+from poolwatch._integrations.psycopg_pool import ADAPTER as PSYCOPG
+from poolwatch._integrations.sqlalchemy import ADAPTER
 
 HOLDERS = (5, 50, 500, 5000)
 DEPTHS = (3, 40)

@@ -73,7 +73,7 @@ def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("adapter", ["sqlalchemy", "psycopg_pool", "django"])
 def test_every_declared_private_hook_is_documented(adapter: str) -> None:
     """Each hook of an adapter's compatibility table is named on the maintainers' hooks page."""
-    module = pytest.importorskip(f"poolwatch.integrations.{adapter}")
+    module = pytest.importorskip(f"poolwatch._integrations.{adapter}")
     page = (DOCS / "maintainers" / "private-hooks.md").read_text(encoding="utf-8")
     missing = [
         f"{hook.module}.{hook.name}"

@@ -23,7 +23,7 @@ Configured = Callable[..., Config]
 
 
 def _sqlalchemy(sqlite_url: str, providers: dict[str, Any], **settings: Any) -> Config:
-    from poolwatch.integrations.sqlalchemy import ADAPTER
+    from poolwatch._integrations.sqlalchemy import ADAPTER
 
     engine = sa.create_engine(sqlite_url)
     try:
@@ -37,7 +37,7 @@ def _sqlalchemy(sqlite_url: str, providers: dict[str, Any], **settings: Any) -> 
 
 
 def _psycopg_pool(_sqlite_url: str, providers: dict[str, Any], **settings: Any) -> Config:
-    from poolwatch.integrations.psycopg_pool import ADAPTER
+    from poolwatch._integrations.psycopg_pool import ADAPTER
 
     pool: ConnectionPool = ConnectionPool("host=127.0.0.1 port=1 dbname=app", open=False)
     try:
@@ -50,7 +50,7 @@ def _psycopg_pool(_sqlite_url: str, providers: dict[str, Any], **settings: Any) 
 
 
 def _django(_sqlite_url: str, providers: dict[str, Any], **settings: Any) -> Config:
-    from poolwatch.integrations.django import ADAPTER
+    from poolwatch._integrations.django import ADAPTER
 
     try:
         poolwatch.instrument_django(**providers, **settings)
@@ -149,7 +149,7 @@ def test_the_settings_are_the_fields_of_config() -> None:
 
 def test_the_instrumentors_take_a_config(telemetry: Capture) -> None:
     """``instrument(config=...)`` of a ``BaseInstrumentor``, keywords overriding it."""
-    from poolwatch.integrations.sqlalchemy import ADAPTER
+    from poolwatch._integrations.sqlalchemy import ADAPTER
 
     instrumentor = poolwatch.SQLAlchemyPoolInstrumentor()
     config = Config(leak_threshold=7.0, spans=False)
@@ -180,7 +180,7 @@ import poolwatch
 
 for call in (
     lambda: getattr(poolwatch, sys.argv[1])(),
-    lambda: __import__("poolwatch.integrations." + sys.argv[1].removeprefix("instrument_")),
+    lambda: __import__("poolwatch._integrations." + sys.argv[1].removeprefix("instrument_")),
 ):
     try:
         call()

@@ -16,8 +16,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from poolwatch import _instance, _state
+from poolwatch._instrumentors import instrumentation_for
 from poolwatch.config import Config
-from poolwatch.instrumentors import instrumentation_for
 
 SERVICE = {"service.name": "shop"}
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.naming import REGISTRY, NameRegistry, Target, dsn_target, url_target
+from poolwatch._naming import REGISTRY, NameRegistry, Target, dsn_target, url_target
 from poolwatch.testing import Capture
 
 

@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import poolwatch
 from poolwatch import _guard, _instruments, _otlp_histograms, catalog
+from poolwatch._instrumentors import instrumentation_for
+from poolwatch._recorder import PoolRecorder, PoolState
 from poolwatch.config import Config
-from poolwatch.instrumentors import instrumentation_for
-from poolwatch.recorder import PoolRecorder, PoolState
 from poolwatch.testing import reset
 
 WAIT = catalog.CONNECTION_WAIT_TIME.name

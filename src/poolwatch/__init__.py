@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from poolwatch._version import __version__
-from poolwatch.config import Config
-from poolwatch.instrumentors import (
+from poolwatch._instrumentors import (
     DjangoInstrumentor,
     PsycopgPoolInstrumentor,
     SQLAlchemyPoolInstrumentor,
     instrumentation_for,
 )
-from poolwatch.naming import APPLICATION_NAME
+from poolwatch._naming import APPLICATION_NAME
+from poolwatch._version import __version__
+from poolwatch.config import Config
 
 if TYPE_CHECKING:
     from opentelemetry._logs import LoggerProvider
@@ -58,14 +58,14 @@ def instrument_sqlalchemy(
     """Record SQLAlchemy pools: ``engine``'s (sync or async) or, with no engine, every one.
 
     Without ``pool_name`` (or the engine's ``pool_logging_name``) a pool is named by its
-    database, else its server, else its ``db.system.name`` (:mod:`poolwatch.naming`). PostgreSQL
+    database, else its server, else its ``db.system.name`` (:mod:`poolwatch._naming`). PostgreSQL
     connections opened from then on get ``application_name`` (``{pool}`` stands for the pool's
     name; the default is the name alone) unless the URL, ``connect_args`` or ``PGAPPNAME`` set
     one; None leaves it unset. Settings: ``config``, its fields overridden by keyword arguments;
     without it, settings left as None come from ``OTEL_PYTHON_POOLWATCH_*`` variables, then
     defaults. Calling it again for the same engine does nothing.
     """
-    from poolwatch.integrations.sqlalchemy import ADAPTER
+    from poolwatch._integrations.sqlalchemy import ADAPTER
 
     telemetry = _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
     if engine is None:
@@ -76,7 +76,7 @@ def instrument_sqlalchemy(
 
 def uninstrument_sqlalchemy(engine: Any = None) -> None:
     """Stop recording ``engine``'s pool or, with no engine, every pool; restores SQLAlchemy."""
-    from poolwatch.integrations.sqlalchemy import ADAPTER
+    from poolwatch._integrations.sqlalchemy import ADAPTER
 
     if engine is None:
         ADAPTER.uninstrument_all()
@@ -98,7 +98,7 @@ def instrument_psycopg_pool(
     """Record psycopg_pool pools: ``pool`` (sync or async) or, with no pool, every one.
 
     Without ``pool_name`` a pool is named by its own ``name`` when set, else by its database,
-    else its ``host:port`` (never the password; :mod:`poolwatch.naming`). Connections the pool
+    else its ``host:port`` (never the password; :mod:`poolwatch._naming`). Connections the pool
     opens from then on get ``application_name`` (``{pool}`` stands for the pool's name; the
     default is the name alone, matching ``pg_stat_activity`` rows to the metrics; PostgreSQL keeps
     63 bytes), unless the conninfo, ``kwargs`` or ``PGAPPNAME`` set one; None leaves it unset.
@@ -106,7 +106,7 @@ def instrument_psycopg_pool(
     histogram. Settings as for :func:`instrument_sqlalchemy`. Calling it again for the same pool
     does nothing.
     """
-    from poolwatch.integrations.psycopg_pool import ADAPTER
+    from poolwatch._integrations.psycopg_pool import ADAPTER
 
     telemetry = _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
     if pool is None:
@@ -117,7 +117,7 @@ def instrument_psycopg_pool(
 
 def uninstrument_psycopg_pool(pool: Any = None) -> None:
     """Stop recording ``pool`` or, with no pool, every pool; restores psycopg_pool."""
-    from poolwatch.integrations.psycopg_pool import ADAPTER
+    from poolwatch._integrations.psycopg_pool import ADAPTER
 
     if pool is None:
         ADAPTER.uninstrument_all()
@@ -143,7 +143,7 @@ def instrument_django(
     connection create times). Settings as for :func:`instrument_sqlalchemy`. Calling it again
     does nothing.
     """
-    from poolwatch.integrations.django import ADAPTER
+    from poolwatch._integrations.django import ADAPTER
 
     ADAPTER.instrument(
         _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
@@ -152,7 +152,7 @@ def instrument_django(
 
 def uninstrument_django() -> None:
     """Stop tracking Django's connections and restore Django exactly as it was."""
-    from poolwatch.integrations.django import ADAPTER
+    from poolwatch._integrations.django import ADAPTER
 
     ADAPTER.uninstrument()
 

@@ -1,7 +1,7 @@
 """One instrumentation: its settings, its pools, where their signals go, and its leak check.
 
 Adapters hold an :class:`Instrumentation` and know nothing else of poolwatch's insides: they
-ask it for a :class:`~poolwatch.recorder.PoolRecorder` per pool, hand it the conflicts and
+ask it for a :class:`~poolwatch._recorder.PoolRecorder` per pool, hand it the conflicts and
 orphans they see, and drop pools that are gone. Its :attr:`~Instrumentation.signals` (the
 telemetry, made by the facade) is the one way out; this module never imports telemetry.
 
@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from poolwatch import _leaks, _process, _sites, _state
 from poolwatch._leaks import Loan
+from poolwatch._recorder import PoolRecorder, Settings, Signals, StateReader
 from poolwatch.config import Config
-from poolwatch.recorder import PoolRecorder, Settings, Signals, StateReader
 
 #: Reads one collection-time metric: (value, attributes) pairs.
 Reading = Callable[[], Iterable[tuple[float, Mapping[str, Any]]]]
@@ -74,7 +74,7 @@ class Instrumentation:
         identity: Mapping[str, str | int] | None = None,
     ) -> PoolRecorder:
         """A recorder for a newly seen pool (starts the leak watchdog with the first one);
-        ``identity`` (:meth:`poolwatch.naming.Target.attributes`) goes on all its points."""
+        ``identity`` (:meth:`poolwatch._naming.Target.attributes`) goes on all its points."""
         recorder = PoolRecorder(
             name,
             read_state,

@@ -4,7 +4,7 @@ Counts and gauges are observable instruments whose callbacks read the pool recor
 collection time. The histograms leave as real OTLP histograms: in ``otlp`` mode a bridge places
 each pool's buckets in every reader's storage at collection (:mod:`poolwatch._otlp_histograms`);
 in ``standard`` mode the recorders call ``record()`` per value; ``aggregated`` keeps the old
-``le`` gauges. Used by :mod:`poolwatch.telemetry` only.
+``le`` gauges. Used by :mod:`poolwatch._telemetry` only.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from opentelemetry.metrics import CallbackOptions, Histogram, Observation
 
 from poolwatch import _guard, _instance, _otlp_histograms, catalog
 from poolwatch._histogram import Buckets
+from poolwatch._recorder import PoolRecorder, PoolState
 from poolwatch.config import Config
-from poolwatch.recorder import PoolRecorder, PoolState
 
 #: Reads the pools being reported right now.
 PoolSource = Callable[[], list[PoolRecorder]]

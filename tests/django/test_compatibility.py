@@ -9,8 +9,8 @@ import pytest
 from django.db import close_old_connections, connections
 
 from poolwatch import catalog
-from poolwatch.integrations._compat import Hook
-from poolwatch.integrations.django import ADAPTER, COMPATIBILITY, LAST_QUERY
+from poolwatch._integrations._compat import Hook
+from poolwatch._integrations.django import ADAPTER, COMPATIBILITY, LAST_QUERY
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 from tests.support.compat import assert_reported_once, remove

@@ -14,7 +14,7 @@ from django.db import ProgrammingError, connections
 
 import poolwatch
 from poolwatch import _guard, catalog
-from poolwatch.integrations import django as adapter
+from poolwatch._integrations import django as adapter
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 
@@ -143,7 +143,7 @@ def test_the_launchers_instrumentor_patches_django_when_the_app_imports_it(
     is patched as soon as ``django.db`` is imported, settings still unread."""
     script = (
         "import sys\n"
-        "from poolwatch.instrumentors import DjangoInstrumentor\n"
+        "from poolwatch._instrumentors import DjangoInstrumentor\n"
         "DjangoInstrumentor().instrument()  # as the launcher does\n"
         "print('django' in sys.modules)\n"
         "import django.db, django.conf\n"

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
 from poolwatch import catalog
-from poolwatch.integrations.django import ADAPTER
+from poolwatch._integrations.django import ADAPTER
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument, http_get, idle_pids
 from tests.support.postgres import PostgresCluster, wait_until

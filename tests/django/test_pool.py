@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 
 from poolwatch import catalog
-from poolwatch.integrations.django import ADAPTER
+from poolwatch._integrations.django import ADAPTER
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 from tests.support.postgres import PostgresCluster

@@ -11,7 +11,7 @@ import pytest
 from django.db import connections
 
 from poolwatch import catalog
-from poolwatch.integrations.django_tracking import pool_name
+from poolwatch._integrations.django_tracking import pool_name
 from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 from tests.support.postgres import PostgresCluster

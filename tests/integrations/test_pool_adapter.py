@@ -10,12 +10,12 @@ from opentelemetry.trace import Span
 
 from poolwatch import catalog
 from poolwatch._context import SPAN_KEY, current_context
+from poolwatch._instrumentors import instrumentation_for
+from poolwatch._integrations._compat import Table
+from poolwatch._integrations._pool_adapter import Binding, PoolAdapter, wants_span
+from poolwatch._naming import REGISTRY, Target
+from poolwatch._recorder import PoolState
 from poolwatch.config import Config
-from poolwatch.instrumentors import instrumentation_for
-from poolwatch.integrations._compat import Table
-from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
-from poolwatch.naming import REGISTRY, Target
-from poolwatch.recorder import PoolState
 from poolwatch.testing import Capture
 
 _ATTR = "_poolwatch_binding"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from poolwatch import reference
+from poolwatch import _reference as reference
 from poolwatch.cli import main
 from poolwatch.monitoring import config, generate, readme
 from tests.monitoring.conftest import REPO

@@ -8,9 +8,9 @@ import pytest
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.integrations._compat import Hook
-from poolwatch.integrations._replacing import is_replacement
-from poolwatch.integrations.psycopg_pool import COMPATIBILITY
+from poolwatch._integrations._compat import Hook
+from poolwatch._integrations._replacing import is_replacement
+from poolwatch._integrations.psycopg_pool import COMPATIBILITY
 from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.psycopg_pool.conftest import PoolFactory
 from tests.support.compat import assert_reported_once, remove

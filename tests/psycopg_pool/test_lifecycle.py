@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTi
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.integrations.psycopg_pool import ADAPTER
+from poolwatch._integrations.psycopg_pool import ADAPTER
 from poolwatch.testing import Capture
 from tests.psycopg_pool.conftest import PoolFactory
 from tests.support.postgres import PASSWORD, PostgresCluster

@@ -12,8 +12,8 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.integrations._compat import Hook
-from poolwatch.integrations.sqlalchemy import CHECKIN, COMPATIBILITY
+from poolwatch._integrations._compat import Hook
+from poolwatch._integrations.sqlalchemy import CHECKIN, COMPATIBILITY
 from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.compat import assert_reported_once, remove
 

@@ -204,7 +204,7 @@ def test_the_original_exception_survives_a_failing_reporter(
     engine: sa.Engine, telemetry: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If reporting the conflict fails, the app still gets SQLAlchemy's own exception."""
-    from poolwatch.telemetry import Telemetry
+    from poolwatch._telemetry import Telemetry
 
     def broken(*_args: Any) -> None:
         raise RuntimeError("reporter down")

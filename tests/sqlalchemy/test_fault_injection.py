@@ -10,12 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 import poolwatch
-from poolwatch import _guard, _leaks, _sites, catalog, recorder
+from poolwatch import _guard, _leaks, _sites, catalog
+from poolwatch import _recorder as recorder
 from poolwatch._histogram import Buckets
+from poolwatch._integrations import sqlalchemy as adapter
 from poolwatch._leaks import Loans
-from poolwatch.integrations import sqlalchemy as adapter
-from poolwatch.recorder import PoolRecorder
-from poolwatch.telemetry import Telemetry
+from poolwatch._recorder import PoolRecorder
+from poolwatch._telemetry import Telemetry
 from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.readings import counts
 

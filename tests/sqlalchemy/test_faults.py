@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 import poolwatch
 from poolwatch import _guard, catalog
-from poolwatch.integrations import sqlalchemy_orm
-from poolwatch.recorder import PoolRecorder
+from poolwatch._integrations import sqlalchemy_orm
+from poolwatch._recorder import PoolRecorder
 from poolwatch.testing import Capture
 from tests.support.failing import ExplodingLoggerProvider, ExplodingTracerProvider
 from tests.support.readings import gauge

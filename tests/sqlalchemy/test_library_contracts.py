@@ -15,7 +15,7 @@ from sqlalchemy.util.compat import inspect_getfullargspec
 
 import poolwatch
 from poolwatch import _guard, catalog
-from poolwatch.integrations.sqlalchemy import ADAPTER
+from poolwatch._integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
 from tests.support.readings import counts
 

@@ -16,8 +16,8 @@ from sqlalchemy.pool.base import _ConnectionRecord
 
 import poolwatch
 from poolwatch import catalog
-from poolwatch.integrations._replacing import is_replacement
-from poolwatch.integrations.sqlalchemy import ADAPTER
+from poolwatch._integrations._replacing import is_replacement
+from poolwatch._integrations.sqlalchemy import ADAPTER
 from poolwatch.testing import Capture
 from tests.support.readings import counts, gauge, observed
 

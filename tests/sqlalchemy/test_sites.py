@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
-from poolwatch import _guard, _sites, catalog, recorder
+from poolwatch import _guard, _sites, catalog
+from poolwatch import _recorder as recorder
 from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.readings import wait_for
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
-from poolwatch import _holders, catalog, recorder
+from poolwatch import _holders, catalog
+from poolwatch import _recorder as recorder
 from poolwatch.testing import Capture
 
 HELD = 200

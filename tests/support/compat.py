@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from poolwatch import _guard
-from poolwatch.integrations._compat import Hook, Table
+from poolwatch._integrations._compat import Hook, Table
 
 
 def remove(monkeypatch: pytest.MonkeyPatch, hook: Hook) -> None:

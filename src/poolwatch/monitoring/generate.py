@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import yaml
 
-from poolwatch import reference
+from poolwatch import _reference
 from poolwatch.monitoring import alertmanager, alerts, dashboards, readme, runbooks
 from poolwatch.monitoring.config import MonitoringConfig
 
@@ -31,7 +31,7 @@ GRAFANA_RULES: Final = f"{ALERTS_DIR}/grafana/poolwatch-alert-rules.yaml"
 ALERTMANAGER: Final = f"{ALERTS_DIR}/alertmanager.example.yaml"
 RUNBOOKS_DIR: Final = f"{ALERTS_DIR}/runbooks"
 README: Final = "README.md"
-DOCS_REFERENCE: Final = "docs/reference.md"
+DOCS_REFERENCE: Final = "docs/_reference.md"
 DOCS_MONITORING: Final = "docs/dashboards-and-alerts.md"
 #: Documents that may hold generated sections (poolwatch's own; see :func:`_sections`).
 DOCUMENTS: Final = (README, DOCS_REFERENCE, DOCS_MONITORING)
@@ -84,13 +84,13 @@ def _sections(config: MonitoringConfig) -> dict[str, tuple[tuple[str, str, str],
     """Document -> its generated sections, as (start marker, end marker, content)."""
     return {
         README: (
-            (reference.START, reference.END, reference.section()),
+            (_reference.START, _reference.END, _reference.section()),
             (readme.START, readme.END, readme.section(config)),
-            (reference.SUPPORT_START, reference.SUPPORT_END, reference.support()),
+            (_reference.SUPPORT_START, _reference.SUPPORT_END, _reference.support()),
         ),
         DOCS_REFERENCE: (
-            (reference.START, reference.END, reference.section(level=1)),
-            (reference.MORE_START, reference.MORE_END, reference.more(level=2)),
+            (_reference.START, _reference.END, _reference.section(level=1)),
+            (_reference.MORE_START, _reference.MORE_END, _reference.more(level=2)),
         ),
         DOCS_MONITORING: (
             (readme.START, readme.END, readme.section(config, level=2, runbooks="runbooks/")),

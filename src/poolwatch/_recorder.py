@@ -107,7 +107,7 @@ class Standard(Protocol):
 
 
 class Signals(Protocol):
-    """What the recorder reports, and to whom: implemented by :class:`poolwatch.telemetry.Telemetry`.
+    """What the recorder reports, and to whom: implemented by :class:`poolwatch._telemetry.Telemetry`.
 
     The recorder keeps the books; everything that leaves the process goes through these calls.
     """

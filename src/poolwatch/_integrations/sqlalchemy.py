@@ -27,12 +27,12 @@ from poolwatch import _guard, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, PINGING
 from poolwatch._instrumentation import Instrumentation
-from poolwatch.integrations._compat import Hook, Table
-from poolwatch.integrations._extras import requires
-from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
-from poolwatch.integrations._replacing import is_replacement
-from poolwatch.naming import APPLICATION_NAME, Target, application_name, url_target
-from poolwatch.recorder import PoolRecorder, PoolState, Traced
+from poolwatch._integrations._compat import Hook, Table
+from poolwatch._integrations._extras import requires
+from poolwatch._integrations._pool_adapter import Binding, PoolAdapter, wants_span
+from poolwatch._integrations._replacing import is_replacement
+from poolwatch._naming import APPLICATION_NAME, Target, application_name, url_target
+from poolwatch._recorder import PoolRecorder, PoolState, Traced
 
 with requires("sqlalchemy", "sqlalchemy", "sqlalchemy"):
     from sqlalchemy import event, exc
@@ -47,7 +47,7 @@ with requires("sqlalchemy", "sqlalchemy", "sqlalchemy"):
     )
     from sqlalchemy.pool.base import _ConnectionRecord
 
-    from poolwatch.integrations.sqlalchemy_orm import (
+    from poolwatch._integrations.sqlalchemy_orm import (
         BEFORE_ATTACH,
         HANDLE_DBAPI_EXCEPTION,
         SessionConflicts,

@@ -3,22 +3,22 @@ and the library's classes hooked while any pool is recorded.
 
 Adding a pool library
 ---------------------
-A pool adapter is one module, ``poolwatch/integrations/<library>.py``, holding a subclass of
+A pool adapter is one module, ``poolwatch/_integrations/<library>.py``, holding a subclass of
 :class:`PoolAdapter`, its one instance ``ADAPTER``, and the plain functions that replace the
 library's methods (the hot path). The base owns the lifecycle; the subclass says only what is
 particular to its library:
 
 ``library`` and ``compatibility``
     The library's name (it names pools nobody named, suffixes names shared with another
-    library's pools, and names the fork reset) and the :class:`~poolwatch.integrations._compat.Table`
+    library's pools, and names the fork reset) and the :class:`~poolwatch._integrations._compat.Table`
     of every private attribute the adapter touches; the table is checked before anything is hooked.
 ``_hook()``
     Replace the library's pool methods at class level through ``self._replaced``
-    (:class:`~poolwatch.integrations._replacing.Replacements`), which restores them when the
+    (:class:`~poolwatch._integrations._replacing.Replacements`), which restores them when the
     last pool is detached. Anything hooked otherwise is undone in ``_unhook()``.
 ``_identify(pool, owner)``
     The name the user gave the pool (None when it has none of its own) and its
-    :class:`~poolwatch.naming.Target`; the base claims a unique name from the registry.
+    :class:`~poolwatch._naming.Target`; the base claims a unique name from the registry.
 ``binding_of(pool)``
     The :class:`Binding` recording ``pool``, found by whatever ``_bind`` marked the pool with
     (an attribute the hot path reads in one lookup).
@@ -26,7 +26,7 @@ particular to its library:
     What is done to one pool when it is attached (mark it, listen to it, give its connections
     ``application_name``) and undone when it is detached.
 ``read_state(binding, pool)``
-    The :class:`~poolwatch.recorder.PoolState` the library reports, read at collection time;
+    The :class:`~poolwatch._recorder.PoolState` the library reports, read at collection time;
     None when the pool is closed for good.
 ``_details()``
     A fresh object of the adapter's own per-pool bookkeeping (``binding.details``).
@@ -49,16 +49,16 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from poolwatch import _process
-from poolwatch.integrations._graveyard import Graveyard
-from poolwatch.integrations._replacing import Replacements
-from poolwatch.naming import APPLICATION_NAME, REGISTRY, Target
+from poolwatch._integrations._graveyard import Graveyard
+from poolwatch._integrations._replacing import Replacements
+from poolwatch._naming import APPLICATION_NAME, REGISTRY, Target
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from poolwatch._instrumentation import Instrumentation
-    from poolwatch.integrations._compat import Table
-    from poolwatch.recorder import PoolRecorder, PoolState
+    from poolwatch._integrations._compat import Table
+    from poolwatch._recorder import PoolRecorder, PoolState
 
 #: The adapter's own bookkeeping for one pool.
 D = TypeVar("D")

@@ -7,7 +7,7 @@ from typing import Any
 
 from poolwatch import catalog
 from poolwatch._instrumentation import Instrumentation
-from poolwatch.integrations.django_tracking import Tracker
+from poolwatch._integrations.django_tracking import Tracker
 
 #: One reading: a value and the attributes of its point.
 Observation = tuple[float, dict[str, Any]]

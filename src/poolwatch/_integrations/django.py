@@ -27,11 +27,11 @@ import wrapt
 
 from poolwatch import _guard, _process, _state, catalog
 from poolwatch._instrumentation import Instrumentation
-from poolwatch.integrations._compat import Hook, Table
-from poolwatch.integrations._extras import check_installed
-from poolwatch.integrations._replacing import Replacements
-from poolwatch.integrations.django_metrics import register_metrics
-from poolwatch.integrations.django_tracking import (
+from poolwatch._integrations._compat import Hook, Table
+from poolwatch._integrations._extras import check_installed
+from poolwatch._integrations._replacing import Replacements
+from poolwatch._integrations.django_metrics import register_metrics
+from poolwatch._integrations.django_tracking import (
     CURRENT_REQUEST,
     ConnectionRecord,
     RequestInfo,
@@ -139,7 +139,7 @@ class DjangoAdapter:
         pool = getattr(wrapper, "pool", None)  # Django 5.1+
         if pool is None or any(ref() is pool for ref in self._pools):
             return
-        from poolwatch.integrations.psycopg_pool import ADAPTER as PSYCOPG_POOL
+        from poolwatch._integrations.psycopg_pool import ADAPTER as PSYCOPG_POOL
 
         with self._lock:
             if any(ref() is pool for ref in self._pools):
@@ -153,7 +153,7 @@ class DjangoAdapter:
             self._pools.append(weakref.ref(pool))
 
     def _release_pools(self) -> None:
-        from poolwatch.integrations.psycopg_pool import ADAPTER as PSYCOPG_POOL
+        from poolwatch._integrations.psycopg_pool import ADAPTER as PSYCOPG_POOL
 
         for ref in self._pools:
             pool = ref()

@@ -34,10 +34,10 @@ from poolwatch import _errors, _filling, _guard, _instance, _instruments, _sites
 from poolwatch._instrumentation import Reading
 from poolwatch._leaks import Loan
 from poolwatch._recent import RecentTimeouts, caller_key
+from poolwatch._recorder import PoolRecorder
 from poolwatch._sites import Site
 from poolwatch._version import __version__
 from poolwatch.config import Config
-from poolwatch.recorder import PoolRecorder
 
 
 class Telemetry:

@@ -17,10 +17,10 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
-from poolwatch import _guard, _process, _sites, catalog, naming
+from poolwatch import _guard, _naming, _process, _sites, catalog
 from poolwatch._instrumentation import Instrumentation
-from poolwatch.naming import REGISTRY
-from poolwatch.recorder import PoolRecorder, PoolState
+from poolwatch._naming import REGISTRY
+from poolwatch._recorder import PoolRecorder, PoolState
 
 _monotonic = time.monotonic
 _current_thread = threading.current_thread
@@ -444,23 +444,23 @@ def service_name() -> str | None:
 def application_name(alias: str) -> str:
     """The alias's pool name, within PostgreSQL's 63 bytes: the join key between
     ``pg_stat_activity`` and the metrics."""
-    return naming.application_name(naming.APPLICATION_NAME, pool_name(alias))
+    return _naming.application_name(_naming.APPLICATION_NAME, pool_name(alias))
 
 
 #: ``db.system.name`` of Django's database vendors, where the convention spells it differently.
 _VENDOR_SYSTEMS = {"oracle": "oracle.db", "microsoft": "microsoft.sql_server"}
 
 
-def settings_target(vendor: str, settings: dict[str, Any]) -> naming.Target:
+def settings_target(vendor: str, settings: dict[str, Any]) -> _naming.Target:
     """What a Django alias connects to, from its ``DATABASES`` entry."""
     system = _VENDOR_SYSTEMS.get(vendor, vendor)
     host = str(settings.get("HOST") or "") or None
     if system == "sqlite":
         host = None
     port = str(settings.get("PORT") or "")
-    return naming.Target(
+    return _naming.Target(
         system,
         str(settings.get("NAME") or "") or None,
         host,
-        int(port) if port.isdigit() else (naming.default_port(system) if host else None),
+        int(port) if port.isdigit() else (_naming.default_port(system) if host else None),
     )

@@ -10,12 +10,12 @@ from typing import Any, Final
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from poolwatch import _state, naming
+from poolwatch import _naming, _state
 from poolwatch._instrumentation import Instrumentation
+from poolwatch._integrations._extras import hint
+from poolwatch._recorder import Settings
+from poolwatch._telemetry import Telemetry
 from poolwatch.config import Config
-from poolwatch.integrations._extras import hint
-from poolwatch.recorder import Settings
-from poolwatch.telemetry import Telemetry
 
 _logger = logging.getLogger("poolwatch")
 
@@ -121,12 +121,12 @@ class SQLAlchemyPoolInstrumentor(_Instrumentor):
     _extra = "sqlalchemy"
 
     def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
-        from poolwatch.integrations.sqlalchemy import ADAPTER
+        from poolwatch._integrations.sqlalchemy import ADAPTER
 
-        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
+        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", _naming.APPLICATION_NAME))
 
     def _stop(self) -> None:
-        from poolwatch.integrations.sqlalchemy import ADAPTER
+        from poolwatch._integrations.sqlalchemy import ADAPTER
 
         ADAPTER.uninstrument_all()
 
@@ -139,12 +139,12 @@ class PsycopgPoolInstrumentor(_Instrumentor):
     _extra = "psycopg"
 
     def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
-        from poolwatch.integrations.psycopg_pool import ADAPTER
+        from poolwatch._integrations.psycopg_pool import ADAPTER
 
-        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", naming.APPLICATION_NAME))
+        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", _naming.APPLICATION_NAME))
 
     def _stop(self) -> None:
-        from poolwatch.integrations.psycopg_pool import ADAPTER
+        from poolwatch._integrations.psycopg_pool import ADAPTER
 
         ADAPTER.uninstrument_all()
 
@@ -161,11 +161,11 @@ class DjangoInstrumentor(_Instrumentor):
     _extra = "django"
 
     def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
-        from poolwatch.integrations.django import ADAPTER
+        from poolwatch._integrations.django import ADAPTER
 
         ADAPTER.instrument(telemetry)
 
     def _stop(self) -> None:
-        from poolwatch.integrations.django import ADAPTER
+        from poolwatch._integrations.django import ADAPTER
 
         ADAPTER.uninstrument()

@@ -8,7 +8,7 @@ through; it is replaced rather than listening to the public ``handle_error`` eve
 ``handle_error`` listener also sets the dialect's ``_has_events`` flag, and every execution of
 every engine then dispatches the dialect's execute events. Every original exception reaches the
 application unchanged. The replacements are plain functions (see
-:mod:`poolwatch.integrations._replacing`): they run on every session call of the app.
+:mod:`poolwatch._integrations._replacing`): they run on every session call of the app.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from poolwatch import _guard, _sites, catalog
 from poolwatch._instrumentation import Instrumentation
-from poolwatch.integrations._compat import Hook
-from poolwatch.integrations._replacing import Replacements
-from poolwatch.recorder import PoolRecorder
+from poolwatch._integrations._compat import Hook
+from poolwatch._integrations._replacing import Replacements
+from poolwatch._recorder import PoolRecorder
 
 _SITE_ATTR = "_poolwatch_site"
 _SEEN_ATTR = "_poolwatch_seen"

@@ -25,11 +25,11 @@ from poolwatch import _guard, _state
 from poolwatch._context import SPAN_KEY, current_context
 from poolwatch._filling import OPENING, Filling, Work
 from poolwatch._instrumentation import Instrumentation
-from poolwatch.integrations._compat import Hook, Table
-from poolwatch.integrations._extras import requires
-from poolwatch.integrations._pool_adapter import Binding, PoolAdapter, wants_span
-from poolwatch.naming import APPLICATION_NAME, Target, application_name, dsn_target
-from poolwatch.recorder import PoolRecorder, PoolState, Traced
+from poolwatch._integrations._compat import Hook, Table
+from poolwatch._integrations._extras import requires
+from poolwatch._integrations._pool_adapter import Binding, PoolAdapter, wants_span
+from poolwatch._naming import APPLICATION_NAME, Target, application_name, dsn_target
+from poolwatch._recorder import PoolRecorder, PoolState, Traced
 
 with requires("psycopg_pool", "psycopg", "psycopg", "psycopg_pool"):
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
