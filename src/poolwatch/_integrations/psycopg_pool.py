@@ -279,24 +279,23 @@ def _returned(pool: Any, connection: Any) -> None:
         _guard.internal_error("psycopg_pool.checkin", error)
 
 
-def _created(pool: Any, started: float) -> None:
+def _on_open(pool: Any, report: Callable[[PoolRecorder], None]) -> None:
+    """Hand an opened (or failed) connection of ``pool`` to its recorder, if it has one."""
     binding: _Binding | None = pool.__dict__.get(_ATTR)
     if binding is None:
         return
     try:
-        binding.recorder.connection_created(binding.recorder.clock() - started)
+        report(binding.recorder)
     except Exception as error:  # noqa: BLE001 - the hook boundary
         _guard.internal_error("psycopg_pool.connect", error)
+
+
+def _created(pool: Any, started: float) -> None:
+    _on_open(pool, lambda recorder: recorder.connection_created(recorder.clock() - started))
 
 
 def _open_failed(pool: Any, failure: Exception) -> None:
-    binding: _Binding | None = pool.__dict__.get(_ATTR)
-    if binding is None:
-        return
-    try:
-        binding.recorder.connection_failed(failure)
-    except Exception as error:  # noqa: BLE001 - the hook boundary
-        _guard.internal_error("psycopg_pool.connect", error)
+    _on_open(pool, lambda recorder: recorder.connection_failed(failure))
 
 
 def _sync_getconn(original: Callable[..., Any]) -> Any:
