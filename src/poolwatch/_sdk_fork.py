@@ -40,6 +40,8 @@ _BREAKS = "a worker forked while its parent exported metrics may never export (w
 #: Every private OpenTelemetry SDK attribute this module touches.
 PRIVATE_HOOKS = (
     PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_metric_readers", _BREAKS),
+    # SDK releases before 1.36 keep the readers only in the provider's configuration
+    PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_sdk_config", _BREAKS),
     PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_measurement_consumer", _BREAKS),
     PrivateHook(
         "opentelemetry.sdk.metrics._internal.measurement_consumer.SynchronousMeasurementConsumer",
@@ -83,9 +85,17 @@ def watch(provider: Any) -> None:
     _guard.internal_error("sdk_fork.hooks", LookupError("MeterProvider export locks"))
 
 
+def _readers(provider: Any) -> Any:
+    """The provider's metric readers (None when the SDK keeps them elsewhere)."""
+    readers = getattr(provider, "_metric_readers", None)
+    if readers is None:
+        readers = getattr(getattr(provider, "_sdk_config", None), "metric_readers", None)
+    return readers
+
+
 def _hooks_present(provider: Any) -> bool:
     consumer = getattr(provider, "_measurement_consumer", None)
-    readers = getattr(provider, "_metric_readers", None)
+    readers = _readers(provider)
     if not hasattr(consumer, "_lock") or readers is None:
         return False
     return all(hasattr(reader, "_export_lock") for reader in _periodic(readers))
@@ -105,7 +115,7 @@ def _before_fork() -> None:
             consumer_lock = None
         entry = _Held(consumer_lock, [])
         _held.append(entry)  # appended first: released after fork even if a step below fails
-        for reader in _periodic(provider._metric_readers):
+        for reader in _periodic(_readers(provider)):
             entry.readers.append((reader, reader._export_lock.acquire(timeout=EXPORT_WAIT)))
 
 

@@ -182,7 +182,7 @@ def test_buffered_waits_are_folded_without_a_collection_and_none_is_lost(
     instrumented: Callable[..., sa.Engine], telemetry: Capture
 ) -> None:
     """Waits buffer lock-free up to a bound, then fold into the buckets; counts stay exact."""
-    from poolwatch import recorder as recorder_module
+    from poolwatch import _recorder as recorder_module
 
     engine = instrumented()
     recorder = engine.pool._poolwatch_recorder  # type: ignore[attr-defined]

@@ -35,7 +35,11 @@ def log_exports() -> None:
     from opentelemetry import metrics
 
     provider = metrics.get_meter_provider()
-    for reader in getattr(provider, "_metric_readers", ()):
+    # SDK 1.35 keeps its readers in the provider's configuration only
+    readers = getattr(provider, "_metric_readers", None)
+    if readers is None:
+        readers = getattr(getattr(provider, "_sdk_config", None), "metric_readers", ())
+    for reader in readers:
         exporter = getattr(reader, "_exporter", None)
         if exporter is not None:
             _wrap(provider, exporter)
