@@ -1,7 +1,7 @@
 """Instructions per SQLAlchemy cycle, bare and with poolwatch, counted by valgrind's callgrind.
 
-Run: ``python benchmarks/instructions.py [--cycles N]`` (needs ``valgrind``). CPU time on a shared
-or virtual machine varies by tens of percent between rounds; instruction counts do not depend on
+Run: ``python benchmarks/instructions.py [--cycles N] [--repeat R]`` (needs ``valgrind``). CPU
+time on a shared or virtual machine varies by tens of percent between rounds; instruction counts do not depend on
 what else the machine is doing, so they show small changes in poolwatch's own cost that timing
 cannot. Each variant runs twice in a child process under callgrind, once with no measured cycles
 and once with ``N``; the difference divided by ``N`` is the cost of one cycle, warm-up, imports and
@@ -14,7 +14,8 @@ judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout
 picks any of them). The child runs them from that file, so their frames are application frames to
 poolwatch, as an application's are, and borrow-site walks stop where they would in an app.
 ``--path psycopg`` measures a psycopg_pool ``getconn``+``putconn`` cycle instead, on a one-connection
-pool of a throwaway PostgreSQL started for the run.
+pool of a throwaway PostgreSQL started for the run. ``--repeat R`` measures each cycle R times
+and shows every run's ratio next to the median (the ORM cycle's count moves between runs).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import contextlib
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import _docs
 from checkout_overhead import CYCLES, create_schema
 
 WARM_UP = 2000
@@ -129,6 +132,10 @@ def main() -> None:
     parser.add_argument(
         "--path", action="append", choices=sorted(PATHS), help="only this cycle (repeatable)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure each cycle N times; show each run's ratio"
+    )
+    _docs.add_flag(parser)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian package valgrind)")
@@ -143,15 +150,31 @@ def main() -> None:
             from _postgres import throwaway_postgres
 
             dsn = stack.enter_context(throwaway_postgres()).dsn
-        print(f"{'cycle':50} {'bare':>10} {'poolwatch':>10} {'x bare':>7}")
+        print(f"{'cycle':50} {'bare':>10} {'poolwatch':>10} {'x bare':>7}  runs")
+        rows = [
+            "| cycle | bare | poolwatch | x bare (median) | x bare, each run |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for path in paths:
             cycles = max(args.cycles // PATHS[path], 1)
             target = dsn if path == "psycopg" else url
-            bare = per_cycle(script, "bare", path, target, cycles)
-            instrumented = per_cycle(script, "poolwatch", path, target, cycles)
+            runs = [
+                (
+                    per_cycle(script, "bare", path, target, cycles),
+                    per_cycle(script, "poolwatch", path, target, cycles),
+                )
+                for _ in range(max(args.repeat, 1))
+            ]
+            ratios = [instrumented / bare for bare, instrumented in runs]
+            ratio = statistics.median(ratios)
+            bare = statistics.median(bare for bare, _ in runs)
+            instrumented = statistics.median(instrumented for _, instrumented in runs)
+            each = ", ".join(f"{r:.3f}" for r in ratios)
             title = PSYCOPG_TITLE if path == "psycopg" else CYCLES[path][0]
-            print(f"{title:50} {bare:10.0f} {instrumented:10.0f} {instrumented / bare:7.3f}")
-
+            print(f"{title:50} {bare:10.0f} {instrumented:10.0f} {ratio:7.3f}  {each}")
+            rows.append(f"| {title} | {bare:,.0f} | {instrumented:,.0f} | {ratio:.3f} | {each} |")
+    if args.write_docs:
+        _docs.write("instructions", "\n".join(rows))
 
 if __name__ == "__main__":
     main()
