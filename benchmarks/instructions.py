@@ -1,21 +1,21 @@
 """Instructions per SQLAlchemy cycle, bare and with poolwatch, counted by valgrind's callgrind.
 
-Run: ``python benchmarks/instructions.py [--cycles N] [--repeat R]`` (needs ``valgrind``). CPU
-time on a shared or virtual machine varies by tens of percent between rounds; instruction counts do not depend on
-what else the machine is doing, so they show small changes in poolwatch's own cost that timing
-cannot. Each variant runs twice in a child process under callgrind, once with no measured cycles
-and once with ``N``; the difference divided by ``N`` is the cost of one cycle, warm-up, imports and
-the final metric collection cancelling out. The hash seed is fixed so both runs take the same
-paths, and the objects made by the warm-up are frozen out of the garbage collector so that a full
-collection does not land in one run and not the other. Instructions are not time (a cache miss
-costs many), so the CPU-time figures of ``checkout_overhead.py`` remain the ones the budget is
-judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout+checkin,
-``SELECT 1`` through the driver and an ORM session reading one row by primary key (``--path``
-picks any of them). The child runs them from that file, so their frames are application frames to
-poolwatch, as an application's are, and borrow-site walks stop where they would in an app.
-``--path psycopg`` measures a psycopg_pool ``getconn``+``putconn`` cycle instead, on a one-connection
-pool of a throwaway PostgreSQL started for the run. ``--repeat R`` measures each cycle R times
-and shows every run's ratio next to the median (the ORM cycle's count moves between runs).
+Run: ``python benchmarks/instructions.py [--cycles N] [--repeat R]`` (needs ``valgrind``). CPU time
+on a shared or virtual machine varies by tens of percent between rounds; instruction counts do not
+depend on what else the machine is doing, so they show small changes in poolwatch's own cost that
+timing cannot. Each variant runs twice in a child process under callgrind, once with no measured
+cycles and once with ``N``; the difference divided by ``N`` is the cost of one cycle, warm-up,
+imports and the final metric collection cancelling out. The hash seed is fixed so both runs take
+the same paths, and the objects made by the warm-up are frozen out of the garbage collector so that
+a full collection does not land in one run and not the other. Instructions are not time (a cache
+miss costs many), so the CPU-time figures of ``checkout_overhead.py`` remain the ones the budget is
+judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout+checkin, ``SELECT
+1`` through the driver and an ORM session reading one row by primary key (``--path`` picks any of
+them). The child runs them from that file, so their frames are application frames to poolwatch, as
+an application's are, and borrow-site walks stop where they would in an app. ``--path psycopg``
+measures a psycopg_pool ``getconn``+``putconn`` cycle instead, on a one-connection pool of a
+throwaway PostgreSQL started for the run. ``--repeat R`` measures each cycle R times and shows
+every run's ratio next to the median (the ORM cycle's count moves between runs).
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ def main() -> None:
             rows.append(f"| {title} | {bare:,.0f} | {instrumented:,.0f} | {ratio:.3f} | {each} |")
     if args.write_docs:
         _docs.write("instructions", "\n".join(rows))
+
 
 if __name__ == "__main__":
     main()
