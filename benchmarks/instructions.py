@@ -9,8 +9,8 @@ imports and the final metric collection cancelling out. The hash seed is fixed s
 the same paths, and the objects made by the warm-up are frozen out of the garbage collector so that
 a full collection does not land in one run and not the other. Instructions are not time (a cache
 miss costs many), so the CPU-time figures of ``checkout_overhead.py`` remain the ones the budget is
-judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout+checkin, ``SELECT
-1`` through the driver and an ORM session reading one row by primary key (``--path`` picks any of
+judged by. The cycles are ``checkout_overhead.py``'s: by default a bare checkout+checkin, ``SELECT 1``
+through the driver and an ORM session reading one row by primary key (``--path`` picks any of
 them). The child runs them from that file, so their frames are application frames to poolwatch, as
 an application's are, and borrow-site walks stop where they would in an app. ``--path psycopg``
 measures a psycopg_pool ``getconn``+``putconn`` cycle instead, on a one-connection pool of a
