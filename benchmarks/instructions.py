@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import re
 import shutil
 import statistics
@@ -95,6 +96,9 @@ def instructions(script: Path, variant: str, path: str, url: str, cycles: int) -
     """Instructions the child executed, all of them (callgrind's ``Collected`` total)."""
     result = subprocess.run(
         [
+            # no address-space randomisation: object addresses (and so id()-keyed dicts and
+            # caches, SQLAlchemy's among them) are the same from run to run
+            *(["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []),
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
