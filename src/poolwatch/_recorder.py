@@ -196,7 +196,6 @@ class PoolRecorder:
         self.create_errors: dict[tuple[str, str | None], int] = {}
         #: When the last open failed (a burst ends after CREATE_BURST_GAP without one).
         self._failed_open_at = -catalog.CREATE_BURST_GAP
-        self._clock = settings.clock
         #: What this pool's durations are measured with (adapters time opens with it too).
         self.clock = settings.clock
         self._sites = sites
@@ -287,7 +286,7 @@ class PoolRecorder:
     def begin(self) -> float:
         """A caller asked the pool for a connection; returns the start time to hand back later."""
         self._waiting.append(None)
-        return self._clock()
+        return self.clock()
 
     def abandoned(self) -> None:
         """A checkout ended in a way the adapter could not follow: the caller waits no more."""
@@ -313,7 +312,7 @@ class PoolRecorder:
         the caller holds (dead once it is garbage-collected); ``parent`` is the current span, if
         there is one.
         """
-        now = self._clock()
+        now = self.clock()
         waited = now - started
         self._waiting.pop()
         self._waits.append(waited)
@@ -370,7 +369,7 @@ class PoolRecorder:
     ) -> None:
         """The caller got an exception instead of a connection (a pool timeout, or any other);
         ``timeout`` is the pool's configured checkout timeout, when the adapter knows it."""
-        waited = self._clock() - started
+        waited = self.clock() - started
         state = None
         # the caller stops waiting whatever fails below; counts come before anything reported
         try:
@@ -420,7 +419,7 @@ class PoolRecorder:
         entry = self._out.pop(key, None)
         if entry is None:
             return
-        held = self._clock() - entry[0]
+        held = self.clock() - entry[0]
         self._uses.append(held)
         owner = entry[1]
         # one test on the common path: nothing sampled or leaked, and the owner still alive
@@ -442,7 +441,7 @@ class PoolRecorder:
         if entry is not None and entry[1] is not None and entry[1]() is None:
             with self._lock:
                 self.never_returned += 1
-            self._came_back(Loan(entry, leaked, sampled, self._sites), self._clock() - entry[0])
+            self._came_back(Loan(entry, leaked, sampled, self._sites), self.clock() - entry[0])
 
     def _came_back(self, loan: Loan, held: float) -> None:
         """Report a loan that ended after a leak report, or with its handle collected (counted
@@ -463,7 +462,7 @@ class PoolRecorder:
         """Opening a new database connection failed with ``error`` (the app may never see it:
         a pool's background opener retries). The first failure of a burst is reported."""
         key = (_errors.error_type(error), _errors.status_code(error))
-        now = self._clock()
+        now = self.clock()
         with self._lock:
             self.create_errors[key] = self.create_errors.get(key, 0) + 1
             starts = now - self._failed_open_at >= catalog.CREATE_BURST_GAP
