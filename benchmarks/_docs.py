@@ -2,7 +2,8 @@
 
 A script given ``--write-docs`` replaces the block between ``<!-- benchmark:NAME -->`` and
 ``<!-- /benchmark:NAME -->`` with its markdown table, preceded by a line naming the date, the
-machine (CPU model, cores, Python, library versions) and the exact command that produced it.
+machine (CPU model, cores, Python, library versions), its load average when the run started
+and the exact command that produced it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,16 @@ def provenance(today: datetime.date | None = None) -> str:
         f"{cpu_model()}, {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}; {versions()}"
     )
-    return f"Run on {day}, on {machine}: `{command()}`"
+    return f"Run on {day}, on {machine}; {load()}: `{command()}`"
+
+
+def load() -> str:
+    """The machine's load when the run started: figures from a busy machine say so."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) at the start"
 
 
 def write(name: str, table: str, page: Path = PAGE) -> None:
