@@ -8,6 +8,7 @@ is still counted: those whose stack was not sampled are listed as such.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import sys
 import threading
@@ -28,6 +29,12 @@ REUSE_FOR: Final = 0.5
 NOT_SAMPLED: Final = "borrow site not sampled"
 
 _perf = time.perf_counter
+#: CPython 3.11's ``sys._current_frames()`` holds the interpreter's thread-list lock while it
+#: allocates; a garbage collection it triggers can run Python code that hands the GIL to a thread
+#: that is exiting and waits for that lock: the whole process hangs (CPython gh-106883). 3.12
+#: collects only between bytecodes; on 3.11 the collector is off during the snapshot, as
+#: CPython's own later fix does.
+GC_OFF_FOR_SNAPSHOT: Final = sys.implementation.name == "cpython" and sys.version_info < (3, 12)
 
 #: A holder's stack sampled while it held a connection, and the loan's age at that moment.
 Sample = tuple[_sites.Site, float]
@@ -58,7 +65,7 @@ def sample(
         missing = heapq.nsmallest(most, missing, key=_started)
     if not missing:
         return
-    frames = sys._current_frames()
+    frames = current_frames()
     now = clock()
     for key, entry in missing:
         # a stack that cannot be read leaves the loan without a site; its leak or timeout
@@ -67,6 +74,19 @@ def sample(
         sampled[key] = (site or (), now - entry[0])
         if loans.get(key) is not entry:  # came back meanwhile
             sampled.pop(key, None)
+
+
+def current_frames(
+    snapshot: Callable[[], dict[int, Any]] = sys._current_frames,
+) -> dict[int, Any]:
+    """Every thread's current frame, by thread id, taken where it cannot deadlock the process."""
+    if not GC_OFF_FOR_SNAPSHOT or not gc.isenabled():
+        return snapshot()
+    gc.disable()
+    try:
+        return snapshot()
+    finally:
+        gc.enable()
 
 
 def _started(item: tuple[object, LoanEntry]) -> float:

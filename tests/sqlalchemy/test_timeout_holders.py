@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -225,3 +226,44 @@ def test_asyncio_callers_timing_out_together_sample_the_holder_tasks_once(
         assert holders[-1].startswith(
             f"{unsited - _holders.SAMPLE_LIMIT} x borrow site not sampled (oldest "
         )
+
+
+def test_the_frames_snapshot_runs_with_the_collector_off_where_a_collection_can_deadlock() -> None:
+    """On CPython 3.11 no garbage collection can start inside the snapshot; it is on again after."""
+    seen: list[bool] = []
+
+    def snapshot() -> dict[int, Any]:
+        seen.append(gc.isenabled())
+        return {}
+
+    assert gc.isenabled()
+    assert _holders.current_frames(snapshot) == {}
+    assert seen == [not _holders.GC_OFF_FOR_SNAPSHOT]
+    assert gc.isenabled()
+
+
+def test_the_frames_snapshot_leaves_a_disabled_collector_disabled() -> None:
+    """An application that turned the collector off finds it off after a sample, even a failed one."""
+
+    def failing() -> dict[int, Any]:
+        raise RuntimeError("no frames")
+
+    gc.disable()
+    try:
+        assert _holders.current_frames(dict) == {}
+        with pytest.raises(RuntimeError, match="no frames"):
+            _holders.current_frames(failing)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_failed_frames_snapshot_turns_the_collector_back_on() -> None:
+    """The collector comes back on when the snapshot raises."""
+
+    def failing() -> dict[int, Any]:
+        raise RuntimeError("no frames")
+
+    with pytest.raises(RuntimeError, match="no frames"):
+        _holders.current_frames(failing)
+    assert gc.isenabled()
