@@ -1,16 +1,18 @@
 """An asyncio server whose startup meets a pool timeout: how often it fails, with and without
 poolwatch, idle and under CPU load, and how long poolwatch blocks its event loop meanwhile.
 
-Run: ``python benchmarks/startup_timeout.py [--runs 8] [--load 4]``. Each run starts uvicorn on
-loopback with the ASGI app below (this file). Its lifespan startup creates an async SQLAlchemy
-engine on aiosqlite (``pool_size=3, max_overflow=0, pool_timeout=1``), starts three background
-jobs in a task group that each hold a connection for ``HOLD`` seconds, then checks the database
-(``SELECT 1``) before declaring itself started: the check waits for a job's connection, and times
-out when the jobs hold them past the timeout. A pool timeout that escapes the startup makes
-uvicorn exit ("Application startup failed"), status 3. Runs alternate bare and instrumented
-(in-process SDK providers, batch processors, exporters that send nothing), ``--load`` busy
-processes next to them in the loaded half. The app reports the check's wait, the timeouts, and
-the largest lateness of a 5 ms ticker task during startup (the event loop's lag).
+Run: ``python benchmarks/startup_timeout.py [--runs 8] [--load 4] [--holds 0.7,0.95,1.5]
+[--catch-holds 1.5]``. Each run starts uvicorn on loopback with the ASGI app below (this file).
+Its lifespan startup creates an async SQLAlchemy engine on aiosqlite (``pool_size=3,
+max_overflow=0, pool_timeout=1``), starts three background jobs in a task group that each hold a
+connection for ``HOLD`` seconds, then checks the database (``SELECT 1``) before declaring itself
+started: the check waits for a job's connection, and times out when the jobs hold them past the
+timeout. A pool timeout that escapes the startup makes uvicorn exit ("Application startup
+failed"), status 3; at the ``--catch-holds`` the startup also runs catching the timeout. Runs
+alternate bare and instrumented (in-process SDK providers, batch processors, exporters that send
+nothing), ``--load`` busy processes next to them in the loaded half. The app reports the check's
+wait, the timeouts, and the largest lateness of a 5 ms ticker task during startup (the event
+loop's lag).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import _docs
 
 HOLD = float(os.environ.get("STARTUP_HOLD", "0.7"))
 JOBS = 3
@@ -196,17 +200,59 @@ def load(processes: int) -> Iterator[None]:
             process.wait()
 
 
-def summary(label: str, runs: list[dict[str, Any]]) -> str:
+def row(
+    hold: float, catch: bool, processes: int, variant: str, runs: list[dict[str, Any]]
+) -> list[str]:
+    """One line of the table: the case, then what its runs did."""
     failed = sum(1 for run in runs if not run["serving"])
     waits = [run["check_wait"] for run in runs if "check_wait" in run] or [float("nan")]
-    lags = [run.get("lag", 0.0) for run in runs]
-    return (
-        f"{label:<32} failed {failed}/{len(runs)}, pool timeouts "
-        f"{sum(run.get('timeouts', 0) for run in runs)}; check waited median "
-        f"{statistics.median(waits):.3f}s (max {max(waits):.3f}s); loop lag median "
-        f"{statistics.median(lags) * 1e3:.1f} ms (max {max(lags) * 1e3:.1f} ms); "
-        f"exit statuses {sorted({run['status'] for run in runs})}"
+    lags = [run.get("lag", 0.0) * 1e3 for run in runs]
+    statuses = ", ".join(str(status) for status in sorted({run["status"] for run in runs}))
+    return [
+        f"{hold:g} s" + (", caught" if catch else ""),
+        str(processes),
+        variant,
+        f"{failed}/{len(runs)}",
+        str(sum(run.get("timeouts", 0) for run in runs)),
+        f"{statistics.median(waits):.3f}",
+        f"{max(waits):.3f}",
+        f"{statistics.median(lags):.1f}",
+        f"{max(lags):.1f}",
+        statuses,
+    ]
+
+
+COLUMNS = (
+    "jobs hold",
+    "busy",
+    "variant",
+    "failed",
+    "pool timeouts",
+    "check wait median (s)",
+    "max (s)",
+    "loop lag median (ms)",
+    "max (ms)",
+    "exit statuses",
+)
+
+
+def printed(cells: Sequence[str]) -> str:
+    """A line of the printed table: the first three columns to the left, the figures right."""
+    widths = [max(len(COLUMNS[i]), {0: 13, 2: 9}.get(i, 0)) for i in range(len(COLUMNS))]
+    return "  ".join(
+        cell.ljust(width) if i < 3 else cell.rjust(width)
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
     )
+
+
+def markdown(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def cases(args: argparse.Namespace) -> list[tuple[float, bool]]:
+    """(hold, the startup catches the timeout) for each group of lines, in order."""
+    holds = [(hold, False) for hold in map(float, args.holds.split(","))]
+    return holds + [(hold, True) for hold in map(float, filter(None, args.catch_holds.split(",")))]
 
 
 def main() -> None:
@@ -214,22 +260,35 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--load", type=int, default=4)
     parser.add_argument("--holds", default="0.7,0.95,1.5", help="seconds the jobs hold")
-    parser.add_argument("--catch", action="store_true", help="the startup catches the timeout")
+    parser.add_argument(
+        "--catch-holds",
+        default="1.5",
+        help="holds at which the startup also runs catching the timeout ('' for none)",
+    )
+    _docs.add_flag(parser)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp())
-    print(f"pool 3, timeout 1s, {JOBS} jobs, catch {args.catch}; {args.runs} runs per line")
-    for hold in map(float, args.holds.split(",")):
+    print(f"pool 3, timeout 1 s, {JOBS} jobs; {args.runs} runs per line")
+    print(printed(COLUMNS))
+    rows = [
+        markdown(COLUMNS),
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for hold, catch in cases(args):
         for processes in (0, args.load):
             results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
             with load(processes):
                 for _ in range(args.runs):
                     for instrumented in (False, True):
-                        run = one_run(directory, instrumented, hold, args.catch)
+                        run = one_run(directory, instrumented, hold, catch)
                         results[instrumented].append(run)
             for instrumented in (False, True):
                 variant = "poolwatch" if instrumented else "bare"
-                label = f"hold {hold}s, {variant}, {processes} busy"
-                print(summary(label, results[instrumented]), flush=True)
+                cells = row(hold, catch, processes, variant, results[instrumented])
+                print(printed(cells), flush=True)
+                rows.append(markdown(cells))
+    if args.write_docs:
+        _docs.write("startup_timeout", "\n".join(rows))
 
 
 if __name__ == "__main__":

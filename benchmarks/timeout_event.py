@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _docs
 import sqlalchemy as sa
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
@@ -354,8 +355,10 @@ def best(rounds: list[Result], name: str) -> float:
     return min(getattr(result, name) for result in rounds)
 
 
-def table(pool: str, target: str, args: Any, logs: LoggerProvider) -> None:
-    """One line per holders x depth for ``pool`` (sync, async or psycopg) on ``target``."""
+def table(pool: str, target: str, args: Any, logs: LoggerProvider) -> list[str]:
+    """One line per holders x depth for ``pool`` (sync, async or psycopg) on ``target``; printed,
+    and returned as markdown table rows."""
+    rows = []
     for holders in map(int, args.holders.split(",")):
         if pool == "psycopg" and holders > PSYCOPG_MAX:
             continue
@@ -371,15 +374,64 @@ def table(pool: str, target: str, args: Any, logs: LoggerProvider) -> None:
                 seen = [
                     async_round(pool, target, holders, depth, args, logs) for _ in range(rounds)
                 ]
-            first = best(seen, "first")
-            lag, bare_lag = (best(seen, "lag"), best(bare, "lag")) if pool != "sync" else (0, 0)
-            print(
-                f"{pool:>7} {holders:>7} {depth:>5} {best(bare, 'bare'):>8.0f}"
-                f" {first:>9.0f} {first / best(bare, 'bare'):>7.1f}"
-                f" {best(seen, 'next'):>8.0f} {best(seen, 'storm'):>9.0f}"
-                f" {max(r.sampled for r in seen):>7} {lag:>8.0f} {bare_lag:>8.0f}",
-                flush=True,
-            )
+            figures = Figures(pool, holders, depth, rounds, bare, seen)
+            print(figures.line(), flush=True)
+            rows.append(figures.row())
+    return rows
+
+
+@dataclass
+class Figures:
+    """The best of the rounds of one case, as a printed line and as a markdown row."""
+
+    pool: str
+    holders: int
+    depth: int
+    rounds: int
+    bare: list[Result]
+    seen: list[Result]
+
+    def values(self) -> tuple[float, float, float, float, float, int]:
+        """bare, first, first / bare, next, storm (us) and the stacks the storm sampled."""
+        bare, first = best(self.bare, "bare"), best(self.seen, "first")
+        sampled = max(result.sampled for result in self.seen)
+        return bare, first, first / bare, best(self.seen, "next"), best(self.seen, "storm"), sampled
+
+    def lags(self) -> tuple[float, float] | None:
+        """The event loop's largest lag with poolwatch and bare (us); none for threads."""
+        if self.pool == "sync":
+            return None
+        return best(self.seen, "lag"), best(self.bare, "lag")
+
+    def line(self) -> str:
+        bare, first, times, following, storm, sampled = self.values()
+        lag, bare_lag = self.lags() or (0.0, 0.0)
+        return (
+            f"{self.pool:>7} {self.holders:>7} {self.depth:>5} {self.rounds:>6} {bare:>8.0f}"
+            f" {first:>9.0f} {times:>7.1f} {following:>8.0f} {storm:>9.0f}"
+            f" {sampled:>7} {lag:>8.0f} {bare_lag:>8.0f}"
+        )
+
+    def row(self) -> str:
+        bare, first, times, following, storm, sampled = self.values()
+        lags = self.lags()
+        lag = "— | —" if lags is None else f"{lags[0]:,.0f} | {lags[1]:,.0f}"
+        return (
+            f"| {self.pool} | {self.holders:,} | {self.depth} | {self.rounds} | {bare:,.0f}"
+            f" | {first:,.0f} | {times:,.1f} | {following:,.0f} | {storm:,.0f} | {sampled:,}"
+            f" | {lag} |"
+        )
+
+
+HEADER = (
+    f"{'pool':>7} {'holders':>7} {'depth':>5} {'rounds':>6} {'bare us':>8} {'first us':>9}"
+    f" {'x bare':>7} {'next us':>8} {'storm us':>9} {'sampled':>7} {'lag us':>8} {'bare lag':>8}"
+)
+MARKDOWN = [
+    "| pool | holders | depth | rounds | bare (us) | first (us) | first x bare | next (us)"
+    " | storm (us) | sampled | lag (us) | bare lag (us) |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
 
 
 def main() -> None:
@@ -390,24 +442,25 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pools", default="sync,async", help="sync, async and/or psycopg")
+    _docs.add_flag(parser)
     args = parser.parse_args()
     threading.stack_size(256 * 1024)  # thousands of holder threads
     directory = Path(tempfile.mkdtemp())
     logs = LoggerProvider()
     logs.add_log_record_processor(SimpleLogRecordProcessor(NoExport()))
-    print(
-        f"{'pool':>7} {'holders':>7} {'depth':>5} {'bare us':>8} {'first us':>9} {'x bare':>7}"
-        f" {'next us':>8} {'storm us':>9} {'sampled':>7} {'lag us':>8} {'bare lag':>8}"
-    )
+    print(HEADER)
+    rows = list(MARKDOWN)
     for pool in args.pools.split(","):
         if pool == "psycopg":
             from _postgres import throwaway_postgres
 
             with throwaway_postgres(max_connections=PSYCOPG_MAX + 10) as cluster:
-                table(pool, cluster.dsn, args, logs)
+                rows += table(pool, cluster.dsn, args, logs)
         else:
             driver = "+aiosqlite" if pool == "async" else ""
-            table(pool, f"sqlite{driver}:///{directory / 'bench.db'}", args, logs)
+            rows += table(pool, f"sqlite{driver}:///{directory / 'bench.db'}", args, logs)
+    if args.write_docs:
+        _docs.write("timeout_event", "\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ through SQLModel's ``Session``; 24 concurrent requests under uvicorn on loopback
 five. Needs ``sqlmodel``, ``fastapi``, ``uvicorn`` and ``httpx`` in this environment (they are
 not poolwatch dependencies: ``pip install sqlmodel fastapi uvicorn httpx``).
 
-    python benchmarks/wrapped_app_holders.py [--poolwatch-src DIR]
+    python benchmarks/wrapped_app_holders.py [--poolwatch-src DIR] [--write-docs]
 
 ``--poolwatch-src`` runs the application against another poolwatch checkout's ``src`` (to
-compare before and after a change).
+compare before and after a change); only this checkout's figures are written into the docs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+
+import _docs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -120,7 +122,10 @@ print(json.dumps({"holders": sum(map(count, entries)), "naming_app": sum(map(cou
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--poolwatch-src", type=Path, default=ROOT / "src")
+    _docs.add_flag(parser)
     args = parser.parse_args()
+    if args.write_docs and args.poolwatch_src.resolve() != ROOT / "src":
+        parser.error("--write-docs writes this checkout's figures only: no --poolwatch-src")
     missing = [
         m for m in ("sqlmodel", "fastapi", "uvicorn", "httpx") if not importlib.util.find_spec(m)
     ]
@@ -147,6 +152,14 @@ def main() -> None:
     print(f"holders in timeout events: {result['holders']}")
     print(f"naming the app's function: {result['naming_app']} ({share:.0%})")
     print(f"functions named: {', '.join(result['where'])}")
+    if args.write_docs:
+        _docs.write(
+            "wrapped_app_holders",
+            "| holders in timeout events | naming the app's function | share | functions named |\n"
+            "| ---: | ---: | ---: | --- |\n"
+            f"| {result['holders']} | {result['naming_app']} | {share:.0%} "
+            f"| {', '.join(result['where'])} |",
+        )
 
 
 if __name__ == "__main__":
