@@ -9,7 +9,8 @@ then every Prometheus query of the *Connection pools* dashboard runs as a 2-hour
 instant query at its end) with ``stats=all``, once as
 generated (reading the recordings) and once with ``recording_rules: false`` (the same
 questions asked of the raw series). ``totalQueryableSamples`` is reported per panel; a straight
-line through the fleet sizes extrapolates it to 1,000 processes.
+line through the fleet sizes extrapolates it to 1,000 processes. Queries that read none of the
+generated series (PgBouncer, hold and create times, ...) are named under the table.
 """
 
 from __future__ import annotations
@@ -109,9 +110,13 @@ def report(sizes: list[int], results: list[dict[str, tuple[int, int]]], hours: f
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     rows: list[tuple[float, str]] = []
+    empty = []
     for name in results[-1]:
         rec = [r[name][0] for r in results]
         raw = [r[name][1] for r in results]
+        if not any(rec + raw):
+            empty.append(name)
+            continue
         rec_k, raw_k = _line(sizes, rec, TARGET), _line(sizes, raw, TARGET)
         line = (
             f"| {name} | {rec[-1]:,} | {raw[-1]:,} | {raw[-1] / max(rec[-1], 1):.1f}x "
@@ -119,6 +124,9 @@ def report(sizes: list[int], results: list[dict[str, tuple[int, int]]], hours: f
         )
         rows.append((raw[-1], line))
     lines += [line for _, line in sorted(rows, reverse=True)]
+    if empty:
+        lines += ["", "No samples (the generated fleet has none of their series): "]
+        lines[-1] += ", ".join(sorted(empty)) + "."
     return "\n".join(lines)
 
 
