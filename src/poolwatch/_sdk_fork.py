@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolwatch import _guard
+from poolwatch._guard import PrivateHook
 
 _logger = logging.getLogger("poolwatch")
 
@@ -30,15 +31,6 @@ _logger = logging.getLogger("poolwatch")
 COLLECT_WAIT = 5.0
 #: Seconds a fork waits for an export in progress (milliseconds to a healthy collector).
 EXPORT_WAIT = 2.0
-
-
-@dataclass(frozen=True)
-class PrivateHook:
-    """A private attribute of another library that poolwatch touches, and what breaks without."""
-
-    owner: str
-    attribute: str
-    breaks: str
 
 
 _BREAKS = "a worker forked while its parent exported metrics may never export (warned about once)"
