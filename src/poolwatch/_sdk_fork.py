@@ -15,7 +15,6 @@ connections it inherited (its copies only: the parent's stay open) and opens its
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
@@ -24,8 +23,6 @@ from typing import Any
 
 from poolwatch import _guard
 from poolwatch._guard import PrivateHook
-
-_logger = logging.getLogger("poolwatch")
 
 #: Seconds a fork waits for a metric collection in progress (in memory: short).
 COLLECT_WAIT = 5.0
@@ -82,8 +79,6 @@ class _Held:
 
 _providers: weakref.WeakSet[Any] = weakref.WeakSet()
 _held: list[_Held] = []
-_warned = False
-_warned_connections = False
 
 
 def watch(provider: Any) -> None:
@@ -94,14 +89,12 @@ def watch(provider: Any) -> None:
         _providers.add(provider)
         _check_connections(provider)
         return
-    global _warned  # noqa: PLW0603 - warned once per process
-    if not _warned:
-        _warned = True
-        _logger.warning(
-            "poolwatch: the OpenTelemetry SDK's MeterProvider lacks %s; a worker forked while "
-            "its parent exported metrics may never export its own",
-            ", ".join(f"{hook.attribute}" for hook in _LOCK_HOOKS),
-        )
+    _guard.warn_once(
+        "sdk_fork:hooks",
+        "poolwatch: the OpenTelemetry SDK's MeterProvider lacks %s; a worker forked while "
+        "its parent exported metrics may never export its own",
+        ", ".join(hook.attribute for hook in _LOCK_HOOKS),
+    )
     _guard.internal_error("sdk_fork.hooks", LookupError("MeterProvider export locks"))
 
 
@@ -114,16 +107,14 @@ def _check_connections(provider: Any) -> None:
     ]
     if not unknown:
         return
-    global _warned_connections  # noqa: PLW0603 - warned once per process
-    if not _warned_connections:
-        _warned_connections = True
-        _logger.warning(
-            "poolwatch: cannot find the HTTP connections of %s (none of %s); a worker forked "
-            "after its parent exported shares the parent's connection to the collector, and "
-            "their exports can corrupt each other",
-            ", ".join(unknown),
-            ", ".join(hook.attribute for hook in PRIVATE_HOOKS if hook.breaks == _SHARED),
-        )
+    _guard.warn_once(
+        "sdk_fork:connections",
+        "poolwatch: cannot find the HTTP connections of %s (none of %s); a worker forked "
+        "after its parent exported shares the parent's connection to the collector, and "
+        "their exports can corrupt each other",
+        ", ".join(unknown),
+        ", ".join(hook.attribute for hook in PRIVATE_HOOKS if hook.breaks == _SHARED),
+    )
     _guard.internal_error("sdk_fork.connections", LookupError("OTLP/HTTP exporter transport"))
 
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 
-from poolwatch import _sdk_fork
+from poolwatch import _sdk_fork, _state
 from tests.forking.test_fork import in_child
 
 
@@ -116,13 +116,9 @@ def test_a_provider_without_the_private_locks_is_loud(caplog: pytest.LogCaptureF
     class Bare:
         _metric_readers: Sequence[Any] = ()
 
-    monkeypatch_warned = _sdk_fork._warned
-    _sdk_fork._warned = False
+    _state.warned.discard("sdk_fork:hooks")
     before = _guard.error_counts().get("sdk_fork.hooks", 0)
-    try:
-        _sdk_fork.watch(Bare())
-    finally:
-        _sdk_fork._warned = monkeypatch_warned
+    _sdk_fork.watch(Bare())
 
     assert _guard.error_counts().get("sdk_fork.hooks", 0) == before + 1
     assert "_export_lock" in caplog.text
@@ -172,13 +168,11 @@ def test_an_http_exporter_without_a_known_transport_is_loud(
             delattr(exporter, attribute)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    saved = _sdk_fork._warned_connections
-    _sdk_fork._warned_connections = False
+    _state.warned.discard("sdk_fork:connections")
     before = _guard.error_counts().get("sdk_fork.connections", 0)
     try:
         _sdk_fork.watch(provider)
     finally:
-        _sdk_fork._warned_connections = saved
         reader._exporter = SlowExporter()  # shutdown must not reach the stripped exporter
         provider.shutdown()
 
