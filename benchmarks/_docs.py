@@ -81,12 +81,24 @@ def provenance(today: datetime.date | None = None) -> str:
     return f"Run on {day}, on {machine}; {load()}: `{command()}`"
 
 
-def load() -> str:
-    """The machine's load when the run started: figures from a busy machine say so."""
+def _load_average() -> tuple[float, float] | None:
     try:
         one, five, _ = os.getloadavg()
     except OSError:
+        return None
+    return one, five
+
+
+#: The load when the script imported this module, before its own work; read at the end of a
+#: long run, the load average would count the run itself.
+STARTED = _load_average()
+
+
+def load() -> str:
+    """The machine's load when the run started: figures from a busy machine say so."""
+    if STARTED is None:
         return "load average unknown"
+    one, five = STARTED
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min) at the start"
 
 
