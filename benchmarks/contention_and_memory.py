@@ -5,7 +5,8 @@ Run: ``python benchmarks/contention_and_memory.py [--threads 64] [--cycles 200] 
 
 * Contention: ``--threads`` threads share one QueuePool of 5 + 10 on a SQLite file; each checks
   out, holds the connection for 1 ms, and checks in, ``--cycles`` times. Throughput is checkouts
-  per wall-clock second; rounds alternate bare and instrumented engines; medians are compared.
+  per wall-clock second; rounds alternate bare and instrumented engines; the medians are compared,
+  and so is each round's instrumented run with the bare run just before it.
 * Memory: ``--million`` checkout+checkin cycles on an instrumented engine with a metric
   collection every tenth of them; the peak resident set size and the number of objects the garbage
   collector tracks are printed at each step, so growth would show as a rising column.
@@ -58,7 +59,7 @@ def contended_throughput(engine: sa.Engine, threads: int, cycles: int) -> float:
 
 
 def contention(url: str, threads: int, cycles: int, rounds: int) -> str:
-    """Print median throughput, bare and instrumented, and their ratio; return the table."""
+    """Print median throughput, bare and instrumented, and their ratios; return the table."""
     bare: list[float] = []
     watched: list[float] = []
     for _ in range(rounds):
@@ -74,21 +75,34 @@ def contention(url: str, threads: int, cycles: int, rounds: int) -> str:
         poolwatch.uninstrument_sqlalchemy(engine)
         engine.dispose()
         provider.shutdown()
-    base = statistics.median(bare)
     print(f"\ncontention: {threads} threads, pool 5+10, 1 ms holds, {rounds} rounds")
-    print(f"{'variant':10} {'checkouts/s':>12} {'slowest':>8} {'fastest':>8} {'x bare':>7}")
+    return contention_table(bare, watched)
+
+
+def contention_table(bare: list[float], watched: list[float]) -> str:
+    """Print and return the throughputs, the ratio of their medians, and each round's ratio
+    (instrumented against the bare run just before it): the median and range of those."""
+    base = statistics.median(bare)
+    print(
+        f"{'variant':10} {'checkouts/s':>12} {'slowest':>8} {'fastest':>8} {'x bare':>7} "
+        f"{'x bare: rounds':>15} {'range':>11}"
+    )
     rows = [
-        "| variant | checkouts/s: median | slowest round | fastest round | x bare |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| variant | checkouts/s: median | slowest round | fastest round | x bare (medians) "
+        "| x bare: median of rounds | range |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, values in (("bare", bare), ("poolwatch", watched)):
         median = statistics.median(values)
+        ratios = sorted(value / before for value, before in zip(values, bare, strict=True))
+        ratio = statistics.median(ratios)
         print(
-            f"{name:10} {median:12.0f} {min(values):8.0f} {max(values):8.0f} {median / base:7.3f}"
+            f"{name:10} {median:12.0f} {min(values):8.0f} {max(values):8.0f} "
+            f"{median / base:7.3f} {ratio:15.3f} {ratios[0]:5.2f}-{ratios[-1]:<5.2f}"
         )
         rows.append(
             f"| {name} | {median:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
-            f"| {median / base:.3f} |"
+            f"| {median / base:.3f} | {ratio:.3f} | {ratios[0]:.2f} to {ratios[-1]:.2f} |"
         )
     return "\n".join(rows)
 
