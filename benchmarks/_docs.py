@@ -81,7 +81,7 @@ def provenance(today: datetime.date | None = None) -> str:
     return f"Run on {day}, on {machine}; {load()}: `{command()}`"
 
 
-def _read_load() -> tuple[float, float] | None:
+def _load_average() -> tuple[float, float] | None:
     try:
         one, five, _ = os.getloadavg()
     except OSError:
@@ -89,16 +89,16 @@ def _read_load() -> tuple[float, float] | None:
     return one, five
 
 
-#: Read when a script imports this module, before it measures: the page writes it at the end,
-#: when the run's own work has raised the one-minute figure.
-LOAD_AT_START = _read_load()
+#: The load when the script imported this module, before its own work; read at the end of a
+#: long run, the load average would count the run itself.
+STARTED = _load_average()
 
 
 def load() -> str:
     """The machine's load when the run started: figures from a busy machine say so."""
-    if LOAD_AT_START is None:
+    if STARTED is None:
         return "load average unknown"
-    one, five = LOAD_AT_START
+    one, five = STARTED
     return f"load average {one:.1f} (1 min), {five:.1f} (5 min) at the start"
 
 

@@ -1,7 +1,7 @@
 """Samples each dashboard panel touches over 2 hours, with and without the recording rules.
 
-Run: ``python benchmarks/panel_samples.py [--processes 30 60] [--hours 2]``. Needs Debian's
-Prometheus and promtool. For each fleet size, generated series of that many healthy processes
+Run: ``python benchmarks/panel_samples.py [--processes 30 60] [--hours 2] [--write-docs]``.
+Needs Debian's Prometheus and promtool. For each fleet size, generated series of that many healthy processes
 (one pool each, every bucket of the wait histogram, a sample every 15 s) are backfilled into a
 Prometheus on 127.0.0.1 together with the shipped recording rules (tests/support/backfill.py);
 then every Prometheus query of the *Connection pools* dashboard runs as a 2-hour range query
@@ -9,14 +9,13 @@ then every Prometheus query of the *Connection pools* dashboard runs as a 2-hour
 instant query at its end) with ``stats=all``, once as
 generated (reading the recordings) and once with ``recording_rules: false`` (the same
 questions asked of the raw series). ``totalQueryableSamples`` is reported per panel; a straight
-line through the fleet sizes extrapolates it to 1,000 processes.
+line through the fleet sizes extrapolates it to 1,000 processes. Queries that read none of the
+generated series (PgBouncer, hold and create times, ...) are named under the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ from typing import Any
 
 # The harness lives with the tests; run from anywhere.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _docs
 
 from poolwatch.monitoring import config, dashboards
 from tests.support import backfill, fleet, pipeline
@@ -96,35 +97,44 @@ def _line(sizes: list[int], values: list[int], at: int) -> float:
     return y0 + (y1 - y0) * (at - x0) / (x1 - x0)
 
 
-def report(sizes: list[int], results: list[dict[str, tuple[int, int]]], hours: float) -> None:
+def report(sizes: list[int], results: list[dict[str, tuple[int, int]]], hours: float) -> str:
     """A markdown table: samples per panel at the largest size and extrapolated to 1,000."""
     largest = sizes[-1]
-    print(
-        f"\n{datetime.date.today()}, {platform.machine()} {platform.system()}, "
-        f"`python benchmarks/panel_samples.py --processes {' '.join(map(str, sizes))}`: "
-        f"{hours:g} h range, step {STEP} s, scrape {SCRAPE} s, $__rate_interval 1m\n"
-    )
-    print(f"| panel / query | recorded @{largest} | raw @{largest} | raw / recorded "
-          f"| recorded @{TARGET} | raw @{TARGET} | raw / recorded @{TARGET} |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    fleets = " and ".join(f"{size:,}" for size in sizes)
+    lines = [
+        f"Fleets of {fleets} processes; {hours:g} h range, step {STEP} s, scrape {SCRAPE} s, "
+        f"`$__rate_interval` 1m; the last three columns extrapolated to {TARGET:,} processes.",
+        "",
+        f"| panel / query | recorded @{largest} | raw @{largest} | raw / recorded "
+        f"| recorded @{TARGET} | raw @{TARGET} | raw / recorded @{TARGET} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     rows: list[tuple[float, str]] = []
+    empty = []
     for name in results[-1]:
         rec = [r[name][0] for r in results]
         raw = [r[name][1] for r in results]
+        if not any(rec + raw):
+            empty.append(name)
+            continue
         rec_k, raw_k = _line(sizes, rec, TARGET), _line(sizes, raw, TARGET)
         line = (
             f"| {name} | {rec[-1]:,} | {raw[-1]:,} | {raw[-1] / max(rec[-1], 1):.1f}x "
             f"| {rec_k:,.0f} | {raw_k:,.0f} | {raw_k / max(rec_k, 1):.1f}x |"
         )
         rows.append((raw[-1], line))
-    for _, line in sorted(rows, reverse=True):
-        print(line)
+    lines += [line for _, line in sorted(rows, reverse=True)]
+    if empty:
+        lines += ["", "No samples (the generated fleet has none of their series): "]
+        lines[-1] += ", ".join(sorted(empty)) + "."
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, nargs="+", default=[30, 60])
     parser.add_argument("--hours", type=float, default=2.0)
+    _docs.add_flag(parser)
     args = parser.parse_args(argv)
     sizes = sorted(args.processes)
     results: list[dict[str, Any]] = []
@@ -132,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             # one more hour before the measured range so 1h windows are full
             results.append(measure(size, args.hours + 1, Path(tmp) / str(size)))
-    report(sizes, results, args.hours)
+    table = report(sizes, results, args.hours)
+    print(table)
+    if args.write_docs:
+        _docs.write("panel_samples", table)
     return 0
 
 

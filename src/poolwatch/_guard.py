@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from poolwatch import _state
@@ -15,6 +16,19 @@ from poolwatch import _state
 T = TypeVar("T")
 
 _logger = logging.getLogger("poolwatch")
+
+
+@dataclass(frozen=True)
+class PrivateHook:
+    """A private attribute of another library that poolwatch touches, and what breaks without.
+
+    Modules that touch OpenTelemetry SDK internals list theirs as ``PRIVATE_HOOKS``, checked by
+    their tests and probed at run time (a missing one is warned about and counted here).
+    """
+
+    owner: str
+    attribute: str
+    breaks: str
 
 
 def internal_error(hook: str, exc: BaseException) -> None:

@@ -20,19 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolwatch import _guard, _process, _sdk_fork, catalog
+from poolwatch._guard import PrivateHook
 
 SERVICE_INSTANCE_ID = catalog.SERVICE_INSTANCE_ID
 
 _logger = logging.getLogger("poolwatch")
-
-
-@dataclass(frozen=True)
-class PrivateHook:
-    """A private attribute of another library that poolwatch touches, and what breaks without."""
-
-    owner: str
-    attribute: str
-    breaks: str
 
 
 #: Every private OpenTelemetry SDK attribute this module touches.

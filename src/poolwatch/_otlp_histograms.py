@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 from opentelemetry.metrics import NoOpHistogram
 
 from poolwatch import _guard
+from poolwatch._guard import PrivateHook
 from poolwatch._histogram import Buckets, ExponentialBuckets, Histogram
-from poolwatch._instance import PrivateHook
 
 _SDK = "opentelemetry.sdk.metrics._internal"
 _VIEW_MATCH = f"{_SDK}._view_instrument_match._ViewInstrumentMatch"
@@ -30,7 +30,7 @@ _AGGREGATION = f"{_SDK}.aggregation"
 _OFF = "histograms=otlp falls back to record() per checkout (histograms=standard)"
 
 #: Every private name of the SDK (and API) the bridge uses; :func:`check_layout` exercises them.
-#: The project's PRIVATE_HOOKS convention (see :mod:`poolwatch._instance`), under the name the
+#: The project's PRIVATE_HOOKS convention (see :class:`poolwatch._guard.PrivateHook`), under the name the
 #: bridge's documentation uses.
 SDK_LAYOUT: tuple[PrivateHook, ...] = (
     PrivateHook(f"{_SDK}.instrument._Histogram", "_measurement_consumer", _OFF),

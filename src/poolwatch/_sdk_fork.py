@@ -6,11 +6,15 @@ milliseconds out of every interval) leaves the child a lock that nobody will rel
 HTTP client's own locks mid-request), and the child never exports. For the providers poolwatch
 exports through, a fork first waits (bounded) for a collection and an export in progress; if an
 export outlasts the wait, the child replaces the export lock its parent's thread held.
+
+A child also inherits the OTLP/HTTP exporter's keep-alive connection to the collector: parent and
+workers would then write their requests into one TCP stream, and the collector reads interleaved
+bodies ("wire format was corrupt") or a process reads another's response. The child drops the
+connections it inherited (its copies only: the parent's stay open) and opens its own.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
@@ -18,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolwatch import _guard
-
-_logger = logging.getLogger("poolwatch")
+from poolwatch._guard import PrivateHook
 
 #: Seconds a fork waits for a metric collection in progress (in memory: short).
 COLLECT_WAIT = 5.0
@@ -27,16 +30,8 @@ COLLECT_WAIT = 5.0
 EXPORT_WAIT = 2.0
 
 
-@dataclass(frozen=True)
-class PrivateHook:
-    """A private attribute of another library that poolwatch touches, and what breaks without."""
-
-    owner: str
-    attribute: str
-    breaks: str
-
-
 _BREAKS = "a worker forked while its parent exported metrics may never export (warned about once)"
+_SHARED = "a forked worker shares its parent's connection to the collector (warned about once)"
 #: Every private OpenTelemetry SDK attribute this module touches.
 PRIVATE_HOOKS = (
     PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_metric_readers", _BREAKS),
@@ -51,7 +46,27 @@ PRIVATE_HOOKS = (
     PrivateHook(
         "opentelemetry.sdk.metrics.export.PeriodicExportingMetricReader", "_export_lock", _BREAKS
     ),
+    PrivateHook(
+        "opentelemetry.sdk.metrics.export.PeriodicExportingMetricReader", "_exporter", _SHARED
+    ),
+    # the exporter's HTTP transport (SDK 1.45 and later), whose close() drops its connections
+    PrivateHook(
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter.OTLPMetricExporter",
+        "_client",
+        _SHARED,
+    ),
+    PrivateHook("opentelemetry.exporter.otlp.common.http._OTLPHTTPClient", "_transport", _SHARED),
+    # SDK 1.35 to 1.44: the exporter's own requests.Session
+    PrivateHook(
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter.OTLPMetricExporter",
+        "_session",
+        _SHARED,
+    ),
 )
+#: The hooks the export locks need (without them a provider is not watched at all).
+_LOCK_HOOKS = tuple(hook for hook in PRIVATE_HOOKS if hook.breaks == _BREAKS)
+#: Modules whose exporters keep HTTP connections alive (checked for a way to drop them).
+_HTTP_EXPORTERS = "opentelemetry.exporter.otlp.proto.http"
 
 
 @dataclass
@@ -64,7 +79,6 @@ class _Held:
 
 _providers: weakref.WeakSet[Any] = weakref.WeakSet()
 _held: list[_Held] = []
-_warned = False
 
 
 def watch(provider: Any) -> None:
@@ -73,16 +87,50 @@ def watch(provider: Any) -> None:
         return
     if _hooks_present(provider):
         _providers.add(provider)
+        _check_connections(provider)
         return
-    global _warned  # noqa: PLW0603 - warned once per process
-    if not _warned:
-        _warned = True
-        _logger.warning(
-            "poolwatch: the OpenTelemetry SDK's MeterProvider lacks %s; a worker forked while "
-            "its parent exported metrics may never export its own",
-            ", ".join(f"{hook.attribute}" for hook in PRIVATE_HOOKS),
-        )
+    _guard.warn_once(
+        "sdk_fork:hooks",
+        "poolwatch: the OpenTelemetry SDK's MeterProvider lacks %s; a worker forked while "
+        "its parent exported metrics may never export its own",
+        ", ".join(hook.attribute for hook in _LOCK_HOOKS),
+    )
     _guard.internal_error("sdk_fork.hooks", LookupError("MeterProvider export locks"))
+
+
+def _check_connections(provider: Any) -> None:
+    """Warn (once) when an HTTP exporter's connections cannot be dropped in a forked child."""
+    unknown = [
+        type(getattr(reader, "_exporter", reader)).__name__
+        for reader in _periodic(_readers(provider))
+        if _keeps_connections(reader) and _closer(reader) is None
+    ]
+    if not unknown:
+        return
+    _guard.warn_once(
+        "sdk_fork:connections",
+        "poolwatch: cannot find the HTTP connections of %s (none of %s); a worker forked "
+        "after its parent exported shares the parent's connection to the collector, and "
+        "their exports can corrupt each other",
+        ", ".join(unknown),
+        ", ".join(hook.attribute for hook in PRIVATE_HOOKS if hook.breaks == _SHARED),
+    )
+    _guard.internal_error("sdk_fork.connections", LookupError("OTLP/HTTP exporter transport"))
+
+
+def _keeps_connections(reader: Any) -> bool:
+    """Whether ``reader`` exports through an OTLP/HTTP exporter (which keeps connections alive)."""
+    exporter = getattr(reader, "_exporter", None)
+    return exporter is None or type(exporter).__module__.startswith(_HTTP_EXPORTERS)
+
+
+def _closer(reader: Any) -> Any:
+    """What drops the connections ``reader``'s exporter keeps open (None if not found)."""
+    exporter = getattr(reader, "_exporter", None)
+    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+    holder = transport if transport is not None else getattr(exporter, "_session", None)
+    close = getattr(holder, "close", None)
+    return close if callable(close) else None
 
 
 def _readers(provider: Any) -> Any:
@@ -124,6 +172,11 @@ def _release(in_child: bool) -> None:
     _held.clear()
     for entry in held:
         for reader, taken in entry.readers:
+            if taken and in_child and _keeps_connections(reader):
+                # no export was in flight: no thread of the parent's holds the pool's locks
+                close = _closer(reader)
+                if close is not None:
+                    _guard.guarded("sdk_fork.connections", close)
             if taken:
                 reader._export_lock.release()
             elif in_child:

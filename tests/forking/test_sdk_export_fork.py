@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 
-from poolwatch import _sdk_fork
+from poolwatch import _sdk_fork, _state
 from tests.forking.test_fork import in_child
 
 
@@ -116,13 +116,66 @@ def test_a_provider_without_the_private_locks_is_loud(caplog: pytest.LogCaptureF
     class Bare:
         _metric_readers: Sequence[Any] = ()
 
-    monkeypatch_warned = _sdk_fork._warned
-    _sdk_fork._warned = False
+    _state.warned.discard("sdk_fork:hooks")
     before = _guard.error_counts().get("sdk_fork.hooks", 0)
-    try:
-        _sdk_fork.watch(Bare())
-    finally:
-        _sdk_fork._warned = monkeypatch_warned
+    _sdk_fork.watch(Bare())
 
     assert _guard.error_counts().get("sdk_fork.hooks", 0) == before + 1
     assert "_export_lock" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_exports_on_its_own_connection_not_its_parents() -> None:
+    """The OTLP/HTTP exporter's keep-alive connection stays the parent's: a forked child
+    exports on a new one (sharing it, parent and child wrote into one TCP stream)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    from tests.support.otlp_receiver import OtlpReceiver
+
+    with OtlpReceiver() as receiver:
+        exporter = OTLPMetricExporter(endpoint=f"{receiver.endpoint}/v1/metrics")
+        reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+        provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+        provider.get_meter("test").create_counter("c").add(1)
+        _sdk_fork.watch(provider)
+        try:
+            reader.collect(timeout_millis=5_000)  # the parent's connection, kept alive
+            result = in_child(lambda: {"exported": reader.collect(timeout_millis=5_000) is None})
+            reader.collect(timeout_millis=5_000)
+        finally:
+            provider.shutdown()
+        parent, child, parent_again = receiver.client_ports()[:3]
+
+    assert result == {"exported": True}
+    assert receiver.errors == []
+    assert len(receiver.metric_exports()) >= 3
+    assert parent_again == parent
+    assert child != parent
+
+
+def test_an_http_exporter_without_a_known_transport_is_loud(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An OTLP/HTTP exporter whose connections poolwatch cannot find is warned about and
+    counted; the provider's export locks are still watched."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    from poolwatch import _guard
+
+    exporter = OTLPMetricExporter(endpoint="http://127.0.0.1:9/v1/metrics")
+    for attribute in ("_client", "_session"):
+        if hasattr(exporter, attribute):
+            delattr(exporter, attribute)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    _state.warned.discard("sdk_fork:connections")
+    before = _guard.error_counts().get("sdk_fork.connections", 0)
+    try:
+        _sdk_fork.watch(provider)
+    finally:
+        reader._exporter = SlowExporter()  # shutdown must not reach the stripped exporter
+        provider.shutdown()
+
+    assert _guard.error_counts().get("sdk_fork.connections", 0) == before + 1
+    assert "OTLPMetricExporter" in caplog.text
+    assert provider in _sdk_fork._providers

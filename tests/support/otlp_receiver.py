@@ -110,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.receiver._record_error(f"{self.path}: {exc}")
             self._reply(HTTPStatus.BAD_REQUEST, str(exc).encode(), "text/plain")
             return
-        self.server.receiver._store(self.path, message)
+        self.server.receiver._store(self.path, message, self.client_address[1])
         self._reply(HTTPStatus.OK, response_type().SerializeToString(), "application/x-protobuf")
 
     def _reply(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
@@ -141,6 +141,7 @@ class OtlpReceiver:
         self._logs: list[ExportLogsServiceRequest] = []
         self._traces: list[ExportTraceServiceRequest] = []
         self._errors: list[str] = []
+        self._client_ports: list[tuple[str, int]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -195,8 +196,9 @@ class OtlpReceiver:
 
     # --- storage (called from handler threads) ---------------------------------------------------
 
-    def _store(self, path: str, message: Message) -> None:
+    def _store(self, path: str, message: Message, client_port: int) -> None:
         with self._lock:
+            self._client_ports.append((path, client_port))
             if isinstance(message, ExportMetricsServiceRequest):
                 self._metrics.append(message)
             elif isinstance(message, ExportLogsServiceRequest):
@@ -217,6 +219,12 @@ class OtlpReceiver:
         """Requests that could not be decoded (a test should expect none)."""
         with self._lock:
             return list(self._errors)
+
+    def client_ports(self, path: str = "/v1/metrics") -> list[int]:
+        """The client's TCP port of each request to ``path`` that was stored, oldest first
+        (requests on one keep-alive connection share a port)."""
+        with self._lock:
+            return [port for seen, port in self._client_ports if seen == path]
 
     def metric_exports(self) -> list[ExportMetricsServiceRequest]:
         """Every metrics export received so far, oldest first."""
