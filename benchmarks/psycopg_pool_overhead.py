@@ -85,7 +85,7 @@ def report(results: dict[str, list[float]]) -> str:
     rows.append("| --- | ---: | ---: | ---: | ---: |")
     print(f"\n{'getconn + putconn':34} {'us/cycle':>9} {'x bare':>7} {'range':>11} {'best x':>7}")
     for name, values in results.items():
-        ratios = sorted(value / base for value, base in zip(values, bare, strict=True))
+        ratios = sorted(value / before for value, before in zip(values, bare, strict=True))
         median, best = statistics.median(values), min(values) / min(bare)
         ratio = statistics.median(ratios)
         print(
