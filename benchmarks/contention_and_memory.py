@@ -5,9 +5,10 @@ Run: ``python benchmarks/contention_and_memory.py [--threads 64] [--cycles 200] 
 
 * Contention: ``--threads`` threads share one QueuePool of 5 + 10 on a SQLite file; each checks
   out, holds the connection for 1 ms, and checks in, ``--cycles`` times. Throughput is checkouts
-  per wall-clock second; rounds alternate bare and instrumented engines; medians are compared.
+  per wall-clock second; rounds alternate bare and instrumented engines; the medians are compared,
+  and so is each round's instrumented run with the bare run just before it.
 * Memory: ``--million`` checkout+checkin cycles on an instrumented engine with a metric
-  collection every 100,000; the resident set size and the number of objects the garbage
+  collection every tenth of them; the peak resident set size and the number of objects the garbage
   collector tracks are printed at each step, so growth would show as a rising column.
 """
 
@@ -22,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import _docs
 import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -56,8 +58,8 @@ def contended_throughput(engine: sa.Engine, threads: int, cycles: int) -> float:
     return threads * cycles / (time.perf_counter() - began)
 
 
-def contention(url: str, threads: int, cycles: int, rounds: int) -> None:
-    """Print median throughput, bare and instrumented, and their ratio."""
+def contention(url: str, threads: int, cycles: int, rounds: int) -> str:
+    """Print median throughput, bare and instrumented, and their ratios; return the table."""
     bare: list[float] = []
     watched: list[float] = []
     for _ in range(rounds):
@@ -73,14 +75,40 @@ def contention(url: str, threads: int, cycles: int, rounds: int) -> None:
         poolwatch.uninstrument_sqlalchemy(engine)
         engine.dispose()
         provider.shutdown()
-    b, w = statistics.median(bare), statistics.median(watched)
     print(f"\ncontention: {threads} threads, pool 5+10, 1 ms holds, {rounds} rounds")
-    print(f"bare       {b:10.0f} checkouts/s")
-    print(f"poolwatch  {w:10.0f} checkouts/s   {w / b:.3f} of bare")
+    return contention_table(bare, watched)
 
 
-def memory(url: str, total: int) -> None:
-    """Print RSS and tracked objects every 100,000 instrumented checkouts."""
+def contention_table(bare: list[float], watched: list[float]) -> str:
+    """Print and return the throughputs, the ratio of their medians, and each round's ratio
+    (instrumented against the bare run just before it): the median and range of those."""
+    base = statistics.median(bare)
+    print(
+        f"{'variant':10} {'checkouts/s':>12} {'slowest':>8} {'fastest':>8} {'x bare':>7} "
+        f"{'x bare: rounds':>15} {'range':>11}"
+    )
+    rows = [
+        "| variant | checkouts/s: median | slowest round | fastest round | x bare (medians) "
+        "| x bare: median of rounds | range |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, values in (("bare", bare), ("poolwatch", watched)):
+        median = statistics.median(values)
+        ratios = sorted(value / before for value, before in zip(values, bare, strict=True))
+        ratio = statistics.median(ratios)
+        print(
+            f"{name:10} {median:12.0f} {min(values):8.0f} {max(values):8.0f} "
+            f"{median / base:7.3f} {ratio:15.3f} {ratios[0]:5.2f}-{ratios[-1]:<5.2f}"
+        )
+        rows.append(
+            f"| {name} | {median:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
+            f"| {median / base:.3f} | {ratio:.3f} | {ratios[0]:.2f} to {ratios[-1]:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def memory(url: str, total: int) -> str:
+    """Print RSS and tracked objects every tenth of ``total`` checkouts; return the table."""
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     engine = engine_for(url)
@@ -88,6 +116,10 @@ def memory(url: str, total: int) -> None:
     step = max(total // 10, 1)
     print(f"\nmemory over {total:,} checkouts (collection every {step:,})")
     print(f"{'checkouts':>10} {'max RSS MiB':>12} {'gc objects':>11} {'loans':>6}")
+    rows = [
+        "| checkouts | max RSS (MiB) | objects tracked by the GC | loans open |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
     recorder = engine.pool._poolwatch_recorder  # type: ignore[attr-defined]
     done = 0
     while done < total:
@@ -97,10 +129,13 @@ def memory(url: str, total: int) -> None:
         reader.collect()
         gc.collect()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{done:>10,} {rss:12.1f} {len(gc.get_objects()):11,} {len(recorder.loans):6}")
+        objects, loans = len(gc.get_objects()), len(recorder.loans)
+        print(f"{done:>10,} {rss:12.1f} {objects:11,} {loans:6}")
+        rows.append(f"| {done:,} | {rss:.1f} | {objects:,} | {loans} |")
     poolwatch.uninstrument_sqlalchemy(engine)
     engine.dispose()
     provider.shutdown()
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -109,11 +144,15 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--million", type=int, default=1_000_000)
+    _docs.add_flag(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        contention(url, args.threads, args.cycles, args.rounds)
-        memory(url, args.million)
+        throughput = contention(url, args.threads, args.cycles, args.rounds)
+        growth = memory(url, args.million)
+    if args.write_docs:
+        _docs.write("contention", throughput)
+        _docs.write("memory", growth)
 
 
 if __name__ == "__main__":

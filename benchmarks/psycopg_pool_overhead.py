@@ -3,8 +3,10 @@
 Run: ``python benchmarks/psycopg_pool_overhead.py [--dsn CONNINFO] [--cycles N] [--rounds R]``.
 Without ``--dsn`` a throwaway PostgreSQL is started (as the tests do). Every variant runs in each
 round on its own one-connection pool; a round ends with a metric collection so its cost is
-counted. CPU time is ``time.process_time()`` (all threads, the pool's workers included). Figures
-are medians over rounds, reported as ratios against the bare cycle measured in the same round.
+counted. CPU time is ``time.process_time()`` (all threads, the pool's workers included). Each
+variant's ratio is taken against the bare cycle of the same round; the table gives the median
+microseconds, the median ratio and its range over the rounds, and the ratio of the best rounds
+(other load only adds time, so the best rounds are the least disturbed).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _docs
 from _postgres import throwaway_postgres
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -66,13 +69,33 @@ def measure(setup: Setup, dsn: str, cycles: int) -> float:
     return spent / cycles * 1e6
 
 
-def run(dsn: str, cycles: int, rounds: int) -> dict[str, float]:
-    """Median CPU microseconds per cycle for each variant."""
+def run(dsn: str, cycles: int, rounds: int) -> dict[str, list[float]]:
+    """CPU microseconds per cycle for each variant, one value per round."""
     results: dict[str, list[float]] = {name: [] for name, _ in VARIANTS}
     for _ in range(rounds):
         for name, setup in VARIANTS:
             results[name].append(measure(setup, dsn, cycles))
-    return {name: statistics.median(values) for name, values in results.items()}
+    return results
+
+
+def report(results: dict[str, list[float]]) -> str:
+    """Print the table and return it in markdown: each ratio is taken within its round."""
+    bare = results["bare"]
+    rows = ["| getconn + putconn | us/cycle | x bare: median | range | best x |"]
+    rows.append("| --- | ---: | ---: | ---: | ---: |")
+    print(f"\n{'getconn + putconn':34} {'us/cycle':>9} {'x bare':>7} {'range':>11} {'best x':>7}")
+    for name, values in results.items():
+        ratios = sorted(value / before for value, before in zip(values, bare, strict=True))
+        median, best = statistics.median(values), min(values) / min(bare)
+        ratio = statistics.median(ratios)
+        print(
+            f"{name:34} {median:9.2f} {ratio:7.2f} {ratios[0]:5.2f}-{ratios[-1]:<5.2f} {best:7.2f}"
+        )
+        rows.append(
+            f"| {name} | {median:.2f} | {ratio:.2f} | {ratios[0]:.2f} to {ratios[-1]:.2f} "
+            f"| {best:.2f} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -80,14 +103,16 @@ def main() -> None:
     parser.add_argument("--dsn", help="libpq conninfo; default: start a throwaway server")
     parser.add_argument("--cycles", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    _docs.add_flag(parser)
     args = parser.parse_args()
+    if args.write_docs and args.dsn:
+        # the page names the exact command: no conninfo of this machine (or its password) in it
+        parser.error("--write-docs measures on the throwaway server: leave out --dsn")
     with contextlib.ExitStack() as stack:
         dsn = args.dsn or stack.enter_context(throwaway_postgres()).dsn
-        medians = run(dsn, args.cycles, args.rounds)
-    bare = medians["bare"]
-    print(f"\n{'getconn + putconn':34} {'us/cycle':>9} {'x bare':>7}")
-    for name, value in medians.items():
-        print(f"{name:34} {value:9.2f} {value / bare:7.2f}")
+        table = report(run(dsn, args.cycles, args.rounds))
+    if args.write_docs:
+        _docs.write("psycopg_pool_overhead", table)
 
 
 if __name__ == "__main__":
