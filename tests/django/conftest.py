@@ -21,6 +21,7 @@ import pytest
 import poolwatch
 from poolwatch.testing import Capture
 from tests.support.postgres import PostgresCluster, wait_until
+from tests.support.wsgi import serving
 
 SETTINGS = "tests.django.project.settings"
 
@@ -119,18 +120,10 @@ def asgi_server(django_project: None) -> Iterator[tuple[str, int]]:
 @pytest.fixture
 def wsgi_server(django_project: None) -> Iterator[tuple[str, int]]:
     """The project's WSGI application served by waitress (one worker thread): ``(host, port)``."""
-    import waitress
-
     from tests.django.project.wsgi import application
 
-    server = waitress.create_server(application, host="127.0.0.1", port=0, threads=1)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    with serving(application, threads=1) as server:
         yield "127.0.0.1", server.effective_port
-    finally:
-        server.close()
-        thread.join(timeout=30)
 
 
 def idle_pids(postgres: PostgresCluster, application_name: str) -> set[int]:

@@ -16,6 +16,7 @@ from poolwatch.testing import Capture
 from tests.django.conftest import Instrument
 from tests.support.postgres import PostgresCluster
 from tests.support.refused import REFUSAL, limited_role
+from tests.support.wsgi import serving
 
 pytestmark = pytest.mark.postgres
 
@@ -39,34 +40,27 @@ def limited_alias(postgres: PostgresCluster) -> Iterator[str]:
 
 def serve_concurrently(path: str, requests: int) -> list[int]:
     """``requests`` GETs at once against the project served by waitress; their statuses."""
-    import waitress
-
     from tests.django.project.wsgi import application
 
-    server = waitress.create_server(application, host="127.0.0.1", port=0, threads=requests)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     statuses: list[int] = []
     start = threading.Barrier(requests)
 
-    def get() -> None:
-        start.wait()
-        url = f"http://127.0.0.1:{server.effective_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                statuses.append(response.status)
-        except urllib.error.HTTPError as error:
-            statuses.append(error.code)
+    with serving(application, threads=requests) as server:
 
-    try:
+        def get() -> None:
+            start.wait()
+            url = f"http://127.0.0.1:{server.effective_port}{path}"
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+
         clients = [threading.Thread(target=get) for _ in range(requests)]
         for client in clients:
             client.start()
         for client in clients:
             client.join(120)
-    finally:
-        server.close()
-        thread.join(timeout=30)
     return statuses
 
 
