@@ -99,7 +99,7 @@ def test_the_private_sdk_attributes_are_declared_and_present(bare: MeterProvider
     assert hasattr(bare, "_sdk_config")
     assert hasattr(bare._sdk_config, "resource")
     drawn = hasattr(resources, "_service_instance_id")
-    assert drawn == (_instance._sdk_version() >= _instance.SDK_DRAWS_FROM)
+    assert drawn == (_instance.sdk_version() >= _instance.SDK_DRAWS_FROM)
 
 
 def test_a_missing_private_attribute_is_loud(

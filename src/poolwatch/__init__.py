@@ -67,7 +67,7 @@ def instrument_sqlalchemy(
     """
     from poolwatch._integrations.sqlalchemy import ADAPTER
 
-    telemetry = _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
+    telemetry = _telemetry_for(config, settings, meter_provider, tracer_provider, logger_provider)
     if engine is None:
         ADAPTER.instrument_all(telemetry, application_name)
     else:
@@ -108,7 +108,7 @@ def instrument_psycopg_pool(
     """
     from poolwatch._integrations.psycopg_pool import ADAPTER
 
-    telemetry = _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
+    telemetry = _telemetry_for(config, settings, meter_provider, tracer_provider, logger_provider)
     if pool is None:
         ADAPTER.instrument_all(telemetry, application_name)
     else:
@@ -146,7 +146,7 @@ def instrument_django(
     from poolwatch._integrations.django import ADAPTER
 
     ADAPTER.instrument(
-        _telemetry(config, settings, meter_provider, tracer_provider, logger_provider)
+        _telemetry_for(config, settings, meter_provider, tracer_provider, logger_provider)
     )
 
 
@@ -157,7 +157,7 @@ def uninstrument_django() -> None:
     ADAPTER.uninstrument()
 
 
-def _telemetry(
+def _telemetry_for(
     config: Config | None,
     settings: ConfigKeywords,
     meter_provider: MeterProvider | None,

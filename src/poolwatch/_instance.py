@@ -96,7 +96,8 @@ def _sdk_config(provider: Any) -> Any | None:
     return config
 
 
-def _sdk_version() -> tuple[int, ...]:
+def sdk_version() -> tuple[int, ...]:
+    """The installed OpenTelemetry SDK's (major, minor)."""
     from opentelemetry.sdk.version import __version__
 
     return tuple(int(part) for part in __version__.split(".")[:2] if part.isdigit())
@@ -107,7 +108,7 @@ def _sdk_drawn_id() -> str | None:
     from opentelemetry.sdk import resources
 
     if not hasattr(resources, "_service_instance_id"):
-        if _sdk_version() >= SDK_DRAWS_FROM:
+        if sdk_version() >= SDK_DRAWS_FROM:
             _warn_once(
                 "hooks.drawn",
                 "poolwatch: opentelemetry.sdk.resources._service_instance_id is gone; a "

@@ -66,6 +66,8 @@ class Telemetry:
         self.logger = (logger_provider or get_logger_provider()).get_logger(
             catalog.INSTRUMENTATION_SCOPE, __version__
         )
+        #: Makes the log records this logger is given (see :func:`record_type`).
+        self.record_type = record_type(self.logger)
         #: ``otlp``, ``standard`` or ``aggregated``: what runs (see :func:`histogram_mode`).
         self.histogram_mode = _instruments.histogram_mode(config, self.meter)
         self.standard_histograms = (
@@ -265,7 +267,7 @@ class Telemetry:
         if context is not None:
             log_context = trace.set_span_in_context(NonRecordingSpan(context))
         self.logger.emit(
-            LogRecord(
+            self.record_type(
                 timestamp=time.time_ns(),
                 context=log_context,
                 severity_number=severity,
@@ -278,6 +280,31 @@ class Telemetry:
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(name, attributes)
+
+
+#: The first SDK release whose loggers accept the API's LogRecord (they convert it).
+SDK_TAKES_API_RECORDS = (1, 37)
+
+
+def record_type(logger: Any) -> Callable[..., LogRecord]:
+    """What makes ``logger``'s log records: the API's ``LogRecord``, or for an SDK logger older
+    than 1.37 the SDK's own, carrying the logger's resource (those releases export nothing else:
+    an API record fails in every exporter, and the event is lost)."""
+    try:
+        from opentelemetry.sdk._logs import Logger as SdkLogger
+    except ImportError:
+        return LogRecord
+    if not isinstance(logger, SdkLogger) or _instance.sdk_version() >= SDK_TAKES_API_RECORDS:
+        return LogRecord
+    from opentelemetry.sdk import _logs as sdk_logs  # its LogRecord is gone from 1.39 on
+
+    make: Callable[..., LogRecord] = sdk_logs.LogRecord  # type: ignore[attr-defined]
+    resource = logger.resource
+
+    def sdk_record(**fields: Any) -> LogRecord:
+        return make(resource=resource, **fields)
+
+    return sdk_record
 
 
 def _loan_attributes(recorder: PoolRecorder, loan: Loan) -> dict[str, Any]:

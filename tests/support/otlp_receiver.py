@@ -226,6 +226,11 @@ class OtlpReceiver:
         with self._lock:
             return [port for seen, port in self._client_ports if seen == path]
 
+    def log_exports(self) -> list[ExportLogsServiceRequest]:
+        """Every logs export received so far, oldest first."""
+        with self._lock:
+            return list(self._logs)
+
     def metric_exports(self) -> list[ExportMetricsServiceRequest]:
         """Every metrics export received so far, oldest first."""
         with self._lock:
