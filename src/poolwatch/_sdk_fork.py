@@ -10,7 +10,9 @@ export outlasts the wait, the child replaces the export lock its parent's thread
 A child also inherits the OTLP/HTTP exporter's keep-alive connection to the collector: parent and
 workers would then write their requests into one TCP stream, and the collector reads interleaved
 bodies ("wire format was corrupt") or a process reads another's response. The child drops the
-connections it inherited (its copies only: the parent's stay open) and opens its own.
+connections it inherited (its copies only: the parent's stay open) and opens its own. The batch
+processors of the tracer and logger providers poolwatch reports through get the same: a fork
+waits (bounded) for their export in progress, and the child drops their exporters' connections.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ EXPORT_WAIT = 2.0
 
 _BREAKS = "a worker forked while its parent exported metrics may never export (warned about once)"
 _SHARED = "a forked worker shares its parent's connection to the collector (warned about once)"
-#: Every private OpenTelemetry SDK attribute this module touches.
-PRIVATE_HOOKS = (
+#: The private OpenTelemetry SDK attributes the metric side touches.
+METRIC_HOOKS: tuple[PrivateHook, ...] = (
     PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_metric_readers", _BREAKS),
     # SDK releases before 1.36 keep the readers only in the provider's configuration
     PrivateHook("opentelemetry.sdk.metrics.MeterProvider", "_sdk_config", _BREAKS),
@@ -63,6 +65,24 @@ PRIVATE_HOOKS = (
         _SHARED,
     ),
 )
+_BATCHES = "a forked worker's spans and events share its parent's connection (warned about once)"
+_SDK_TRACE = "opentelemetry.sdk.trace"
+_SDK_LOGS = "opentelemetry.sdk._logs._internal"
+#: The private attributes through which the span and log exporters are reached.
+BATCH_HOOKS = (
+    PrivateHook(f"{_SDK_TRACE}.TracerProvider", "_active_span_processor", _BATCHES),
+    PrivateHook(f"{_SDK_TRACE}.SynchronousMultiSpanProcessor", "_span_processors", _BATCHES),
+    PrivateHook(f"{_SDK_TRACE}.export.BatchSpanProcessor", "_batch_processor", _BATCHES),
+    PrivateHook(f"{_SDK_LOGS}.LoggerProvider", "_multi_log_record_processor", _BATCHES),
+    PrivateHook(
+        f"{_SDK_LOGS}.SynchronousMultiLogRecordProcessor", "_log_record_processors", _BATCHES
+    ),
+    PrivateHook(f"{_SDK_LOGS}.export.BatchLogRecordProcessor", "_batch_processor", _BATCHES),
+    PrivateHook("opentelemetry.sdk._shared_internal.BatchProcessor", "_export_lock", _BATCHES),
+    PrivateHook("opentelemetry.sdk._shared_internal.BatchProcessor", "_exporter", _BATCHES),
+)
+#: Every private OpenTelemetry SDK attribute this module touches.
+PRIVATE_HOOKS = METRIC_HOOKS + BATCH_HOOKS
 #: The hooks the export locks need (without them a provider is not watched at all).
 _LOCK_HOOKS = tuple(hook for hook in PRIVATE_HOOKS if hook.breaks == _BREAKS)
 #: Modules whose exporters keep HTTP connections alive (checked for a way to drop them).
@@ -79,6 +99,10 @@ class _Held:
 
 _providers: weakref.WeakSet[Any] = weakref.WeakSet()
 _held: list[_Held] = []
+#: Tracer and logger providers whose batch processors are handled across fork.
+_batch_providers: weakref.WeakSet[Any] = weakref.WeakSet()
+#: The batch processors' export locks the forking thread holds: (processor, lock, taken).
+_held_batches: list[tuple[Any, Any, bool]] = []
 
 
 def watch(provider: Any) -> None:
@@ -96,6 +120,60 @@ def watch(provider: Any) -> None:
         ", ".join(hook.attribute for hook in _LOCK_HOOKS),
     )
     _guard.internal_error("sdk_fork.hooks", LookupError("MeterProvider export locks"))
+
+
+def watch_batches(provider: Any) -> None:
+    """Handle the batch processors of an SDK tracer or logger ``provider`` across fork()
+    (any other provider is left alone; checked once)."""
+    if provider in _batch_providers or not _is_sdk_batching(provider):
+        return
+    processors = _batch_processors(provider)
+    if processors is None or not all(
+        hasattr(processor, "_export_lock") and hasattr(processor, "_exporter")
+        for processor in processors
+    ):
+        _guard.warn_once(
+            "sdk_fork:batches",
+            "poolwatch: cannot find the batch processors of %s (%s); a worker forked after "
+            "its parent exported spans or events shares the parent's connection to the "
+            "collector, and their exports can corrupt each other",
+            type(provider).__name__,
+            ", ".join(hook.attribute for hook in BATCH_HOOKS),
+        )
+        _guard.internal_error("sdk_fork.batches", LookupError("SDK batch processors"))
+        return
+    _batch_providers.add(provider)
+
+
+def _is_sdk_batching(provider: Any) -> bool:
+    """Whether ``provider`` is the SDK's tracer or logger provider (the SDK is optional)."""
+    try:
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return False
+    return isinstance(provider, TracerProvider | LoggerProvider)
+
+
+def _batch_processors(provider: Any) -> list[Any] | None:
+    """The SDK batch processors behind ``provider``'s span or log processors (None: not found)."""
+    multi = getattr(provider, "_active_span_processor", None)
+    processors = getattr(multi, "_span_processors", None)
+    if multi is None:
+        multi = getattr(provider, "_multi_log_record_processor", None)
+        processors = getattr(multi, "_log_record_processors", None)
+    if processors is None:
+        return None
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    batching = [
+        processor
+        for processor in processors
+        if isinstance(processor, BatchSpanProcessor | BatchLogRecordProcessor)
+    ]
+    found = [getattr(processor, "_batch_processor", None) for processor in batching]
+    return None if None in found else found
 
 
 def _check_connections(provider: Any) -> None:
@@ -167,7 +245,31 @@ def _before_fork() -> None:
             entry.readers.append((reader, reader._export_lock.acquire(timeout=EXPORT_WAIT)))
 
 
+def _before_fork_batches() -> None:
+    """Wait for the batch processors' exports in progress, holding their locks across the fork."""
+    for provider in list(_batch_providers):
+        for processor in _batch_processors(provider) or ():
+            lock = processor._export_lock
+            _held_batches.append((processor, lock, False))
+            taken = lock.acquire(timeout=EXPORT_WAIT)
+            _held_batches[-1] = (processor, lock, taken)
+
+
+def _release_batches(in_child: bool) -> None:
+    held = list(_held_batches)
+    _held_batches.clear()
+    for processor, lock, taken in held:
+        if not taken:
+            continue  # an export in flight: the SDK gives the child a new lock of its own
+        if in_child and _keeps_connections(processor):
+            close = _closer(processor)
+            if close is not None:
+                _guard.guarded("sdk_fork.connections", close)
+        lock.release()  # the lock taken (the SDK may already have replaced it in the child)
+
+
 def _release(in_child: bool) -> None:
+    _guard.guarded("sdk_fork.batches", _release_batches, in_child)
     held = list(_held)
     _held.clear()
     for entry in held:
@@ -196,6 +298,7 @@ def _after_in_child() -> None:
 
 def _guarded_before() -> None:
     _guard.guarded("sdk_fork.before", _before_fork)
+    _guard.guarded("sdk_fork.before", _before_fork_batches)
 
 
 if hasattr(os, "register_at_fork"):

@@ -30,7 +30,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from poolwatch import _errors, _filling, _guard, _instance, _instruments, _sites, catalog
+from poolwatch import _errors, _filling, _guard, _instance, _instruments, _sdk_fork, _sites, catalog
 from poolwatch._instrumentation import Reading
 from poolwatch._leaks import Loan
 from poolwatch._recent import RecentTimeouts, caller_key
@@ -63,11 +63,13 @@ class Telemetry:
         self.tracer = trace.get_tracer(
             catalog.INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider
         )
-        self.logger = (logger_provider or get_logger_provider()).get_logger(
-            catalog.INSTRUMENTATION_SCOPE, __version__
-        )
+        self.logger_provider = logger_provider or get_logger_provider()
+        self.logger = self.logger_provider.get_logger(catalog.INSTRUMENTATION_SCOPE, __version__)
         #: Makes the log records this logger is given (see :func:`record_type`).
         self.record_type = record_type(self.logger)
+        # spans and events leave through the SDK's batch processors: fork-safe as the metrics
+        for batching in (tracer_provider or trace.get_tracer_provider(), self.logger_provider):
+            _guard.guarded("sdk_fork", _sdk_fork.watch_batches, batching)
         #: ``otlp``, ``standard`` or ``aggregated``: what runs (see :func:`histogram_mode`).
         self.histogram_mode = _instruments.histogram_mode(config, self.meter)
         self.standard_histograms = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -179,3 +179,127 @@ def test_an_http_exporter_without_a_known_transport_is_loud(
     assert _guard.error_counts().get("sdk_fork.connections", 0) == before + 1
     assert "OTLPMetricExporter" in caplog.text
     assert provider in _sdk_fork._providers
+
+
+def _span_pipeline(receiver: Any) -> tuple[Any, Callable[[], bool]]:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
+    )
+    tracer = provider.get_tracer("test")
+
+    def export() -> bool:
+        with tracer.start_as_current_span("checkout"):
+            pass
+        return bool(provider.force_flush(5_000))
+
+    return provider, export
+
+
+def _log_pipeline(receiver: Any) -> tuple[Any, Callable[[], bool]]:
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    from poolwatch import _telemetry
+
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(
+        BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{receiver.endpoint}/v1/logs"))
+    )
+    logger = provider.get_logger("test")
+    make: Callable[..., LogRecord] = _telemetry.record_type(logger)
+
+    def export() -> bool:
+        logger.emit(make(body="event", event_name="test", severity_number=SeverityNumber.WARN))
+        return bool(provider.force_flush(5_000))
+
+    return provider, export
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize(
+    ("pipeline", "path"), [(_span_pipeline, "/v1/traces"), (_log_pipeline, "/v1/logs")]
+)
+def test_a_child_exports_spans_and_events_on_its_own_connection(
+    pipeline: Callable[[Any], tuple[Any, Callable[[], bool]]], path: str
+) -> None:
+    """The span and log exporters' keep-alive connections stay the parent's too."""
+    from tests.support.otlp_receiver import OtlpReceiver
+
+    with OtlpReceiver() as receiver:
+        provider, export = pipeline(receiver)
+        _sdk_fork.watch_batches(provider)
+        try:
+            assert export()  # the parent's connection, kept alive
+            result = in_child(lambda: {"exported": export()})
+            assert export()
+        finally:
+            provider.shutdown()
+        parent, child, parent_again = receiver.client_ports(path)[:3]
+
+    assert result == {"exported": True}
+    assert receiver.errors == []
+    assert parent_again == parent
+    assert child != parent
+
+
+def test_a_provider_without_batch_processors_where_expected_is_loud(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An SDK tracer provider whose processors cannot be found is warned about and counted."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from poolwatch import _guard
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    del provider._active_span_processor
+    _state.warned.discard("sdk_fork:batches")
+    before = _guard.error_counts().get("sdk_fork.batches", 0)
+    _sdk_fork.watch_batches(provider)
+
+    assert _guard.error_counts().get("sdk_fork.batches", 0) == before + 1
+    assert "_active_span_processor" in caplog.text
+    assert provider not in _sdk_fork._batch_providers
+
+
+def test_the_batch_hooks_exist_in_this_sdk() -> None:
+    """Every attribute of BATCH_HOOKS is where it is declared, on the installed SDK."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs import export as log_export
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = BatchSpanProcessor(InMemorySpanExporter())
+    # renamed in SDK 1.39 (the old name warns)
+    in_memory = (
+        getattr(log_export, "InMemoryLogRecordExporter", None) or log_export.InMemoryLogExporter
+    )
+    logs = log_export.BatchLogRecordProcessor(in_memory())
+    tracing, logging_ = (
+        TracerProvider(shutdown_on_exit=False),
+        LoggerProvider(shutdown_on_exit=False),
+    )
+    objects = {
+        "TracerProvider": tracing,
+        "SynchronousMultiSpanProcessor": tracing._active_span_processor,
+        "BatchSpanProcessor": spans,
+        "LoggerProvider": logging_,
+        "SynchronousMultiLogRecordProcessor": logging_._multi_log_record_processor,
+        "BatchLogRecordProcessor": logs,
+        "BatchProcessor": spans._batch_processor,
+    }
+    try:
+        for hook in _sdk_fork.BATCH_HOOKS:
+            owner = objects[hook.owner.rsplit(".", 1)[1]]
+            assert f"{type(owner).__module__}.{type(owner).__qualname__}" == hook.owner
+            assert hasattr(owner, hook.attribute), hook
+    finally:
+        spans.shutdown()
+        logs.shutdown()
