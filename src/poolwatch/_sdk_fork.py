@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,8 @@ from poolwatch._guard import PrivateHook
 
 #: Seconds a fork waits for a metric collection in progress (in memory: short).
 COLLECT_WAIT = 5.0
-#: Seconds a fork waits for an export in progress (milliseconds to a healthy collector).
+#: Seconds a fork waits for the exports in progress, all of them together (milliseconds to a
+#: healthy collector; with the collector down, a fork is delayed at most this long).
 EXPORT_WAIT = 2.0
 
 
@@ -233,7 +235,7 @@ def _periodic(readers: Any) -> list[Any]:
     return [reader for reader in readers if isinstance(reader, PeriodicExportingMetricReader)]
 
 
-def _before_fork() -> None:
+def _before_fork(deadline: float) -> None:
     """Wait for a collection and an export in progress, holding their locks across the fork."""
     for provider in list(_providers):
         consumer_lock = provider._measurement_consumer._lock
@@ -242,16 +244,16 @@ def _before_fork() -> None:
         entry = _Held(consumer_lock, [])
         _held.append(entry)  # appended first: released after fork even if a step below fails
         for reader in _periodic(_readers(provider)):
-            entry.readers.append((reader, reader._export_lock.acquire(timeout=EXPORT_WAIT)))
+            entry.readers.append((reader, reader._export_lock.acquire(timeout=_left(deadline))))
 
 
-def _before_fork_batches() -> None:
+def _before_fork_batches(deadline: float) -> None:
     """Wait for the batch processors' exports in progress, holding their locks across the fork."""
     for provider in list(_batch_providers):
         for processor in _batch_processors(provider) or ():
             lock = processor._export_lock
             _held_batches.append((processor, lock, False))
-            taken = lock.acquire(timeout=EXPORT_WAIT)
+            taken = lock.acquire(timeout=_left(deadline))
             _held_batches[-1] = (processor, lock, taken)
 
 
@@ -296,9 +298,15 @@ def _after_in_child() -> None:
     _guard.guarded("sdk_fork.child", _release, True)
 
 
+def _left(deadline: float) -> float:
+    """Seconds to wait for one more lock (0: only if it is free now)."""
+    return max(0.0, deadline - time.monotonic())
+
+
 def _guarded_before() -> None:
-    _guard.guarded("sdk_fork.before", _before_fork)
-    _guard.guarded("sdk_fork.before", _before_fork_batches)
+    deadline = time.monotonic() + EXPORT_WAIT
+    _guard.guarded("sdk_fork.before", _before_fork, deadline)
+    _guard.guarded("sdk_fork.before", _before_fork_batches, deadline)
 
 
 if hasattr(os, "register_at_fork"):

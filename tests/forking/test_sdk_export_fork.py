@@ -303,3 +303,54 @@ def test_the_batch_hooks_exist_in_this_sdk() -> None:
     finally:
         spans.shutdown()
         logs.shutdown()
+
+
+class _RecordingLock:
+    """A lock held by another thread that records the timeout each acquire was given."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held elsewhere: every acquire waits its whole timeout
+        self.timeouts: list[float] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self.timeouts.append(timeout)
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_waits_for_all_exports_in_progress_within_one_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exports stuck in two pipelines (a collector down) delay a fork once, not once each: the
+    second lock gets what is left of EXPORT_WAIT after the first used it all."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setattr(_sdk_fork, "EXPORT_WAIT", 0.3)
+    provider, reader, exporter = _exporting_provider()
+    exporter.release.set()  # its export at shutdown does not wait
+    tracing = TracerProvider(shutdown_on_exit=False)
+    spans = BatchSpanProcessor(InMemorySpanExporter())
+    tracing.add_span_processor(spans)
+    _sdk_fork.watch(provider)
+    _sdk_fork.watch_batches(tracing)
+    metric_lock, span_lock = _RecordingLock(), _RecordingLock()
+    saved = reader._export_lock, spans._batch_processor._export_lock
+    reader._export_lock, spans._batch_processor._export_lock = metric_lock, span_lock
+    try:
+        result = in_child(lambda: {"forked": True})
+    finally:
+        reader._export_lock, spans._batch_processor._export_lock = saved
+        provider.shutdown()
+        tracing.shutdown()
+
+    assert result == {"forked": True}
+    ((metric_wait,), (span_wait,)) = metric_lock.timeouts, span_lock.timeouts
+    assert 0 < metric_wait <= 0.3
+    assert span_wait < metric_wait
+    assert span_wait <= 0.3 - metric_wait + 0.05  # what was left of the one budget
