@@ -15,7 +15,8 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -406,36 +407,34 @@ def _opened(work: tuple[Filling, Work] | None) -> None:
         work[0].end(work[1])
 
 
+@contextmanager
+def _connecting(pool: Any) -> Iterator[None]:
+    """A connection being opened by ``pool``: listed as opening, its failure or its create time
+    recorded (the same for the sync and the async pool)."""
+    started = _clock_of(pool)()
+    work = _opening(pool)
+    try:
+        yield
+    except Exception as failure:
+        _open_failed(pool, failure)
+        raise
+    finally:
+        _opened(work)
+    _created(pool, started)
+
+
 def _sync_connect(original: Callable[..., Any]) -> Any:
     def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
-        started = _clock_of(pool)()
-        work = _opening(pool)
-        try:
-            connection = original(pool, *args, **kwargs)
-        except Exception as failure:
-            _open_failed(pool, failure)
-            raise
-        finally:
-            _opened(work)
-        _created(pool, started)
-        return connection
+        with _connecting(pool):
+            return original(pool, *args, **kwargs)
 
     return _connect
 
 
 def _async_connect(original: Callable[..., Any]) -> Any:
     async def _connect(pool: Any, *args: Any, **kwargs: Any) -> Any:
-        started = _clock_of(pool)()
-        work = _opening(pool)
-        try:
-            connection = await original(pool, *args, **kwargs)
-        except Exception as failure:
-            _open_failed(pool, failure)
-            raise
-        finally:
-            _opened(work)
-        _created(pool, started)
-        return connection
+        with _connecting(pool):
+            return await original(pool, *args, **kwargs)
 
     return _connect
 
