@@ -13,8 +13,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from poolwatch import catalog
-from poolwatch.testing import Capture, FakeClock, check_leaks
-from tests.support.readings import assert_borrowed_by, counts, gauge, wait_for
+from poolwatch.testing import Capture, FakeClock
+from tests.support.readings import assert_borrowed_by, counts, gauge, the_one_leak, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -32,14 +32,7 @@ def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_s
     """One leak event naming the borrowing function, line and thread; then a returned event."""
     pool = instrumented(min_size=1, max_size=2, leak_threshold=THRESHOLD)
     connection = borrow_and_forget(pool)
-    poolwatch_clock.advance(THRESHOLD - 0.01)
-    check_leaks()
-    assert telemetry.events(catalog.EVENT_LEAK) == []  # not yet past the threshold
-    poolwatch_clock.advance(0.01)
-    check_leaks()
-    poolwatch_clock.advance(THRESHOLD)
-    check_leaks()  # checked again: still one event
-    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    event = the_one_leak(telemetry, poolwatch_clock, THRESHOLD)
     attributes = event.attributes
     assert_borrowed_by(attributes, "app", borrow_and_forget)
     assert attributes[catalog.CONNECTION_AGE] == pytest.approx(THRESHOLD)

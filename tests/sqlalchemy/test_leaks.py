@@ -19,7 +19,7 @@ import poolwatch
 from poolwatch import _guard, catalog
 from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.failing import ExplodingLoggerProvider
-from tests.support.readings import assert_borrowed_by, gauge, wait_for
+from tests.support.readings import assert_borrowed_by, gauge, the_one_leak, wait_for
 
 THRESHOLD = 0.2
 
@@ -40,14 +40,7 @@ def test_a_connection_held_past_the_threshold_is_reported_once_with_its_borrow_s
 ) -> None:
     """One leak event naming the borrowing function, line, thread and pool; gauge and counter."""
     connection = borrow_and_forget(leaky)
-    poolwatch_clock.advance(THRESHOLD - 0.01)
-    check_leaks()
-    assert telemetry.events(catalog.EVENT_LEAK) == []  # not yet past the threshold
-    poolwatch_clock.advance(0.01)
-    check_leaks()
-    poolwatch_clock.advance(THRESHOLD)
-    check_leaks()  # checked again: still one event
-    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    event = the_one_leak(telemetry, poolwatch_clock, THRESHOLD)
     attributes = event.attributes
     assert_borrowed_by(attributes, "app", borrow_and_forget)
     assert attributes[catalog.CONNECTION_AGE] == pytest.approx(THRESHOLD)

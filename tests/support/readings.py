@@ -8,7 +8,7 @@ from typing import Any
 
 from poolwatch import catalog
 from poolwatch._histogram import format_bound
-from poolwatch.testing import Capture
+from poolwatch.testing import Capture, FakeClock, check_leaks
 from tests.support.polling import poll
 
 
@@ -112,3 +112,17 @@ def django_opened(telemetry: Capture, alias: str) -> int:
         catalog.DJANGO_OPENED.name, attributes={catalog.DJANGO_ALIAS: alias}
     )
     return value
+
+
+def the_one_leak(telemetry: Capture, clock: FakeClock, threshold: float) -> Any:
+    """The leak event of the connection just borrowed and kept: none until ``threshold`` has
+    passed, then exactly one, however often the check runs after."""
+    clock.advance(threshold - 0.01)
+    check_leaks()
+    assert telemetry.events(catalog.EVENT_LEAK) == []  # not yet past the threshold
+    clock.advance(0.01)
+    check_leaks()
+    clock.advance(threshold)
+    check_leaks()  # checked again: still one event
+    (event,) = telemetry.events(catalog.EVENT_LEAK)
+    return event
