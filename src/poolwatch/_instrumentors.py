@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any, Final
@@ -113,40 +114,37 @@ PSYCOPG_POOL_REQUIREMENT = "psycopg-pool >= 3.1, < 4"
 DJANGO_REQUIREMENT = "django >= 4.2, < 6"
 
 
-class SQLAlchemyPoolInstrumentor(_Instrumentor):
+class _PoolInstrumentor(_Instrumentor):
+    """An instrumentor of a pool library: its adapter (``ADAPTER`` of :attr:`_adapter`) records
+    every pool."""
+
+    #: The module of the library's pool adapter (imported when instrumenting starts).
+    _adapter: str
+
+    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
+        adapter = importlib.import_module(self._adapter).ADAPTER
+        adapter.instrument_all(telemetry, kwargs.get("application_name", _naming.APPLICATION_NAME))
+
+    def _stop(self) -> None:
+        importlib.import_module(self._adapter).ADAPTER.uninstrument_all()
+
+
+class SQLAlchemyPoolInstrumentor(_PoolInstrumentor):
     """Records every SQLAlchemy pool the process creates (sync and async engines)."""
 
     _requirement = SQLALCHEMY_REQUIREMENT
     _library = "sqlalchemy"
     _extra = "sqlalchemy"
-
-    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
-        from poolwatch._integrations.sqlalchemy import ADAPTER
-
-        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", _naming.APPLICATION_NAME))
-
-    def _stop(self) -> None:
-        from poolwatch._integrations.sqlalchemy import ADAPTER
-
-        ADAPTER.uninstrument_all()
+    _adapter = "poolwatch._integrations.sqlalchemy"
 
 
-class PsycopgPoolInstrumentor(_Instrumentor):
+class PsycopgPoolInstrumentor(_PoolInstrumentor):
     """Records every psycopg_pool ``ConnectionPool`` and ``AsyncConnectionPool`` from its first checkout."""
 
     _requirement = PSYCOPG_POOL_REQUIREMENT
     _library = "psycopg_pool"
     _extra = "psycopg"
-
-    def _start(self, telemetry: Instrumentation, kwargs: dict[str, Any]) -> None:
-        from poolwatch._integrations.psycopg_pool import ADAPTER
-
-        ADAPTER.instrument_all(telemetry, kwargs.get("application_name", _naming.APPLICATION_NAME))
-
-    def _stop(self) -> None:
-        from poolwatch._integrations.psycopg_pool import ADAPTER
-
-        ADAPTER.uninstrument_all()
+    _adapter = "poolwatch._integrations.psycopg_pool"
 
 
 class DjangoInstrumentor(_Instrumentor):
